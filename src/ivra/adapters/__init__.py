@@ -1,0 +1,19 @@
+"""Adapters: what IVRA needs to know about each model family, behind a registry.
+
+Built in: llava, paligemma, idefics3, smolvlm, qwen2_5_vl, florence2. Add your own with
+``@ivra.adapters.register`` on an :class:`Adapter` subclass.
+"""
+
+from ivra.adapters import florence2, idefics3, llava, paligemma, qwen2_vl  # noqa: F401  (register built-ins)
+from ivra.adapters.base import (
+    Adapter,
+    CapturePoint,
+    ImageBlock,
+    IVRAError,
+    detect,
+    get,
+    list_adapters,
+    register,
+)
+
+__all__ = ["Adapter", "CapturePoint", "ImageBlock", "IVRAError", "detect", "get", "list_adapters", "register"]
