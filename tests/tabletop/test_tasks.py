@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from ivra.tabletop import HELD_OUT_COMBOS, NOVEL_COLOR, NOVEL_SHAPE, SPLITS, TASKS, make_episode, vocabulary
+from ivra.tabletop.tasks import DISTRACTORS, PLACEMENT_EDGE, RELATIONS, TRAIN_EDGE
+
+N = 150
+
+
+def episodes(split, n=N):
+    for task in TASKS:
+        for seed in range(n):
+            yield make_episode(task, split, seed)
+
+
+def targets(ep):
+    return [ep.obj(u) for u in ep.required]
+
+
+@pytest.mark.parametrize("split", ["train", "val", "placement", "novel_task"])
+def test_held_out_and_novel_never_appear(split):
+    for ep in episodes(split):
+        for o in ep.objects:
+            assert o.kind not in HELD_OUT_COMBOS, (ep.task, ep.seed, o)
+            assert o.color != NOVEL_COLOR and o.shape != NOVEL_SHAPE
+        assert all(c.color != NOVEL_COLOR for c in ep.containers)
+
+
+def test_combination_targets_are_held_out():
+    for ep in episodes("combination"):
+        assert any(o.kind in HELD_OUT_COMBOS for o in targets(ep)), (ep.task, ep.seed)
+        assert NOVEL_COLOR not in {o.color for o in ep.objects}
+
+
+def test_novel_object_targets_are_novel():
+    for ep in episodes("novel_object"):
+        assert all(o.color == NOVEL_COLOR or o.shape == NOVEL_SHAPE for o in targets(ep)), (ep.task, ep.seed)
+
+
+def test_placement_regions_and_counts():
+    for ep in episodes("train"):
+        assert all(not (o.x > TRAIN_EDGE and o.y > TRAIN_EDGE) for o in targets(ep))
+    for ep in episodes("placement"):
+        assert all(o.x > PLACEMENT_EDGE and o.y > PLACEMENT_EDGE for o in targets(ep))
+    for task in TASKS:
+        n_train = max(len(make_episode(task, "train", s).objects) for s in range(60))
+        n_place = np.mean([len(make_episode(task, "placement", s).objects) for s in range(60)])
+        assert n_place > n_train - 0.5, task
+    assert all(DISTRACTORS[t]["placement"][0] > DISTRACTORS[t]["default"][1] for t in TASKS)
+
+
+def test_scenes_are_valid():
+    for split in SPLITS:
+        for ep in episodes(split, n=40):
+            assert ep.instruction == " ".join(ep.instruction.split())
+            assert ep.required and ep.max_steps == len(ep.required) + 2
+            for o in ep.objects:
+                assert o.radius <= o.x <= 1 - o.radius and o.radius <= o.y <= 1 - o.radius
+                assert not any(c.contains(o.x, o.y) for c in ep.containers)
+            for i, a in enumerate(ep.objects):
+                for b in ep.objects[i + 1 :]:
+                    assert np.hypot(a.x - b.x, a.y - b.y) > a.radius + b.radius
+
+
+def test_targets_are_unambiguous():
+    for split in ("train", "combination", "novel_object"):
+        for ep in episodes(split, n=60):
+            (t, *_) = targets(ep)
+            same = [o for o in ep.objects if o.kind == t.kind and o.uid != t.uid]
+            if ep.task in ("pick_place", "clutter"):
+                assert not same
+                assert f"the {t.color} {t.shape}" in ep.instruction
+            elif ep.task == "relative_size":
+                (o,) = same
+                assert (t.radius > o.radius) == ("larger" in ep.instruction)
+            elif ep.task == "spatial":
+                (o,) = same
+                rel = next(r for r in RELATIONS if f" {r} " in ep.instruction)
+                ref = next(r for r in ep.objects if f"{rel} the {r.color} {r.shape}" in ep.instruction)
+                dx, dy = RELATIONS[rel]
+                assert dx * (t.x - ref.x) + dy * (t.y - ref.y) > 0.1
+                assert dx * (o.x - ref.x) + dy * (o.y - ref.y) < -0.1
+            elif ep.task == "color_match":
+                c = ep.container(ep.target)
+                assert c.ctype in ep.instruction and t.color == c.color
+                assert [o.uid for o in ep.objects if o.color == c.color] == [t.uid]
+                other = next(x for x in ep.containers if x.uid != ep.target)
+                assert any(o.color == other.color for o in ep.objects)
+            elif ep.task == "multi_object":
+                color = t.color
+                assert {o.uid for o in ep.objects if o.color == color} == set(ep.required)
+                assert f" {color} " in ep.instruction
+
+
+def test_novel_task_uses_held_out_phrasing_with_known_words():
+    train_words = {w for ep in episodes("train", n=40) for w in ep.instruction.split()}
+    for ep in episodes("novel_task", n=20):
+        assert ep.instruction.startswith("into the ")
+        assert set(ep.instruction.split()) <= train_words
+    assert not any(ep.instruction.startswith("into") for ep in episodes("train", n=40))
+
+
+def test_vocabulary_covers_every_instruction():
+    vocab = vocabulary()
+    assert vocab == sorted(set(vocab))
+    assert all(w.isalpha() and w == w.lower() for w in vocab)
+    seen = set()
+    for split in SPLITS:
+        for ep in episodes(split, n=40):
+            seen.update(ep.instruction.split())
+    assert seen <= set(vocab)
+    assert len(vocab) < 80
+
+
+def test_bad_task_or_split():
+    with pytest.raises(ValueError, match="'nope'.*multi_object"):
+        make_episode("nope", "train", 0)
+    with pytest.raises(ValueError, match="'nope'.*placement"):
+        make_episode("pick_place", "nope", 0)
