@@ -1,0 +1,376 @@
+"""Run many independent work units, journaled and resumable, in-process, in local processes or on Ray.
+
+The whole API is :func:`execute`::
+
+    records = execute(job, units, "runs/x/journal.jsonl", executor="local", workers=2)
+
+* ``units``: a list of JSON-able dicts, each with a unique string ``"key"``; the unit alone must decide
+  what is computed (seed, scene, arm ...), so any worker can run it and a rerun reproduces it.
+* ``job``: a picklable object with ``setup()`` -- called lazily, once per worker process, before the
+  first unit it runs there (build the simulator / load the model there, not in ``__init__``) -- and
+  ``run(unit) -> dict`` returning the unit's JSON-able result. A ``"_meta"`` entry of that dict (timings
+  and other run-to-run noise) is moved to the record's ``meta["job"]``.
+
+Every attempt is appended to the journal (:mod:`ivra.eval.journal`) the moment it ends::
+
+    {"key": k, "unit": {...}, "status": "ok"|"error", "attempt": 1, "final": true|false,
+     "result": {...}|null, "error": "Type: message", "traceback": "...",       # the last two on errors
+     "meta": {"elapsed_s": 1.2, "worker": "host:pid", "executor": "local", "finished_at": "..."}}
+
+An exception (or a worker process that dies) is journaled as ``status="error"`` with its traceback and
+the unit is retried up to ``retries`` more times; only the last attempt is ``final``. A final error is
+*not* a task failure: reports count it separately. A rerun with the same journal skips every unit that
+has a final record, so a killed run resumes without losing or duplicating units.
+
+``inline``, ``local`` and ``ray`` produce the same records up to order and ``meta``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import multiprocessing as mp
+import os
+import socket
+import time
+import traceback
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ivra.eval.journal import Journal
+
+EXECUTORS = ("inline", "local", "ray")
+
+
+@runtime_checkable
+class Job(Protocol):
+    def setup(self) -> None: ...
+
+    def run(self, unit: dict) -> dict: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# what runs inside a worker
+_SETUP_DONE: weakref.WeakSet = weakref.WeakSet()
+_SETUP_DONE_STRONG: list = []  # for jobs that cannot be weak-referenced
+_WORKER_JOB: Any = None  # the job installed in a local worker process
+
+
+def _ensure_setup(job: Any) -> None:
+    try:
+        if job in _SETUP_DONE:
+            return
+    except TypeError:
+        if any(j is job for j in _SETUP_DONE_STRONG):
+            return
+    setup = getattr(job, "setup", None)
+    if setup is not None:
+        setup()
+    try:
+        _SETUP_DONE.add(job)
+    except TypeError:
+        _SETUP_DONE_STRONG.append(job)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_unit(job: Any, unit: dict, attempt: int, executor: str) -> dict:
+    """Run one attempt of one unit and return its journal record (``final`` is set by the driver)."""
+    t0 = time.perf_counter()
+    try:
+        _ensure_setup(job)
+        result = job.run(unit)
+        if result is not None and not isinstance(result, dict):
+            raise TypeError(f"job.run must return a dict, got {type(result).__name__}")
+        job_meta = result.pop("_meta", None) if isinstance(result, dict) else None
+        rec: dict[str, Any] = {"status": "ok", "result": result}
+    except Exception as exc:  # noqa: BLE001 -- every failure of a unit is data, not a crash
+        rec = {
+            "status": "error",
+            "result": None,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
+        job_meta = None
+    rec.update(
+        key=unit["key"],
+        unit=unit,
+        attempt=attempt,
+        meta={
+            "elapsed_s": round(time.perf_counter() - t0, 4),
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "executor": executor,
+            "finished_at": _now(),
+        },
+    )
+    if job_meta is not None:
+        rec["meta"]["job"] = job_meta
+    return rec
+
+
+def _crash_record(unit: dict, attempt: int, executor: str, why: str) -> dict:
+    return {
+        "key": unit["key"],
+        "unit": unit,
+        "attempt": attempt,
+        "status": "error",
+        "result": None,
+        "error": f"WorkerDied: {why}",
+        "traceback": why,
+        "meta": {"elapsed_s": None, "worker": None, "executor": executor, "finished_at": _now()},
+    }
+
+
+def _local_init(job: Any) -> None:
+    global _WORKER_JOB
+    _WORKER_JOB = job
+
+
+def _local_run(unit: dict, attempt: int) -> dict:
+    return run_unit(_WORKER_JOB, unit, attempt, "local")
+
+
+class _RayWorker:
+    """Body of the Ray actor (wrapped with ``ray.remote`` at run time so ray stays optional)."""
+
+    def __init__(self, job: Any):
+        self.job = job
+
+    def run(self, unit: dict, attempt: int) -> dict:
+        return run_unit(self.job, unit, attempt, "ray")
+
+
+# --------------------------------------------------------------------------------------------------
+# the driver
+class _Driver:
+    def __init__(self, journal: Journal, retries: int, bar: Any, executor: str):
+        self.journal = journal
+        self.writer = journal.open()
+        self.retries = retries
+        self.bar = bar
+        self.executor = executor
+        self.tries_this_run: dict[str, int] = {}
+        self.final: dict[str, dict] = {}
+        self.n_err = 0
+
+    def record(self, rec: dict) -> bool:
+        """Journal an attempt; return True if the unit should be retried."""
+        key = rec["key"]
+        self.tries_this_run[key] = self.tries_this_run.get(key, 0) + 1
+        retry = rec["status"] == "error" and self.tries_this_run[key] <= self.retries
+        rec["final"] = not retry
+        self.writer.append(rec)
+        if rec["final"]:
+            self.final[key] = rec
+            self.n_err += rec["status"] == "error"
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix(errors=self.n_err, refresh=False)
+        return retry
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="unit", dynamic_ncols=True, smoothing=0.1)
+
+
+def execute(
+    job: Any,
+    units: Sequence[dict],
+    journal_path: str | os.PathLike,
+    *,
+    executor: str = "inline",
+    workers: int = 1,
+    retries: int = 1,
+    desc: str = "units",
+    progress: bool = True,
+    rerun_errors: bool = False,
+    ray_address: str | None = None,
+    ray_resources: dict | None = None,
+) -> list[dict]:
+    """Run every unit not yet final in the journal; return the final records of *all* units, in order.
+
+    ``executor``: ``inline`` (this process; the job's ``setup()`` runs once here), ``local`` (``workers``
+    processes started with the *spawn* method), ``ray`` (``workers`` Ray actors; ``ray.init()`` starts a
+    local cluster unless ``ray_address`` is given; ``ray_resources`` are the actor options, default
+    ``{"num_cpus": 1}``, e.g. ``{"num_gpus": 0.5}`` to share a GPU). ``retries``: extra attempts after
+    an error. ``rerun_errors``: also rerun units whose final record is an error.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    keys = [u.get("key") for u in units]
+    if any(not isinstance(k, str) or not k for k in keys):
+        raise ValueError("every unit needs a non-empty string 'key'")
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
+        raise ValueError(f"unit keys must be unique; duplicated: {dup}")
+    workers = max(1, int(workers))
+
+    journal = Journal(journal_path)
+    done = journal.final_records()
+    if rerun_errors:
+        done = {k: r for k, r in done.items() if r.get("status") == "ok"}
+    prior = journal.attempts()
+    pending = [u for u in units if u["key"] not in done]
+    n_skip = len(units) - len(pending)
+
+    bar = _progress(len(units), n_skip, desc, progress)
+    driver = _Driver(journal, retries, bar, executor)
+    try:
+        if pending:
+            attempt0 = {u["key"]: prior.get(u["key"], 0) for u in pending}
+            if executor == "inline":
+                _run_inline(job, pending, attempt0, driver)
+            elif executor == "local":
+                _run_local(job, pending, attempt0, driver, workers)
+            else:
+                _run_ray(job, pending, attempt0, driver, workers, ray_address, ray_resources)
+    finally:
+        driver.close()
+        if bar is not None:
+            bar.close()
+
+    final = {**done, **driver.final}
+    return [final[k] for k in keys if k in final]
+
+
+def _next_attempt(driver: _Driver, attempt0: dict[str, int], key: str) -> int:
+    return attempt0[key] + driver.tries_this_run.get(key, 0) + 1
+
+
+def _run_inline(job: Any, pending: list[dict], attempt0: dict[str, int], driver: _Driver) -> None:
+    for unit in pending:
+        while True:
+            rec = run_unit(job, unit, _next_attempt(driver, attempt0, unit["key"]), "inline")
+            if not driver.record(rec):
+                break
+
+
+def _run_local(
+    job: Any, pending: list[dict], attempt0: dict[str, int], driver: _Driver, workers: int
+) -> None:
+    queue = deque(pending)
+    ctx = mp.get_context("spawn")
+    while queue:
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_local_init, initargs=(job,)
+        )
+        inflight: dict[Any, tuple[dict, int]] = {}
+        broken = False
+        try:
+            while queue or inflight:
+                while queue and len(inflight) < workers and not broken:
+                    unit = queue.popleft()
+                    attempt = _next_attempt(driver, attempt0, unit["key"])
+                    try:
+                        inflight[pool.submit(_local_run, unit, attempt)] = (unit, attempt)
+                    except BrokenProcessPool:
+                        queue.appendleft(unit)
+                        broken = True
+                if not inflight:
+                    break
+                finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    unit, attempt = inflight.pop(fut)
+                    try:
+                        rec = fut.result()
+                    except BrokenProcessPool as exc:
+                        broken = True
+                        rec = _crash_record(unit, attempt, "local", f"worker process died ({exc})")
+                    except Exception as exc:  # noqa: BLE001 -- e.g. an unpicklable result
+                        rec = _crash_record(unit, attempt, "local", f"{type(exc).__name__}: {exc}")
+                        rec["error"] = f"{type(exc).__name__}: {exc}"
+                        rec["traceback"] = "".join(traceback.format_exception(exc))
+                    if driver.record(rec):
+                        queue.append(unit)
+                if broken and not inflight:
+                    break  # start a fresh pool for what is left
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ray_pythonpath() -> str:
+    """Make the worker processes of a local Ray cluster able to import ``ivra`` even from a checkout."""
+    import ivra
+
+    src = str(Path(ivra.__file__).resolve().parents[1])
+    parts = [src] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    return os.pathsep.join(parts)
+
+
+def _run_ray(
+    job: Any,
+    pending: list[dict],
+    attempt0: dict[str, int],
+    driver: _Driver,
+    workers: int,
+    address: str | None,
+    resources: dict | None,
+) -> None:
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError(
+            "executor='ray' needs ray: .venv/bin/pip install 'ray[default]' (or pip install -e '.[ray]')"
+        ) from exc
+    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {
+            "ignore_reinit_error": True,
+            "include_dashboard": False,
+            "log_to_driver": True,
+        }
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": _ray_pythonpath()}}
+        ray.init(**kwargs)
+    actor_cls = ray.remote(**(resources or {"num_cpus": 1}))(_RayWorker)
+    job_ref = ray.put(job)
+
+    idle = deque(actor_cls.remote(job_ref) for _ in range(workers))
+    queue = deque(pending)
+    inflight: dict[Any, tuple[Any, dict, int]] = {}
+    try:
+        while queue or inflight:
+            while queue and idle:
+                actor = idle.popleft()
+                unit = queue.popleft()
+                attempt = _next_attempt(driver, attempt0, unit["key"])
+                inflight[actor.run.remote(unit, attempt)] = (actor, unit, attempt)
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            for ref in ready:
+                actor, unit, attempt = inflight.pop(ref)
+                try:
+                    rec = ray.get(ref)
+                    idle.append(actor)
+                except (RayActorError, WorkerCrashedError) as exc:
+                    rec = _crash_record(unit, attempt, "ray", f"ray actor died ({type(exc).__name__}: {exc})")
+                    ray.kill(actor, no_restart=True)
+                    idle.append(actor_cls.remote(job_ref))
+                except RayTaskError as exc:  # an error outside run_unit's own try (e.g. pickling)
+                    rec = _crash_record(unit, attempt, "ray", str(exc))
+                    rec["error"] = f"RayTaskError: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    idle.append(actor)
+                if driver.record(rec):
+                    queue.append(unit)
+    finally:
+        for ref in list(inflight):
+            ray.cancel(ref, force=True)
+        for actor in list(idle) + [a for a, _, _ in inflight.values()]:
+            ray.kill(actor, no_restart=True)

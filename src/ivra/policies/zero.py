@@ -1,0 +1,25 @@
+"""The zero-action policy: no motion, gripper open. The floor of any benchmark and a harness check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class ZeroPolicy:
+    """Always returns ``[0, ..., 0, gripper]`` (LIBERO/robosuite: gripper -1 = open, +1 = closed)."""
+
+    name = "zero"
+
+    def __init__(self, action_dim: int = 7, gripper: float = -1.0):
+        self.action_dim = int(action_dim)
+        self.gripper = float(gripper)
+
+    def reset(self, seed: int | None = None) -> None:
+        return None
+
+    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+        out = np.zeros((len(observations), self.action_dim), dtype=np.float64)
+        out[:, -1] = self.gripper
+        return out
