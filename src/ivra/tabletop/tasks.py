@@ -272,15 +272,11 @@ def _gen_clutter(b: _Builder):
     def near(rng):
         return t.x + rng.uniform(-0.3, 0.3), t.y + rng.uniform(-0.3, 0.3)
 
-    b.distractors(
-        b.n_distractors(),
-        radius=CLUTTER_RADIUS,
-        sampler=near,
-        gap=0.008,
-        exclude_kinds={kind},
-        similar_to=kind,
-        p_similar=0.9,
-    )
+    for _ in range(b.n_distractors()):
+        k = b.distractor_kind(exclude_kinds={kind}, similar_to=kind, p_similar=0.9)
+        # close to the target when there is room, else anywhere (the scene is redrawn if even that fails)
+        if b.obj(k, CLUTTER_RADIUS, sampler=near, gap=0.008, required=False) is None:
+            b.obj(k, CLUTTER_RADIUS, gap=0.008)
     return target_c, [t], {"obj": t.name, "cont": target_c.name}
 
 
