@@ -11,7 +11,10 @@ Per forward pass (the prefill of ``generate`` or a plain forward):
    (``post_attn``) or its output (``post``).
 
 Keys and positions are consumed by the first layer-L call after they were recorded, so nothing leaks into the
-next call. The handle never touches a weight; ``detach()`` removes exactly its own hooks.
+next call. One exception: ``generate`` (transformers 5) runs the vision encoder once, before its loop, and hands
+the resulting ``mm_encoder_outputs`` to every forward; without a KV cache each forward is a full prefill, so the
+keys consumed with a given ``mm_encoder_outputs`` object are reused by later forwards that receive the very same
+object (and only those). The handle never touches a weight; ``detach()`` removes exactly its own hooks.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class IVRAHandle:
         self._user_visual: torch.Tensor | None = None
         self._plan: _Plan | None = None
         self._visual_ids: torch.Tensor | None = None
+        self._mm_outputs: dict | None = None  # mm_encoder_outputs handed to the current top-level forward
+        self._reusable: tuple[dict, list[dict[str, Any]]] | None = None  # (mm_encoder_outputs, their records)
 
         layers = adapter.lm_layers(model)
         self.layer = check_index(config.layer, len(layers), "layer")
@@ -79,6 +84,7 @@ class IVRAHandle:
 
     # -- hooks -----------------------------------------------------------------------------------------------------
     def _install(self, layer: nn.Module) -> None:
+        self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
         for point in self.adapter.capture_points(self.model, self.affinity_layer, self.config.affinity_feature):
             self._add_capture(point)
         self._hooks.append(
@@ -113,6 +119,14 @@ class IVRAHandle:
         if any(k in record for k in ("keys", "windows")):
             self.stats.vision_captures += 1
         self.stats.hook_seconds += time.perf_counter() - t0
+
+    def _on_model(self, module, args, kwargs):
+        mm = kwargs.get("mm_encoder_outputs")
+        self._mm_outputs = mm if isinstance(mm, dict) and any(v is not None for v in mm.values()) else None
+        return None
+
+    def _same_mm(self, a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
 
     def _on_embed(self, module, args, kwargs):
         ids = args[0] if args else kwargs.get("input")
@@ -200,7 +214,12 @@ class IVRAHandle:
     def _make_plan(self, hidden: torch.Tensor) -> _Plan | None:
         mask = self._take_visual_mask(hidden)
         records, self._records = self._records, []
+        mm, self._mm_outputs = self._mm_outputs, None
         has_keys = any(k in r for r in records for k in ("keys", "windows"))
+        if has_keys:
+            self._reusable = (mm, records) if mm is not None else None
+        elif mm is not None and self._reusable is not None and self._same_mm(mm, self._reusable[0]):
+            records, has_keys = self._reusable[1], True  # no-cache generate: same precomputed features as before
         if mask is None and not has_keys:
             self.stats.skipped += 1  # decode step or text-only call: nothing to do
             return None
@@ -280,6 +299,7 @@ class IVRAHandle:
         for h in hooks:
             h.remove()
         self._records, self._visual, self._user_visual, self._plan = [], None, None, None
+        self._mm_outputs, self._reusable = None, None
 
     def __enter__(self) -> IVRAHandle:
         return self

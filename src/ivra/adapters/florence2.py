@@ -1,8 +1,9 @@
 """Florence-2 (FLOWER's backbone): DaViT tower, IVRA acts in the BART *encoder* where the visual tokens live.
 
-Each image becomes H*W spatial tokens followed by one global (temporal-mean) token; the global token is left
-alone. ``affinity_layer`` indexes the blocks of the last DaViT stage (the only one at the token resolution). Its
-window attention computes keys in a fused ``qkv`` over padded, window-permuted patches: the capture undoes the
+Each image becomes one global token (the spatial mean, placed *first* by the projector's
+``cat([spatial_mean, per_patch])``) followed by H*W patch tokens; the global token is left alone.
+``affinity_layer`` indexes the blocks of the last DaViT stage (the only one at the token resolution). Its window
+attention computes keys in a fused ``qkv`` over padded, window-permuted patches: the capture undoes the
 window partition and the padding, giving keys in raster order.
 """
 
@@ -60,5 +61,5 @@ class Florence2Adapter(Adapter):
             keys = record.get("keys")
             if keys is None:
                 keys = _unwindow(record["windows"], *shape, record["window"])
-            blocks.extend(ImageBlock(k, skip_after=1) for k in keys)
+            blocks.extend(ImageBlock(k, skip_before=1) for k in keys)  # global token first
         return blocks
