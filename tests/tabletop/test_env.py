@@ -148,6 +148,7 @@ def test_wrong_object_in_target_is_a_terminal_mistake():
         target = ep.container(ep.target)
         _, reward, terminated, truncated, info = env.step([wrong.x, wrong.y, target.x, target.y])
         assert terminated and info["mistake"] and not info["success"] and reward == 0.0
+        assert not info["picked_required"]
         assert info["picked"] == wrong.name and info["placed_in"] == target.name
 
 
@@ -159,8 +160,20 @@ def test_multi_object_needs_several_steps():
     for i in range(n):
         _, reward, terminated, _, info = env.step(env.expert_action())
         assert info["n_done"] == i + 1 and terminated == (i == n - 1)
-    assert info["success"] and reward == 1.0
+    assert info["success"] and reward == 1.0 and info["picked_required"]
     assert np.array_equal(env.expert_action(), np.zeros(4, np.float32))
+
+
+@pytest.mark.parametrize("split", ["train", "placement", "novel_object"])
+def test_expert_placements_do_not_collide(split):
+    env = TabletopEnv(resolution=32)
+    for seed in range(40):
+        run_episode(env, expert, seed, "multi_object", split)
+        ep = env.episode
+        objs = [ep.obj(u) for u in ep.required]
+        for i, a in enumerate(objs):
+            for b in objs[i + 1 :]:
+                assert np.hypot(a.x - b.x, a.y - b.y) >= a.radius + b.radius, (split, seed)
 
 
 def test_topmost_object_is_picked():

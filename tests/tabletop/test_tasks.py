@@ -17,9 +17,13 @@ def targets(ep):
     return [ep.obj(u) for u in ep.required]
 
 
+def test_task_names():
+    assert list(TASKS) == ["pick_place", "color_match", "clutter", "relative_size", "spatial", "multi_object"]
+
+
 @pytest.mark.parametrize("split", ["train", "val", "placement", "novel_task"])
 def test_held_out_and_novel_never_appear(split):
-    for ep in episodes(split):
+    for ep in episodes(split, n=600 if split == "train" else N):
         for o in ep.objects:
             assert o.kind not in HELD_OUT_COMBOS, (ep.task, ep.seed, o)
             assert o.color != NOVEL_COLOR and o.shape != NOVEL_SHAPE

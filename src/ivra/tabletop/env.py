@@ -79,7 +79,7 @@ class TabletopEnv(gym.Env):
             seed = int(self.np_random.integers(2**31 - 1))
         self.episode = make_episode(task, split, seed)
         self._steps = 0
-        self._last = {"picked": None, "placed_in": None}
+        self._last = {"picked": None, "picked_required": False, "placed_in": None}
         self._render()
         return self._obs(), self._info(success=False, mistake=False)
 
@@ -102,7 +102,11 @@ class TabletopEnv(gym.Env):
             ep.objects.append(obj)  # a moved object ends up on top
             c = self._container_at(obj.x, obj.y)
             placed_in = None if c is None else c.name
-        self._last = {"picked": None if obj is None else obj.name, "placed_in": placed_in}
+        self._last = {
+            "picked": None if obj is None else obj.name,
+            "picked_required": obj is not None and obj.uid in ep.required,
+            "placed_in": placed_in,
+        }
         success, mistake = self._status()
         terminated = success or mistake
         truncated = (not terminated) and self._steps >= self.max_steps
@@ -165,7 +169,8 @@ class TabletopEnv(gym.Env):
             "split": ep.split,
             "seed": ep.seed,
             "instruction": ep.instruction,
-            "picked": self._last["picked"],
+            "picked": self._last["picked"],  # name of the object moved by the last step, or None
+            "picked_required": self._last["picked_required"],  # it was one of the objects to put away
             "placed_in": self._last["placed_in"],
             "n_required": len(ep.required),
             "n_done": self._n_done(),
