@@ -34,6 +34,15 @@ def test_registered_and_make():
     assert env.observation_space.contains(obs)
 
 
+def test_vector_env():
+    envs = gym.make_vec("ivra/Tabletop-v0", num_envs=2, vectorization_mode="sync", resolution=32)
+    obs, info = envs.reset(seed=[1, 2], options={"split": "val"})
+    assert obs["image"].shape == (2, 32, 32, 3) and len(obs["instruction"]) == 2
+    obs, reward, terminated, truncated, info = envs.step(np.full((2, 4), 0.5, np.float32))
+    assert envs.observation_space.contains(obs)
+    envs.close()
+
+
 def test_check_env_clean():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

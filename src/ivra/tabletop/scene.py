@@ -99,9 +99,6 @@ class Container:
         dy = max(0.0, abs(py - self.y) - self.radius)
         return math.hypot(dx, dy)
 
-    def half_extent(self) -> float:
-        return self.radius
-
 
 def shape_points(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     """Polygon vertices of a shape of nominal radius ``r`` centred on (cx, cy) (any consistent unit).

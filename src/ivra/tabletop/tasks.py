@@ -39,7 +39,6 @@ Splits (what changes, besides the seed stream):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -444,8 +443,3 @@ def vocabulary() -> list[str]:
     for rel in RELATIONS:
         words.update(rel.split())
     return sorted(words)
-
-
-def _min_color_distance() -> float:
-    cols = list(COLORS.values())
-    return min(math.dist(a, b) for i, a in enumerate(cols) for b in cols[i + 1 :])
