@@ -180,3 +180,15 @@ def versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             out[dist] = None
     return out
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """``os.environ`` plus a PYTHONPATH under which a child ``python`` can import this ``ivra``."""
+    import ivra
+
+    src = str(Path(ivra.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    env["PYTHONPATH"] = os.pathsep.join([src, *parts])
+    env.update(extra)
+    return env

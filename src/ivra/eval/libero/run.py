@@ -1,0 +1,219 @@
+"""``ivra eval libero``: build the units, write the manifest, execute (resumably), then report and videos.
+
+Run directory layout (``--out``)::
+
+    manifest.json     config, versions, renderer, git revision, protocol deviations, timing
+    journal.jsonl     one line per attempt (see ivra.eval.executor)
+    episodes/         one small video per episode (only with --videos K > 0)
+    videos/           side-by-side A/B videos, failures first
+    summary.json report.md report.html success.png
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ivra.eval.executor import execute
+from ivra.eval.libero import protocol
+from ivra.eval.libero.install import LiberoMissing, ensure_config, versions
+from ivra.eval.libero.job import LiberoConfig, LiberoJob, make_units
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("+dirty" if dirty else "")) if rev else None
+
+
+def _fingerprint(config: dict, units: list[dict]) -> str:
+    blob = json.dumps({"config": config, "units": [u["key"] for u in units]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_libero(
+    suite: str,
+    policy: str = "zero",
+    policy_kwargs: dict | None = None,
+    arms: dict | None = None,
+    tasks: list[int] | None = None,
+    init_states: list[int] | None = None,
+    max_steps: int | None = None,
+    wait_steps: int = protocol.WAIT_STEPS,
+    resolution: int = protocol.RESOLUTION,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    retries: int = 1,
+    videos: int = 0,
+    ray_address: str | None = None,
+    ray_resources: dict | None = None,
+    torch_threads: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``."""
+    if suite not in protocol.SUITES:
+        raise ValueError(f"unknown suite {suite!r}; one of {protocol.SUITES}")
+    from ivra.eval.libero import renderer
+
+    ensure_config()  # raises LiberoMissing naming the fix
+    backend, probe_details = renderer.choose()
+    arms = arms or {"baseline": None}
+    tasks = list(range(protocol.N_TASKS[suite])) if tasks is None else list(tasks)
+    init_states = list(range(protocol.NUM_INIT_STATES)) if init_states is None else list(init_states)
+    bad = [t for t in tasks if not 0 <= t < protocol.N_TASKS[suite]]
+    if bad:
+        raise ValueError(f"{suite} has tasks 0-{protocol.N_TASKS[suite] - 1}; got {bad}")
+    bad = [s for s in init_states if not 0 <= s < protocol.NUM_INIT_STATES]
+    if bad:
+        raise ValueError(f"init states are 0-{protocol.NUM_INIT_STATES - 1}; got {bad}")
+
+    out = Path(out or f"runs/libero/{suite}_{policy.replace(':', '_')}_{'-'.join(arms)}")
+    out.mkdir(parents=True, exist_ok=True)
+    if torch_threads is None:
+        torch_threads = 1 if (executor != "inline" and workers > 1) else 0
+    config = LiberoConfig(
+        suite=suite,
+        policy=policy,
+        policy_kwargs=dict(policy_kwargs or {}),
+        arms=dict(arms),
+        max_steps=max_steps,
+        wait_steps=wait_steps,
+        resolution=resolution,
+        video_dir=str((out / "episodes").resolve()) if videos > 0 else None,
+        mujoco_gl=backend,
+        libero_config_path=os.environ.get("LIBERO_CONFIG_PATH"),
+        torch_threads=torch_threads,
+    )
+    units = make_units(suite, tasks, init_states, list(arms), seed=seed)
+    fingerprint_cfg = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in ("mujoco_gl", "libero_config_path", "torch_threads", "video_dir")
+    }
+    fingerprint = _fingerprint(fingerprint_cfg, units)
+
+    manifest_path = out / "manifest.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    if previous and previous.get("fingerprint") != fingerprint:
+        raise SystemExit(
+            f"{out} holds a run with a different configuration (fingerprint {previous.get('fingerprint')} != "
+            f"{fingerprint}); resume it with the same options or pass another --out"
+        )
+    manifest = {
+        "benchmark": "LIBERO",
+        "created": (previous or {}).get("created")
+        or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": fingerprint,
+        "config": config.to_dict(),
+        "protocol": {
+            "max_steps": protocol.MAX_STEPS[suite],
+            "num_init_states": protocol.NUM_INIT_STATES,
+            "wait_steps": protocol.WAIT_STEPS,
+            "resolution": protocol.RESOLUTION,
+            "image_flip": "agentview and wrist images rotated 180 degrees (img[::-1, ::-1]), as OpenVLA's eval",
+        },
+        "deviations": protocol.deviations(suite, tasks, init_states, config.steps, wait_steps, resolution),
+        "tasks": tasks,
+        "init_states": init_states,
+        "seed": seed,
+        "n_units": len(units),
+        "executor": executor,
+        "workers": workers,
+        "ray_address": ray_address,
+        "renderer": backend,
+        "renderer_probe": probe_details,
+        "libero_config": os.environ.get("LIBERO_CONFIG_PATH"),
+        "versions": versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_revision": git_revision(),
+        "command": sys.argv,
+    }
+    if policy == "zero" and any(arms.values()):
+        manifest["deviations"].append(
+            "note: the zero policy ignores IVRA; its arms are identical by construction"
+        )
+    manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+
+    job = LiberoJob(config)
+    t0 = time.perf_counter()
+    journal = out / "journal.jsonl"
+    n_before = len({r["key"] for r in _final_lines(journal)})
+    records = execute(
+        job,
+        units,
+        journal,
+        executor=executor,
+        workers=workers,
+        retries=retries,
+        desc=f"LIBERO {suite}",
+        progress=progress,
+        ray_address=ray_address,
+        ray_resources=ray_resources,
+    )
+    wall = time.perf_counter() - t0
+    ran = [r for r in records if r.get("status") == "ok" and (r.get("meta") or {}).get("job")]
+    n_new = len(records) - n_before
+    env_steps = sum(r["result"]["env_steps"] for r in ran)
+    ep_wall = sum(r["meta"]["job"]["wall_s"] for r in ran)
+    sim_s = sum(r["meta"]["job"]["sim_s"] for r in ran)
+    manifest["timing"] = {
+        "episodes_this_invocation": n_new,
+        "wall_s_this_invocation": round(wall, 1),
+        "episodes_per_hour_this_invocation": round(3600 * n_new / wall, 1) if wall > 0 and n_new else None,
+        "env_steps_per_s_per_worker": round(env_steps / ep_wall, 2) if ep_wall else None,
+        "sim_only_env_steps_per_s": round(env_steps / sim_s, 2) if sim_s else None,
+        "policy_s_per_step": round(
+            sum(r["meta"]["job"]["policy_s"] for r in ran) / max(1, sum(r["result"]["steps"] for r in ran)), 4
+        ),
+    }
+
+    ab_videos = []
+    if videos > 0:
+        from ivra.eval.report import make_ab_videos
+
+        ab_videos = make_ab_videos(records, out / "episodes", out / "videos", videos)
+    manifest["videos"] = [v["path"] for v in ab_videos]
+    manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+
+    from ivra.eval.report import summarize, write_report
+
+    report = write_report(records, out, manifest=manifest, videos=ab_videos)
+    return {
+        "out": out,
+        "records": records,
+        "summary": summarize(records),
+        "manifest": manifest,
+        "report": report,
+    }
+
+
+def _final_lines(journal: Path) -> list[dict]:
+    from ivra.eval.journal import Journal
+
+    return list(Journal(journal).final_records().values())
+
+
+__all__ = ["LiberoMissing", "run_libero"]
