@@ -1,0 +1,74 @@
+"""IVRAConfig validation and parsing: errors name the bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+import ivra
+from ivra import IVRAConfig
+
+
+def test_defaults_and_roundtrip():
+    cfg = IVRAConfig()
+    assert (cfg.layer, cfg.lam, cfg.position, cfg.affinity_mode, cfg.strict) == (20, 0.3, "pre", "cosine", True)
+    assert IVRAConfig(**cfg.to_dict()) == cfg
+    assert cfg.replace(lam=0.5).lam == 0.5 and cfg.lam == 0.3
+    assert isinstance(IVRAConfig(lam=1).lam, float)
+
+
+@pytest.mark.parametrize("lam", [1.5, -0.1, float("nan")])
+def test_lam_out_of_range(lam):
+    with pytest.raises(ValueError, match=rf"lam.*{lam}"):
+        IVRAConfig(lam=lam)
+
+
+def test_lam_not_a_number():
+    with pytest.raises(ValueError, match="'abc'"):
+        IVRAConfig(lam="abc")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("affinity_mode", "dot"), ("position", "middle"), ("affinity_feature", "token"), ("temperature", 0.0),
+     ("temperature", -2.0)],
+)
+def test_unknown_choice_names_value(field, value):
+    with pytest.raises(ValueError, match=rf"{field}.*{value!r}" if isinstance(value, str) else rf"{field}.*{value}"):
+        IVRAConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("layer", 2.5), ("layer", True), ("layer", "3"), ("affinity_layer", 1.0)])
+def test_layer_types(field, value):
+    with pytest.raises(ValueError, match=field):
+        IVRAConfig(**{field: value})
+
+
+def test_frozen():
+    cfg = IVRAConfig()
+    with pytest.raises(Exception):
+        cfg.lam = 0.5  # type: ignore[misc]
+
+
+def test_parse():
+    cfg = IVRAConfig.parse("layer=3, lam=0.25,affinity_mode=relu,affinity_layer=none,strict=false,position=post")
+    assert cfg == IVRAConfig(layer=3, lam=0.25, affinity_mode="relu", affinity_layer=None, strict=False,
+                             position="post")
+    assert IVRAConfig.parse("affinity_layer=-2").affinity_layer == -2
+    with pytest.raises(ValueError, match="'bogus'"):
+        IVRAConfig.parse("bogus=1")
+    with pytest.raises(ValueError, match="'layer3'"):
+        IVRAConfig.parse("layer3")
+    with pytest.raises(ValueError, match="1.5"):
+        IVRAConfig.parse("lam=1.5")
+
+
+def test_attach_overrides_validate():
+    """attach(model, **overrides) goes through the same validation (before touching the model)."""
+    import torch
+
+    with pytest.raises(ValueError, match="1.5"):
+        ivra.attach(torch.nn.Linear(2, 2), lam=1.5)
+    with pytest.raises(ValueError, match="'sideways'"):
+        ivra.attach(torch.nn.Linear(2, 2), IVRAConfig(), position="sideways")
+    with pytest.raises(TypeError, match="dict"):
+        ivra.attach(torch.nn.Linear(2, 2), {"lam": 0.3})
