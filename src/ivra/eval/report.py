@@ -28,8 +28,12 @@ def _pair_key(unit: dict) -> tuple:
     )
 
 
+def _arm(rec: dict) -> str:
+    return rec["unit"].get("arm") or (rec.get("result") or {}).get("arm") or "default"
+
+
 def _arms(records: list[dict]) -> list[str]:
-    arms = list(dict.fromkeys(r["unit"].get("arm", "default") for r in records))
+    arms = list(dict.fromkeys(_arm(r) for r in records))
     return sorted(arms, key=lambda a: (a != BASELINE_ARM, a))
 
 
@@ -48,7 +52,7 @@ def summarize(records: list[dict]) -> dict:
     task_names: dict[tuple, str] = {}
     for r in ok:
         res = r["result"]
-        arm = res.get("arm", r["unit"].get("arm", "default"))
+        arm = _arm(r)
         suite = res.get("suite", "all")
         tid = res.get("task_id", 0)
         task_names[(suite, tid)] = res.get("task", str(tid))
@@ -77,7 +81,7 @@ def summarize(records: list[dict]) -> dict:
         ref = arms[0]
         by_arm: dict[str, dict[tuple, dict]] = defaultdict(dict)
         for r in ok:
-            by_arm[r["unit"].get("arm", "default")][_pair_key(r["unit"])] = r["result"]
+            by_arm[_arm(r)][_pair_key(r["unit"])] = r["result"]
         for arm in arms[1:]:
             common = sorted(set(by_arm[ref]) & set(by_arm[arm]))
             groups: dict[str, list[tuple]] = defaultdict(list)
@@ -164,7 +168,7 @@ def make_ab_videos(
         return (0 if disagree else 1 if not any(succ) else 2, recs[0]["key"])
 
     chosen = sorted(
-        (sorted(g, key=lambda r: arms_order.index(r["unit"].get("arm", "default"))) for g in groups.values()),
+        (sorted(g, key=lambda r: arms_order.index(_arm(r))) for g in groups.values()),
         key=priority,
     )[:k]
     out = []

@@ -1,0 +1,161 @@
+"""execute(): journaling, retries, resume after a real SIGKILL, identical records across executors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ivra.eval.executor import execute
+from ivra.eval.journal import Journal, strip_volatile
+from ivra.eval.toy import ToyJob
+
+
+def _units(n):
+    return [{"key": f"u{i:02d}", "x": i} for i in range(n)]
+
+
+def _canon(records):
+    return sorted((strip_volatile(r) for r in records), key=lambda r: (r["key"], r["attempt"]))
+
+
+def test_inline_runs_every_unit_and_returns_in_order(tmp_path):
+    units = _units(5)
+    recs = execute(ToyJob(), units, tmp_path / "j.jsonl", progress=False)
+    assert [r["key"] for r in recs] == [u["key"] for u in units]
+    assert all(r["status"] == "ok" and r["final"] and r["attempt"] == 1 for r in recs)
+    assert [r["result"]["square"] for r in recs] == [i * i for i in range(5)]
+    assert all(r["result"]["setup_calls"] == 1 for r in recs)  # setup once, lazily
+    assert {"elapsed_s", "worker", "executor", "finished_at"} <= set(recs[0]["meta"])
+
+
+def test_rerun_skips_finished_units(tmp_path):
+    j = tmp_path / "j.jsonl"
+    execute(ToyJob(), _units(3), j, progress=False)
+    recs = execute(ToyJob(), _units(5), j, progress=False)
+    assert len(recs) == 5
+    lines = Journal(j).records()
+    assert sorted(r["key"] for r in lines) == [f"u{i:02d}" for i in range(5)]  # nothing run twice
+
+
+def test_exceptions_are_recorded_retried_once_and_not_failures(tmp_path):
+    job = ToyJob(state_dir=tmp_path / "state", fail_once=("u01",), fail_always=("u03",))
+    j = tmp_path / "j.jsonl"
+    recs = {r["key"]: r for r in execute(job, _units(4), j, retries=1, progress=False)}
+    assert recs["u01"]["status"] == "ok" and recs["u01"]["attempt"] == 2
+    bad = recs["u03"]
+    assert bad["status"] == "error" and bad["final"] and bad["attempt"] == 2 and bad["result"] is None
+    assert "RuntimeError: unit u03 always fails" in bad["error"]
+    assert "Traceback" in bad["traceback"] and "toy.py" in bad["traceback"]
+    lines = Journal(j).records()
+    first = [r for r in lines if r["key"] == "u01" and r["attempt"] == 1][0]
+    assert first["status"] == "error" and not first["final"] and "ValueError" in first["traceback"]
+    assert len([r for r in lines if r["key"] == "u03"]) == 2  # attempt 1 + its one retry
+    # a final error is done: a plain rerun skips it, rerun_errors retries it (attempt numbering continues)
+    again = {r["key"]: r for r in execute(job, _units(4), j, progress=False)}
+    assert again["u03"]["attempt"] == 2
+    again = {r["key"]: r for r in execute(job, _units(4), j, retries=0, rerun_errors=True, progress=False)}
+    assert again["u03"]["attempt"] == 3 and again["u03"]["status"] == "error"
+    # errors are not counted as failures in the report
+    from ivra.eval.report import summarize
+
+    recs = list(again.values())
+    for r in recs:
+        if r["result"] is not None:
+            r["result"]["arm"] = "baseline"
+    s = summarize(recs)
+    assert s["n_errors"] == 1 and s["suites"][0]["n"] == 3
+
+
+def test_bad_units_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unique"):
+        execute(ToyJob(), [{"key": "a"}, {"key": "a"}], tmp_path / "j.jsonl", progress=False)
+    with pytest.raises(ValueError, match="key"):
+        execute(ToyJob(), [{"x": 1}], tmp_path / "j.jsonl", progress=False)
+    with pytest.raises(ValueError, match="executor"):
+        execute(ToyJob(), [], tmp_path / "j.jsonl", executor="threads", progress=False)
+
+
+_RUNNER = """
+import sys
+from ivra.eval.executor import execute
+from ivra.eval.toy import ToyJob
+units = [{"key": f"u{i:02d}", "x": i} for i in range(int(sys.argv[2]))]
+execute(ToyJob(sleep_s=float(sys.argv[3])), units, sys.argv[1], executor="local", workers=2, progress=False)
+"""
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, subprocess_env):
+    n, j = 12, tmp_path / "j.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RUNNER, str(j), str(n), "0.4"], env=subprocess_env, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            done = len(Journal(j).done_keys()) if j.exists() else 0
+            if done >= 4:
+                break
+            assert proc.poll() is None, "runner ended early"
+            time.sleep(0.05)
+        else:
+            pytest.fail("runner journaled nothing in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its spawn workers, mid-run
+        proc.wait()
+    killed_at = Journal(j).done_keys()
+    assert 4 <= len(killed_at) < n
+    with open(j, "a") as fh:  # and a write torn by the kill
+        fh.write('{"key": "u11", "status": "ok", "fin')
+    with pytest.warns(UserWarning, match="truncated"):
+        recs = execute(ToyJob(), _units(n), j, executor="inline", progress=False)
+    assert [r["key"] for r in recs] == [u["key"] for u in _units(n)]
+    lines = Journal(j).records()
+    finals = [r["key"] for r in lines if r["final"]]
+    assert sorted(finals) == [u["key"] for u in _units(n)]  # each unit exactly once
+    assert all(r["status"] == "ok" for r in lines)
+    reran = {r["key"] for r in lines if r["meta"]["executor"] == "inline"}
+    assert not reran & killed_at  # finished units were not redone
+    json.loads(j.read_text().splitlines()[-1])  # the file is valid JSONL again
+
+
+def _compare_job(tmp_path, name):
+    return ToyJob(state_dir=tmp_path / name, fail_once=("u02",), fail_always=("u05",))
+
+
+def test_local_matches_inline(tmp_path):
+    units = _units(8)
+    a = execute(_compare_job(tmp_path, "i"), units, tmp_path / "i.jsonl", progress=False)
+    b = execute(
+        _compare_job(tmp_path, "l"), units, tmp_path / "l.jsonl", executor="local", workers=2, progress=False
+    )
+    assert _canon(Journal(tmp_path / "i.jsonl").records()) == _canon(Journal(tmp_path / "l.jsonl").records())
+    assert _canon(a) == _canon(b)
+    assert {r["meta"]["executor"] for r in b} == {"local"}
+    assert len({r["meta"]["worker"] for r in b}) >= 1
+
+
+@pytest.mark.ray
+def test_ray_matches_inline(tmp_path):
+    import ray
+
+    units = _units(8)
+    execute(_compare_job(tmp_path, "i"), units, tmp_path / "i.jsonl", progress=False)
+    try:
+        b = execute(
+            _compare_job(tmp_path, "r"),
+            units,
+            tmp_path / "r.jsonl",
+            executor="ray",
+            workers=2,
+            progress=False,
+        )
+    finally:
+        ray.shutdown()
+    assert _canon(Journal(tmp_path / "i.jsonl").records()) == _canon(Journal(tmp_path / "r.jsonl").records())
+    assert {r["meta"]["executor"] for r in b} == {"ray"}
