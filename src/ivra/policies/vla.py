@@ -161,6 +161,31 @@ class TinyVLAPolicy:
         text = f"In: What action should the robot take to {instruction.strip().lower()}?\nOut:"
         return [BOS] + [IMAGE] * self.n_image_tokens + [b + TEXT_OFFSET for b in text.encode("utf-8")]
 
+    def _inputs(self, observations: list[dict[str, Any]], instructions: list[str]):
+        import torch
+
+        rows = [self.prompt_ids(s) for s in instructions]
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), PAD, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding, as for generation
+            ids[i, length - len(r) :] = torch.tensor(r)
+            mask[i, length - len(r) :] = 1
+        pixels = torch.stack([self.preprocess(o["image"]) for o in observations])
+        return {
+            "input_ids": ids.to(self.device),
+            "attention_mask": mask.to(self.device),
+            "pixel_values": pixels.to(self.device),
+        }
+
+    def action_logits(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+        """Logits of the first action token over the 256 action bins, shape (batch, 256)."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**self._inputs(observations, instructions))
+        return out.logits[:, -1, self.vocab - N_BINS :].float().cpu().numpy()
+
     def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList
@@ -173,14 +198,6 @@ class TinyVLAPolicy:
                 mask[:, action_ids] = 0.0
                 return scores + mask
 
-        rows = [self.prompt_ids(s) for s in instructions]
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), PAD, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding, as for generation
-            ids[i, length - len(r) :] = torch.tensor(r)
-            mask[i, length - len(r) :] = 1
-        pixels = torch.stack([self.preprocess(o["image"]) for o in observations])
         gen_kwargs: dict[str, Any] = {"max_new_tokens": ACTION_DIM, "min_new_tokens": ACTION_DIM}
         if self.temperature > 0:
             gen_kwargs.update(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0)
@@ -188,9 +205,7 @@ class TinyVLAPolicy:
             gen_kwargs.update(do_sample=False)
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                pixel_values=pixels.to(self.device),
+                **self._inputs(observations, instructions),
                 logits_processor=LogitsProcessorList([OnlyActionTokens()]),
                 pad_token_id=PAD,
                 **gen_kwargs,

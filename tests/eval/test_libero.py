@@ -1,0 +1,130 @@
+"""LIBERO end to end through the harness (real simulator, real renderer), and the missing-simulator path.
+
+The LIBERO tests run one task of libero_spatial, init state 0, 30 policy steps at 128 px (protocol
+deviations that the manifest must record), via the real ``ivra eval libero`` command in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ivra.eval.journal import Journal
+from ivra.eval.libero import install
+
+COMMON = ["--suite", "libero_spatial", "--tasks", "0", "--init-states", "0", "--max-steps", "30", "--resolution", "128", "--no-progress"]  # fmt: skip
+
+
+def _ivra(args, env, timeout=400):
+    return subprocess.run(
+        [sys.executable, "-m", "ivra.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )  # fmt: skip
+
+
+def test_missing_simulator_names_the_fix(monkeypatch, capsys):
+    monkeypatch.setattr(install, "_find_spec_origin", lambda name: None)
+    monkeypatch.setattr(install.importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.delenv("LIBERO_CONFIG_PATH", raising=False)
+    with pytest.raises(install.LiberoMissing, match="scripts/setup_libero.sh"):
+        install.import_libero()
+    import argparse
+
+    from ivra.eval.cli import cmd_eval_libero, register  # noqa: F401
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["eval", "libero", "--suite", "libero_spatial", "--max-steps", "5"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert "not installed" in err and "bash scripts/setup_libero.sh" in err
+
+
+def test_protocol_deviations_and_index_lists():
+    from ivra.eval.libero import protocol
+
+    assert protocol.parse_index_list("0,2,5-7", []) == [0, 2, 5, 6, 7]
+    assert protocol.parse_index_list(None, [1, 2]) == [1, 2]
+    full = protocol.deviations("libero_10", list(range(10)), list(range(50)), 520, 10, 256)
+    assert full == []
+    devs = protocol.deviations("libero_spatial", [0], [0], 30, 10, 128)
+    assert (
+        len(devs) == 4 and any("30 instead of 220" in d for d in devs) and any("128x128" in d for d in devs)
+    )
+
+
+@pytest.mark.libero
+def test_doctor_passes(subprocess_env):
+    proc = _ivra(["doctor", "--quick"], subprocess_env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "LIBERO is ready" in proc.stdout
+
+
+def _check_run(out, arms, policy):
+    manifest = json.loads((out / "manifest.json").read_text())
+    devs = " | ".join(manifest["deviations"])
+    for needle in ("tasks: 1 of 10", "initial states: 1 per task", "max steps: 30 instead of 220", "128x128"):
+        assert needle in devs
+    assert manifest["renderer"] in ("egl", "osmesa") and manifest["versions"]["hf-libero"]
+    assert manifest["config"]["policy"] == policy and list(manifest["config"]["arms"]) == arms
+    recs = list(Journal(out / "journal.jsonl").final_records().values())
+    assert sorted(r["unit"]["arm"] for r in recs) == sorted(arms)
+    for r in recs:
+        assert r["status"] == "ok", r.get("traceback")
+        res = r["result"]
+        assert res["task_id"] == 0 and res["init_state"] == 0 and res["suite"] == "libero_spatial"
+        assert res["env_steps"] == res["steps"] + 10 and (res["success"] or res["steps"] == 30)
+        assert (out / "episodes" / res["video"]).stat().st_size > 0
+        assert r["meta"]["job"]["env_steps_per_s"] > 0
+    assert manifest["videos"] and all(
+        (out / "videos").joinpath(v.split("/")[-1]).exists() for v in manifest["videos"]
+    )
+    md = (out / "report.md").read_text()
+    assert "Protocol deviations" in md and "max steps: 30 instead of 220" in md
+    assert (out / "report.html").exists() and (out / "success.png").exists()
+    return manifest, recs
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_zero_policy_episode_and_resume(tmp_path, subprocess_env):
+    out = tmp_path / "zero"
+    proc = _ivra(["eval", "libero", *COMMON, "--policy", "zero", "--executor", "inline", "--videos", "1", "--out", str(out)], subprocess_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest, recs = _check_run(out, ["baseline"], "zero")
+    assert recs[0]["result"]["success"] is False and recs[0]["result"]["steps"] == 30  # the arm never moves
+    assert manifest["timing"]["episodes_this_invocation"] == 1
+    # rerunning the same command resumes: nothing left to do, nothing duplicated
+    proc = _ivra(["eval", "libero", *COMMON, "--policy", "zero", "--executor", "inline", "--videos", "1", "--out", str(out)], subprocess_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(Journal(out / "journal.jsonl").records()) == 1
+    assert json.loads((out / "manifest.json").read_text())["timing"]["episodes_this_invocation"] == 0
+    # a different configuration in the same directory is refused
+    proc = _ivra(["eval", "libero", *COMMON[:-3], "--resolution", "64", "--policy", "zero", "--out", str(out)], subprocess_env)  # fmt: skip
+    assert proc.returncode != 0 and "different configuration" in proc.stderr
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_tiny_vla_ivra_ab_in_spawned_workers(tmp_path, subprocess_env):
+    out = tmp_path / "ab"
+    proc = _ivra(
+        ["eval", "libero", *COMMON, "--policy", "tiny-vla", "--ab", "--ivra", "layer=2,lam=0.5", "--executor", "local", "--workers", "2", "--videos", "1", "--out", str(out)],
+        subprocess_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest, recs = _check_run(out, ["baseline", "ivra"], "tiny-vla")
+    by_arm = {r["unit"]["arm"]: r for r in recs}
+    assert by_arm["baseline"]["result"]["ivra"] is None
+    assert by_arm["ivra"]["result"]["ivra"]["lam"] == 0.5 and by_arm["ivra"]["result"]["ivra"]["layer"] == 2
+    assert {k: v for k, v in by_arm["ivra"]["unit"].items() if k not in ("key", "arm")} == {
+        k: v for k, v in by_arm["baseline"]["unit"].items() if k not in ("key", "arm")
+    }  # identical units in both arms
+    summary = json.loads((out / "summary.json").read_text())
+    (pair,) = summary["paired"]
+    assert pair["n"] == 1 and pair["a"] == "baseline" and pair["b"] == "ivra"
+    assert "Paired A/B" in (out / "report.md").read_text()
+    t = manifest["timing"]
+    assert t["episodes_this_invocation"] == 2 and t["env_steps_per_s_per_worker"] > 0
