@@ -24,7 +24,7 @@ class Idefics3Adapter(Adapter):
         scale = inner.config.scale_factor
         blocks = []
         for record in records:
-            keys = record["keys"]  # (n_images, n_patches, Dk)
+            keys = record["keys"].contiguous()  # (n_images, n_patches, Dk); pixel_shuffle uses .view
             dk = keys.shape[-1]
             shuffled = inner.connector.pixel_shuffle(keys, scale)  # (n_images, n_patches / s^2, s^2 * Dk)
             merged = shuffled.reshape(*shuffled.shape[:2], scale * scale, dk).mean(-2)

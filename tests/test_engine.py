@@ -1,0 +1,508 @@
+"""The hook engine on the six tiny real transformers families: bit-exactness, the formula, scope, generate,
+padding, dtypes, attention backends, hook hygiene, errors, the inputs_embeds path and the three positions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ivra
+from ivra import IVRAConfig, IVRAError
+from ivra.tiny import IMAGE_TOKEN
+
+from conftest import FAMILIES  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+
+LAYER = 2  # of 4 LM layers (3 encoder layers for Florence-2)
+
+
+# -- 1 / 7: lam=0 is bit-identical, lam>0 changes, eager and sdpa --------------------------------------------------------
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lam0_bit_identical_and_hook_ran(H, family, attn):
+    model, inputs = H.build(family, attn=attn)
+    base = H.logits(model, inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.0) as h:
+        out = H.logits(model, inputs)
+    assert torch.equal(out, base)
+    assert h.stats.calls == 1 and h.stats.tokens > 0 and h.stats.vision_captures >= 1
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        out = H.logits(model, inputs)
+    assert h.stats.calls == 1
+    assert not torch.allclose(out, base, atol=1e-4)
+    assert torch.isfinite(out).all()
+
+
+# -- 2: the pooled values equal the formula computed by hand from independently computed keys ----------------------
+def _check_formula(H, family, model, inputs, cfg, blocks):
+    layer = H.lm_layers(family, model)[cfg.layer]
+    with H.Recorder(layer) as rec0:
+        model(**inputs)
+    with ivra.attach(model, cfg) as h, H.Recorder(layer) as rec1:  # registered after attach: sees IVRA's edit
+        model(**inputs)
+    (h0,), (h1,) = rec0.inputs, rec1.inputs
+    vis = H.visual_mask(inputs)
+    expected = H.expected_layer_input(h0, vis, blocks, cfg.lam, cfg.affinity_mode)
+    assert torch.allclose(h1.double(), expected, atol=1e-5, rtol=1e-4), (h1.double() - expected).abs().max()
+    assert not torch.allclose(h1, h0)  # the hook order assumption holds: our pre-hook saw the edited input
+    assert torch.equal(h1[~vis], h0[~vis])
+    assert h.stats.tokens == sum(k.shape[0] for k, _ in blocks)
+    assert h.stats.images == len(blocks)
+    # the affinity IVRA used, block by block
+    assert len(h.last_affinity) == len(blocks)
+    got = sorted(h.last_affinity, key=lambda a: a.sum().item())
+    ref = sorted((H.naive_weights(k)[0] for k, _ in blocks), key=lambda a: a.sum().item())
+    for a, r in zip(got, ref):
+        assert torch.allclose(a.double(), r, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pooled_values_equal_independent_formula(H, family):
+    model, inputs = H.build(family)
+    blocks = H.independent_blocks(family, model, inputs)
+    _check_formula(H, family, model, inputs, IVRAConfig(layer=LAYER, lam=0.4), blocks)
+
+
+@pytest.mark.parametrize("mode", ["cosine", "relu", "softmax"])
+def test_llava_formula_every_mode_negative_layer(H, mode):
+    model, inputs = H.build("llava")
+    blocks = H.independent_blocks("llava", model, inputs)
+    cfg = IVRAConfig(layer=-3, lam=0.7, affinity_mode=mode)  # -3 of 4 layers is layer 1
+    layer = H.lm_layers("llava", model)[1]
+    with H.Recorder(layer) as rec0:
+        model(**inputs)
+    with ivra.attach(model, cfg) as h, H.Recorder(layer) as rec1:
+        model(**inputs)
+    assert h.layer == 1
+    expected = H.expected_layer_input(rec0.inputs[0], H.visual_mask(inputs), blocks, cfg.lam, mode)
+    assert torch.allclose(rec1.inputs[0].double(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_llava_full_strategy_keeps_cls_token(H):
+    """vision_feature_select_strategy="full": the CLS token is in the sequence and left alone."""
+    model, inputs = H.build("llava", strategy="full")
+    keys = H._siglip_like_keys(model.model.vision_tower, inputs["pixel_values"])
+    blocks = [(k[1:], 1) for k in keys]  # skip the CLS position, pool the patches
+    _check_formula(H, "llava", model, inputs, IVRAConfig(layer=1, lam=0.5), blocks)
+
+
+def test_llava_formula_two_images_per_sample(H):
+    model, inputs = H.build("llava", images_per_sample=2)
+    blocks = H.independent_blocks("llava", model, inputs)
+    assert len(blocks) == 4
+    _check_formula(H, "llava", model, inputs, IVRAConfig(layer=LAYER, lam=0.5), blocks)
+
+
+def test_qwen_formula_hidden_feature_layer0(H):
+    model, inputs = H.build("qwen2_5_vl")
+    keys = H.qwen_keys(model, inputs, feature="hidden", layer=0)
+    cfg = IVRAConfig(layer=1, lam=0.6, affinity_feature="hidden", affinity_layer=0)
+    _check_formula(H, "qwen2_5_vl", model, inputs, cfg, [(k, 0) for k in keys])
+
+
+# -- 3: only the visual positions of layer L change; hidden states before L identical, after different -------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scope_visual_positions_and_layers(H, family):
+    model, inputs = H.build(family)
+    layer = H.lm_layers(family, model)[LAYER]
+    with H.Recorder(layer) as rec0:
+        out0 = model(**inputs, output_hidden_states=True)
+    with ivra.attach(model, layer=LAYER, lam=0.5), H.Recorder(layer) as rec1:
+        out1 = model(**inputs, output_hidden_states=True)
+    h0, h1 = rec0.inputs[0], rec1.inputs[0]
+    vis = H.visual_mask(inputs)
+    assert torch.equal(h1[~vis], h0[~vis])  # text positions bit-identical
+    changed = (h1 != h0).any(-1)
+    assert not (changed & ~vis).any()
+    assert changed[vis].float().mean() > 0.5  # (a token whose affinity row is an identity row stays put)
+    if family == "florence2":  # the first visual position of each image is its global token, left alone
+        for b in range(vis.shape[0]):
+            assert not changed[b, vis[b].nonzero()[0, 0]]
+    hs0, hs1 = H.hidden_states(out0), H.hidden_states(out1)
+    # hidden_states[k] is the input of layer k (k=0: embeddings); IVRA edits inside layer L's pre-hook
+    assert len(hs0) == len(H.lm_layers(family, model)) + 1
+    assert torch.equal(hs0[LAYER], h0)
+    for k in range(LAYER + 1):
+        assert torch.equal(hs1[k], hs0[k]), k
+    for k in range(LAYER + 1, len(hs0)):
+        assert not torch.equal(hs1[k], hs0[k]), k
+
+
+# -- 4: generate with KV cache == no-cache with IVRA -----------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generate_cache_equals_no_cache(H, family):
+    model, inputs = H.build(family)
+    kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    forwards = [0]
+    counter = model.register_forward_pre_hook(lambda *a: forwards.__setitem__(0, forwards[0] + 1))
+    try:
+        base = model.generate(**inputs, **kw)
+        runs = {}
+        for use_cache in (True, False):
+            forwards[0] = 0
+            with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+                runs[use_cache] = model.generate(**inputs, use_cache=use_cache, **kw)
+            runs[use_cache, "calls"], runs[use_cache, "forwards"] = h.stats.calls, forwards[0]
+    finally:
+        counter.remove()
+    a, b = runs[True], runs[False]
+    assert torch.equal(a.sequences, b.sequences)
+    assert len(a.scores) == len(b.scores) == 4
+    for sa, sb in zip(a.scores, b.scores):
+        assert torch.allclose(sa, sb, atol=1e-4)
+    # IVRA really acted inside generate
+    assert not torch.allclose(a.scores[0], base.scores[0], atol=1e-4)
+    if family == "florence2":  # encoder-decoder: the encoder (where IVRA acts) runs once either way
+        assert runs[True, "calls"] == runs[False, "calls"] == 1
+    else:
+        assert runs[True, "calls"] == 1  # prefill only; decode steps with the cache are left alone
+        assert runs[False, "forwards"] == 4
+        assert runs[False, "calls"] == runs[False, "forwards"]  # every no-cache forward is a full prefill
+
+
+def test_generate_decode_steps_are_skipped(H):
+    model, inputs = H.build("llava")
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert (h.stats.calls, h.stats.skipped) == (1, 2)
+
+
+# -- 5: padding and several images: every sample equals itself run alone ---------------------------------------------
+def _check_alone(H, family, model, inputs, images_per_sample=1, lam=0.5):
+    with ivra.attach(model, layer=LAYER, lam=lam) as h:
+        batch = model(**inputs)
+        tokens_batch = h.stats.tokens
+        alone = []
+        for b in range(inputs["input_ids"].shape[0]):
+            one = H.sample_inputs(family, inputs, b, images_per_sample)
+            alone.append(model(**one))
+    assert h.stats.calls == 1 + len(alone)
+    assert h.stats.tokens == 2 * tokens_batch
+    mask = inputs["attention_mask"].bool()
+    for b, lo in enumerate(alone):
+        if family == "florence2":  # encoder-decoder: the prompt's positions live in the encoder
+            got, ref = batch.encoder_last_hidden_state[b][mask[b]], lo.encoder_last_hidden_state[0]
+            assert torch.allclose(batch.logits[b], lo.logits[0], atol=1e-4)
+        else:
+            got, ref = batch.logits[b][mask[b]], lo.logits[0]
+        assert torch.allclose(got, ref, atol=1e-4), (b, (got - ref).abs().max())
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batch_equals_samples_alone(H, family, attn):
+    model, inputs = H.build(family, attn=attn)
+    _check_alone(H, family, model, inputs, images_per_sample=2 if family in ("idefics3", "smolvlm") else 1)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("ips", [1, 2])
+def test_llava_padding_sides_and_two_images(H, side, ips, attn):
+    model, inputs = H.build("llava", attn=attn, padding_side=side, images_per_sample=ips)
+    mask = inputs["attention_mask"]
+    assert (mask == 0).any()  # padding really occurs
+    pad_col = 0 if side == "left" else -1
+    assert mask[0, pad_col] == 0
+    _check_alone(H, "llava", model, inputs, images_per_sample=ips)
+
+
+def test_idefics3_padding_image(H):
+    model, inputs = H.build("idefics3")
+    pv = inputs["pixel_values"]
+    assert (pv[-1, -1] == 0).all() and not (pv[0] == 0).all()  # the last sample has an all-zero padding image
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        model(**inputs)
+    assert h.stats.images == 3 and h.stats.tokens == 12
+    _check_alone(H, "idefics3", model, inputs, images_per_sample=2)
+    # the padded sample alone without its padding image gives the same logits
+    one = H.sample_inputs("idefics3", inputs, 1)
+    with ivra.attach(model, layer=LAYER, lam=0.5):
+        with_pad = H.logits(model, one)
+        one["pixel_values"] = one["pixel_values"][:, :1]
+        without = H.logits(model, one)
+    assert torch.allclose(with_pad, without, atol=1e-5)
+
+
+# -- 6: bf16 --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16(H, family):
+    model, inputs = H.build(family, dtype=torch.bfloat16)
+    base = H.logits(model, inputs)
+    assert base.dtype == torch.bfloat16
+    with ivra.attach(model, layer=LAYER, lam=0.0) as h:
+        assert torch.equal(H.logits(model, inputs), base)
+    assert h.stats.calls == 1
+    layer = H.lm_layers(family, model)[LAYER]
+    with H.Recorder(layer) as rec0:
+        model(**inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h, H.Recorder(layer) as rec:
+        out = H.logits(model, inputs)
+    assert h.stats.calls == 1
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    h0, h1 = rec0.inputs[0], rec.inputs[0]
+    assert h1.dtype == torch.bfloat16
+    assert not torch.equal(out, base)
+    vis = H.visual_mask(inputs)
+    assert torch.equal(h1[~vis], h0[~vis])
+    # the pooled tokens are the fp32 formula rounded to bf16 (independent keys, computed from the bf16 model)
+    blocks = H.independent_blocks(family, model, inputs)
+    expected = H.expected_layer_input(h0, vis, [(k.float(), s) for k, s in blocks], 0.5)
+    diff = (h1.double() - expected).abs()
+    assert (diff <= expected.abs() * 2.0**-7 + 1e-3).all()
+
+
+# -- 8: detach and hook hygiene ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("position", ["pre", "post_attn", "post"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_detach_restores_and_removes_exactly_its_hooks(H, family, position):
+    model, inputs = H.build(family)
+    base = H.logits(model, inputs)
+    fired = []
+    layer = H.lm_layers(family, model)[LAYER]
+    user = layer.register_forward_pre_hook(lambda m, a: fired.append(1))
+    try:
+        before = H.hook_count(model)
+        h = ivra.attach(model, layer=LAYER, lam=0.5, position=position)
+        during = H.hook_count(model)
+        assert during > before and h.attached
+        assert during - before == len(h._hooks)
+        changed = H.logits(model, inputs)
+        assert not torch.equal(changed, base)
+        h.detach()
+        assert H.hook_count(model) == before and not h.attached
+        h.detach()  # twice is fine
+        assert H.hook_count(model) == before
+        fired.clear()
+        assert torch.equal(H.logits(model, inputs), base)
+        assert fired == [1]  # the user's own hook, registered before attach, still fires
+    finally:
+        user.remove()
+
+
+def test_exception_inside_with_block_removes_hooks(H):
+    model, inputs = H.build("llava")
+    before = H.hook_count(model)
+    with pytest.raises(KeyError, match="boom"):
+        with ivra.attach(model, layer=LAYER, lam=0.5):
+            assert H.hook_count(model) > before
+            raise KeyError("boom")
+    assert H.hook_count(model) == before
+
+
+def test_error_inside_forward_leaves_no_stale_state(H):
+    """An IVRAError raised from inside the model's forward leaves no stale keys for the next call."""
+    model, inputs = H.build("llava")
+    base = H.logits(model, inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        model.model.get_image_features(pixel_values=inputs["pixel_values"])  # keys captured, then ...
+        with pytest.raises(IVRAError):
+            model(input_ids=inputs["input_ids"][:, :3])  # ... a text-only call: no visual tokens to map them to
+        with_ivra = H.logits(model, inputs)  # the next call works from its own vision pass
+    assert h.stats.calls == 1
+    assert not torch.equal(with_ivra, base)
+    assert torch.equal(H.logits(model, inputs), base)
+
+
+def test_failed_attach_leaves_no_hooks(H):
+    model, _ = H.build("llava")
+    before = H.hook_count(model)
+    with pytest.raises(IVRAError):
+        ivra.attach(model, layer=99)
+    with pytest.raises(IVRAError):
+        ivra.attach(model, layer=1, affinity_layer=7)
+    assert H.hook_count(model) == before
+
+
+def test_two_handles_stack_and_detach_independently(H):
+    model, inputs = H.build("llava")
+    base = H.logits(model, inputs)
+    before = H.hook_count(model)
+    h1 = ivra.attach(model, layer=1, lam=0.3)
+    one = H.logits(model, inputs)
+    h2 = ivra.attach(model, layer=3, lam=0.3)
+    both = H.logits(model, inputs)
+    assert not torch.equal(one, both)
+    h1.detach()
+    only2 = H.logits(model, inputs)
+    h2.detach()
+    assert H.hook_count(model) == before
+    with ivra.attach(model, layer=3, lam=0.3):
+        assert torch.equal(H.logits(model, inputs), only2)
+    assert torch.equal(H.logits(model, inputs), base)
+
+
+# -- 9: errors --------------------------------------------------------------------------------------------------------
+def test_layer_out_of_range_message(H):
+    model, _ = H.build("llava")
+    with pytest.raises(IVRAError, match=r"layer 99 is out of range.*has 4.*-4\.\.3"):
+        ivra.attach(model, layer=99)
+    with pytest.raises(IVRAError, match=r"layer -5"):
+        ivra.attach(model, layer=-5)
+    with pytest.raises(IVRAError, match=r"affinity_layer 3 is out of range.*has 3"):
+        ivra.attach(model, layer=1, affinity_layer=3)
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [({"lam": 1.5}, "1.5"), ({"lam": -0.1}, "-0.1"), ({"affinity_mode": "dot"}, "'dot'"),
+     ({"position": "middle"}, "'middle'"), ({"affinity_feature": "token"}, "'token'")],
+)
+def test_bad_settings_name_the_value(H, overrides, needle):
+    model, _ = H.build("llava")
+    before = H.hook_count(model)
+    with pytest.raises(ValueError, match=needle):
+        ivra.attach(model, layer=1, **overrides)
+    assert H.hook_count(model) == before
+
+
+def test_unknown_model_class():
+    with pytest.raises(IVRAError, match=r"unknown model Sequential.*llava"):
+        ivra.attach(torch.nn.Sequential(torch.nn.Linear(2, 2)), layer=0)
+    with pytest.raises(IVRAError, match=r"unknown adapter 'nope'"):
+        ivra.attach(torch.nn.Linear(2, 2), layer=0, adapter="nope")
+
+
+def _embeds_and_spans(model, inputs):
+    """Embeddings of the prompt with the image features spliced in (done by us, LLaRA-style), and the spans."""
+    ids = inputs["input_ids"]
+    embeds = model.get_input_embeddings()(ids)
+    feats = model.model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+    feats = torch.cat(list(feats), 0) if isinstance(feats, (list, tuple)) else feats.reshape(-1, embeds.shape[-1])
+    vis = ids == IMAGE_TOKEN
+    embeds = embeds.clone()
+    embeds[vis] = feats.to(embeds.dtype)
+    spans = []
+    for b in range(ids.shape[0]):
+        pos = vis[b].nonzero().squeeze(1).tolist()
+        runs, start = [], pos[0]
+        for p, q in zip(pos, pos[1:] + [None]):
+            if q != p + 1:
+                runs.append((start, p + 1))
+                start = q
+        spans.append(runs)
+    return embeds, spans, vis
+
+
+def test_token_count_mismatch_message(H):
+    model, inputs = H.build("llava")
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        embeds, spans, vis = _embeds_and_spans(model, inputs)  # runs the vision tower once: keys captured
+        bad = [[(s, e - 1) for s, e in sp] for sp in spans]  # one token short per image
+        h.set_visual_positions(bad)
+        with pytest.raises(IVRAError, match=r"token count mismatch.*30 visual tokens.*32.*\[16, 16\]"):
+            model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+
+
+def test_keys_not_captured_message_and_non_strict(H):
+    model, inputs = H.build("llava")
+    embeds, spans, vis = _embeds_and_spans(model, inputs)  # computed before attach: no keys will be captured
+    base = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        h.set_visual_positions(spans)
+        with pytest.raises(IVRAError, match=r"32 visual tokens found but no keys were captured.*vision layer 2"):
+            model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+    with ivra.attach(model, layer=LAYER, lam=0.5, strict=False) as h:
+        h.set_visual_positions(spans)
+        out = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+    assert torch.equal(out, base) and h.stats.calls == 0
+
+
+def test_inputs_embeds_without_positions_after_vision_pass(H):
+    model, inputs = H.build("llava")
+    embeds, spans, vis = _embeds_and_spans(model, inputs)
+    base = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        model.model.get_image_features(pixel_values=inputs["pixel_values"])
+        with pytest.raises(IVRAError, match=r"no visual token positions.*set_visual_positions"):
+            model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+    with ivra.attach(model, layer=LAYER, lam=0.5, strict=False) as h:
+        model.model.get_image_features(pixel_values=inputs["pixel_values"])
+        out = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+        assert torch.equal(out, base) and h.stats.calls == 0
+        # nothing leaks into the next call: a plain text call is skipped, not an error
+        model(input_ids=inputs["input_ids"][:, :3])
+        assert h.stats.calls == 0 and h.stats.skipped == 1
+
+
+def test_text_only_call_is_skipped(H):
+    model, inputs = H.build("llava")
+    ids = inputs["input_ids"][:, :3]
+    base = model(input_ids=ids).logits
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        assert torch.equal(model(input_ids=ids).logits, base)
+    assert (h.stats.calls, h.stats.skipped) == (0, 1)
+
+
+def test_set_visual_positions_bad_tensor(H):
+    model, _ = H.build("llava")
+    with ivra.attach(model, layer=1) as h:
+        with pytest.raises(ValueError, match=r"torch.int64 \(2, 3\)"):
+            h.set_visual_positions(torch.zeros(2, 3, dtype=torch.long))
+
+
+# -- 10: the inputs_embeds path (LLaRA-style) -------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["spans", "mask"])
+def test_inputs_embeds_path_equals_input_ids_path(H, form):
+    model, inputs = H.build("llava")
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        ref = H.logits(model, inputs)
+        embeds, spans, vis = _embeds_and_spans(model, inputs)  # runs the vision tower: the hooks capture keys
+        h.set_visual_positions(spans if form == "spans" else vis)
+        out = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+    assert h.stats.calls == 2
+    assert torch.allclose(out, ref, atol=1e-5)
+    base = H.logits(model, inputs)
+    assert not torch.allclose(out, base, atol=1e-4)
+
+
+# -- 13: positions post_attn and post -------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_position_post(H, family):
+    model, inputs = H.build(family)
+    layer = H.lm_layers(family, model)[LAYER]
+    base = H.logits(model, inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.0, position="post"):
+        assert torch.equal(H.logits(model, inputs), base)
+    with H.Recorder(layer, output=True) as rec0:
+        model(**inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.5, position="post") as h, H.Recorder(layer, output=True) as rec1:
+        out = H.logits(model, inputs)
+    assert h.stats.calls == 1
+    assert not torch.allclose(out, base, atol=1e-4)
+    assert torch.equal(rec1.inputs[0], rec0.inputs[0])  # layer L's input is untouched
+    vis = H.visual_mask(inputs)
+    o0, o1 = rec0.outputs[0], rec1.outputs[0]
+    assert torch.equal(o1[~vis], o0[~vis])
+    blocks = H.independent_blocks(family, model, inputs)
+    expected = H.expected_layer_input(o0, vis, blocks, 0.5)  # the formula applied to layer L's output
+    assert torch.allclose(o1.double(), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_position_post_attn(H, family):
+    model, inputs = H.build(family)
+    layer = H.lm_layers(family, model)[LAYER]
+    base = H.logits(model, inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.0, position="post_attn") as h:
+        assert torch.allclose(H.logits(model, inputs), base, atol=1e-5)  # re-adds the residual: not bitwise
+    assert h.stats.calls == 1
+    attn_mod = layer.self_attn
+    with H.Recorder(layer, output=True, attention=attn_mod) as rec0:
+        model(**inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.5, position="post_attn") as h, \
+            H.Recorder(layer, output=True, attention=attn_mod) as rec1:
+        out = H.logits(model, inputs)
+    assert h.stats.calls == 1
+    assert not torch.allclose(out, base, atol=1e-4)
+    vis = H.visual_mask(inputs)
+    x0, x1 = rec0.inputs[0], rec1.inputs[0]
+    assert torch.equal(x1, x0)  # the layer's input is untouched
+    a0, a1 = rec0.attn[0], rec1.attn[0]
+    assert torch.equal(a1[~vis], a0[~vis])  # text positions: attention output untouched
+    # the residual stream after attention (input + attention output) is pooled at the visual positions
+    blocks = H.independent_blocks(family, model, inputs)
+    expected = H.expected_layer_input(x0 + a0, vis, blocks, 0.5)
+    assert torch.allclose((x1 + a1).double(), expected, atol=1e-5, rtol=1e-4)
+    o0, o1 = rec0.outputs[0], rec1.outputs[0]
+    changed = (o1 != o0).any(-1)
+    assert not (changed & ~vis).any() and changed[vis].any()  # only visual tokens change in layer L's output
