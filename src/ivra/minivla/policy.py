@@ -1,0 +1,66 @@
+"""Load the shipped (or a self-trained) tiny policy and wrap it in the common :class:`ivra.policies.Policy` API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ivra.minivla.model import MiniVLASpec, build_policy, predict
+from ivra.minivla.tokenizer import WordTokenizer
+
+WEIGHTS = Path(__file__).parent / "weights"
+REGIMES = ("low", "full")
+
+
+def load_model(which: str = "low", weights_dir: str | Path | None = None):
+    """``which``: a shipped regime (``low`` = 12 % of the demonstrations, ``full``) or a training run directory.
+
+    Shipped weights are fp16 safetensors (vision tower stored once, ``vision.safetensors``); they are loaded in
+    float32. Returns ``(model, tokenizer, spec)``.
+    """
+    path = Path(which)
+    if path.is_dir():  # a run directory written by ivra.minivla.train
+        folder, files = path, [path / "model.safetensors"]
+    else:
+        if which not in REGIMES:
+            raise ValueError(
+                f"unknown policy {which!r}: expected one of {REGIMES} or a training run directory"
+            )
+        folder = Path(weights_dir) if weights_dir else WEIGHTS
+        files = [folder / "vision.safetensors", folder / f"{which}.safetensors"]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"policy weights not found: {missing} (train them with scripts/train_minivla.sh)"
+        )
+    spec = MiniVLASpec(**json.loads((folder / "spec.json").read_text()))
+    tok = WordTokenizer.load(folder / "tokenizer.json")
+    model = build_policy(spec, tok)
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval(), tok, spec
+
+
+class MiniVLAPolicy:
+    """Greedy text-action decoding; malformed outputs give NaN actions (the runner counts them as failures)."""
+
+    def __init__(self, which: str = "low", weights_dir: str | Path | None = None):
+        self.model, self.tokenizer, self.spec = load_model(which, weights_dir)
+        self.name = f"minivla-{Path(which).name}"
+        self.malformed = 0
+
+    def reset(self, seed: int | None = None) -> None:  # deterministic policy: nothing to reseed
+        return None
+
+    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+        images = np.stack([o["image"] for o in observations])
+        actions, ok = predict(self.model, self.tokenizer, self.spec, images, instructions)
+        self.malformed += ok.count(False)
+        return actions
