@@ -10,7 +10,7 @@ import ivra
 from ivra import IVRAError, adapters
 from ivra.adapters import Adapter, detect, get, list_adapters, register
 
-from conftest import FAMILIES  # noqa: E402
+FAMILIES = ("llava", "paligemma", "idefics3", "smolvlm", "qwen2_5_vl", "florence2")
 
 
 def _adapter_blocks(model, inputs, **cfg):
@@ -197,6 +197,7 @@ def test_paligemma_affinity_layer_choice(H):
 # -- registry ----------------------------------------------------------------------------------------------------------
 def test_list_adapters_has_the_six():
     assert set(FAMILIES) <= set(list_adapters())
+    assert set(ivra.tiny.families()) == set(FAMILIES)  # a new tiny family must join these tests
     assert list_adapters() == sorted(list_adapters())
 
 

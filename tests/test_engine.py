@@ -10,7 +10,7 @@ import ivra
 from ivra import IVRAConfig, IVRAError
 from ivra.tiny import IMAGE_TOKEN
 
-from conftest import FAMILIES  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+FAMILIES = ("llava", "paligemma", "idefics3", "smolvlm", "qwen2_5_vl", "florence2")
 
 LAYER = 2  # of 4 LM layers (3 encoder layers for Florence-2)
 
