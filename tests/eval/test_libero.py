@@ -89,20 +89,26 @@ def _check_run(out, arms, policy):
 
 @pytest.mark.libero
 @pytest.mark.slow
-def test_zero_policy_episode_and_resume(tmp_path, subprocess_env):
+def test_zero_policy_ab_episode_and_resume(tmp_path, subprocess_env):
     out = tmp_path / "zero"
-    proc = _ivra(["eval", "libero", *COMMON, "--policy", "zero", "--executor", "inline", "--videos", "1", "--out", str(out)], subprocess_env)  # fmt: skip
+    cmd = ["eval", "libero", *COMMON, "--policy", "zero", "--ab", "--ivra", "layer=2,lam=0.3", "--executor", "inline", "--videos", "1", "--out", str(out)]  # fmt: skip
+    proc = _ivra(cmd, subprocess_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    manifest, recs = _check_run(out, ["baseline"], "zero")
-    assert recs[0]["result"]["success"] is False and recs[0]["result"]["steps"] == 30  # the arm never moves
-    assert manifest["timing"]["episodes_this_invocation"] == 1
+    manifest, recs = _check_run(out, ["baseline", "ivra"], "zero")
+    assert any("zero policy ignores IVRA" in d for d in manifest["deviations"])
+    a, b = sorted(recs, key=lambda r: r["unit"]["arm"])
+    assert a["result"]["success"] is False and a["result"]["steps"] == 30  # the arm never moves
+    # the unit alone decides the scene: both arms of the zero policy are the same episode
+    same = ("success", "steps", "env_steps", "reward", "task", "seed", "init_state")
+    assert {k: a["result"][k] for k in same} == {k: b["result"][k] for k in same}
+    assert manifest["timing"]["episodes_this_invocation"] == 2
     # rerunning the same command resumes: nothing left to do, nothing duplicated
-    proc = _ivra(["eval", "libero", *COMMON, "--policy", "zero", "--executor", "inline", "--videos", "1", "--out", str(out)], subprocess_env)  # fmt: skip
+    proc = _ivra(cmd, subprocess_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(Journal(out / "journal.jsonl").records()) == 1
+    assert len(Journal(out / "journal.jsonl").records()) == 2
     assert json.loads((out / "manifest.json").read_text())["timing"]["episodes_this_invocation"] == 0
     # a different configuration in the same directory is refused
-    proc = _ivra(["eval", "libero", *COMMON[:-3], "--resolution", "64", "--policy", "zero", "--out", str(out)], subprocess_env)  # fmt: skip
+    proc = _ivra([*cmd[:-2], "--resolution", "64", "--out", str(out)], subprocess_env)
     assert proc.returncode != 0 and "different configuration" in proc.stderr
 
 

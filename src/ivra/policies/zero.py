@@ -15,6 +15,11 @@ class ZeroPolicy:
     def __init__(self, action_dim: int = 7, gripper: float = -1.0):
         self.action_dim = int(action_dim)
         self.gripper = float(gripper)
+        self.ivra_config: dict | None = None
+
+    def set_ivra(self, cfg: dict | None) -> None:
+        """Accepted and ignored (there is no model): a zero-policy A/B has identical arms by construction."""
+        self.ivra_config = dict(cfg) if cfg else None
 
     def reset(self, seed: int | None = None) -> None:
         return None
