@@ -125,6 +125,10 @@ def test_tiny_vla_ivra_ab_in_spawned_workers(tmp_path, subprocess_env):
     by_arm = {r["unit"]["arm"]: r for r in recs}
     assert by_arm["baseline"]["result"]["ivra"] is None
     assert by_arm["ivra"]["result"]["ivra"]["lam"] == 0.5 and by_arm["ivra"]["result"]["ivra"]["layer"] == 2
+    # IVRA really edited the visual tokens at every policy step (strict mode would have raised otherwise)
+    stats = by_arm["ivra"]["result"]["ivra_stats"]
+    assert stats["calls"] >= 30 and stats["tokens"] >= 30 * 64
+    assert by_arm["baseline"]["result"]["ivra_stats"] is None
     assert {k: v for k, v in by_arm["ivra"]["unit"].items() if k not in ("key", "arm")} == {
         k: v for k, v in by_arm["baseline"]["unit"].items() if k not in ("key", "arm")
     }  # identical units in both arms

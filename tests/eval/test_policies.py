@@ -60,10 +60,15 @@ def test_tiny_vla_ivra_attach_detach(vla):
     assert vla.ivra_config == {"layer": 2, "lam": 0.5}
     ivra_logits = vla.action_logits(obs, instr)
     assert not np.allclose(ivra_logits, base_logits)  # IVRA really acts on the visual tokens
+    before = vla.ivra_counters()
     assert vla.act(obs, instr).shape == (1, 7)
+    after = vla.ivra_counters()
+    assert after["calls"] > before["calls"] and after["tokens"] - before["tokens"] >= vla.n_image_tokens
+    ov = vla.overlay()
+    assert ov.shape == (8, 8) and np.isfinite(ov).all()  # 64 px / 8 px patches
     vla.set_ivra({"layer": 2, "lam": 0.0})  # lam = 0 is bit-identical to no IVRA
     assert np.array_equal(vla.action_logits(obs, instr), base_logits)
     vla.set_ivra(None)
-    assert vla.ivra_config is None
+    assert vla.ivra_config is None and vla.overlay() is None and vla.ivra_counters() is None
     assert np.array_equal(vla.action_logits(obs, instr), base_logits)
     assert np.array_equal(vla.act(obs, instr), base_act)

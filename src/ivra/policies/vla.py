@@ -139,6 +139,24 @@ class TinyVLAPolicy:
             self._handle = attach(self.model, config_cls(**cfg))
             self.ivra_config = cfg
 
+    def ivra_counters(self) -> dict | None:
+        """Cumulative IVRA counters of the attached handle (forward passes edited, tokens edited), or None."""
+        if self._handle is None:
+            return None
+        st = self._handle.stats
+        return {"calls": int(st.calls), "tokens": int(st.tokens), "fallback_rows": int(st.fallback_rows)}
+
+    def overlay(self) -> np.ndarray | None:
+        """IVRA's last affinity as a patch-grid map (mean affinity each patch receives), for video overlays."""
+        aff = getattr(self._handle, "last_affinity", None) if self._handle is not None else None
+        if not aff:
+            return None
+        a = aff[0].detach().float().cpu().numpy()
+        g = int(round(a.shape[0] ** 0.5))
+        if g * g != a.shape[0]:
+            return None
+        return a.mean(axis=0).reshape(g, g)
+
     # -- Policy protocol ---------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> None:
         if self.temperature > 0 and seed is not None:

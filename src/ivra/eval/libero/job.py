@@ -201,6 +201,8 @@ class LiberoJob:
             raise ValueError(f"policy {cfg.policy!r} cannot take IVRA settings (no set_ivra)")
 
         env = self._get_env(task_id)
+        counters = getattr(policy, "ivra_counters", None)
+        before = counters() if counters else None
         t_start = time.perf_counter()
         sim_time = policy_time = 0.0
         frames: list[np.ndarray] = []
@@ -241,6 +243,8 @@ class LiberoJob:
             self._close_env()  # never reuse an env in an unknown state
             raise
         wall = time.perf_counter() - t_start
+        after = counters() if counters else None
+        ivra_stats = {k: after[k] - (before or {}).get(k, 0) for k in after} if after else None
         env_steps = steps + cfg.wait_steps
         video = None
         if want_video and frames:
@@ -263,6 +267,7 @@ class LiberoJob:
             "arm": unit["arm"],
             "policy": cfg.policy,
             "ivra": ivra_cfg,
+            "ivra_stats": ivra_stats,  # forward passes / visual tokens IVRA edited in this episode
             "success": bool(success),
             "steps": steps,
             "env_steps": env_steps,
