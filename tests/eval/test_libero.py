@@ -24,10 +24,11 @@ def _ivra(args, env, timeout=400):
     )  # fmt: skip
 
 
-def test_missing_simulator_names_the_fix(monkeypatch, capsys):
+def test_missing_simulator_names_the_fix(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(install, "_find_spec_origin", lambda name: None)
     monkeypatch.setattr(install.importlib.util, "find_spec", lambda name, *a: None)
-    monkeypatch.delenv("LIBERO_CONFIG_PATH", raising=False)
+    (tmp_path / "config.yaml").write_text("assets: /nowhere\n")  # a stale config must not hide the problem
+    monkeypatch.setenv("LIBERO_CONFIG_PATH", str(tmp_path))
     with pytest.raises(install.LiberoMissing, match="scripts/setup_libero.sh"):
         install.import_libero()
     import argparse

@@ -111,7 +111,7 @@ class TinyVLAPolicy:
         self.image_size = image_size
         self.n_image_tokens = (image_size // patch_size) ** 2
         self.vocab = self.model.config.text_config.vocab_size
-        self.action_ids = torch.arange(self.vocab - N_BINS, self.vocab)
+        self.action_ids = torch.arange(self.vocab - N_BINS, self.vocab, device=device)
         self.centres = bin_centres()
         self.temperature = float(temperature)
         self._handle = None

@@ -115,11 +115,26 @@ def read_config(path: Path) -> dict:
         return dict(yaml.safe_load(fh) or {})
 
 
+def missing_packages() -> list[str]:
+    return [m for m in ("libero", "robosuite", "mujoco") if importlib.util.find_spec(m) is None]
+
+
+def require_installed() -> None:
+    """Raise :class:`LiberoMissing` (naming the fix) unless the simulator's python packages are importable."""
+    missing = missing_packages()
+    if missing:
+        raise LiberoMissing(
+            f"LIBERO simulator not installed (missing python packages: {', '.join(missing)}). Fix: {SETUP_CMD}"
+        )
+
+
 def ensure_config() -> Path:
     """Write (or refresh) our LIBERO config.yaml and export ``LIBERO_CONFIG_PATH``; return the file.
 
     If the user already exported ``LIBERO_CONFIG_PATH`` and a config.yaml exists there, it is kept.
+    Raises :class:`LiberoMissing` when the simulator is not installed.
     """
+    require_installed()
     user = os.environ.get("LIBERO_CONFIG_PATH")
     if user and (Path(user) / "config.yaml").is_file():
         return Path(user) / "config.yaml"
@@ -144,11 +159,6 @@ def import_libero():
 
     Raises :class:`LiberoMissing` naming the fix when the simulator is not installed.
     """
-    missing = [m for m in ("libero", "robosuite", "mujoco") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise LiberoMissing(
-            f"LIBERO simulator not installed (missing python packages: {', '.join(missing)}). Fix: {SETUP_CMD}"
-        )
     cfg_path = ensure_config()
     import libero.libero as ll
 
