@@ -93,7 +93,7 @@ execute(ToyJob(sleep_s=float(sys.argv[3])), units, sys.argv[1], executor="local"
 def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, subprocess_env):
     n, j = 12, tmp_path / "j.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RUNNER, str(j), str(n), "0.4"], env=subprocess_env, start_new_session=True
+        [sys.executable, "-c", _RUNNER, str(j), str(n), "0.5"], env=subprocess_env, start_new_session=True
     )
     try:
         deadline = time.time() + 120
