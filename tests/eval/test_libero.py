@@ -139,3 +139,25 @@ def test_tiny_vla_ivra_ab_in_spawned_workers(tmp_path, subprocess_env):
     assert "Paired A/B" in (out / "report.md").read_text()
     t = manifest["timing"]
     assert t["episodes_this_invocation"] == 2 and t["env_steps_per_s_per_worker"] > 0
+
+
+def test_units_and_job_pickling():
+    import pickle
+
+    from ivra.eval.libero.job import LiberoConfig, LiberoJob, make_units
+    from ivra.policies.zero import ZeroPolicy
+
+    units = make_units("libero_goal", [0, 3], [0, 1, 2], ["baseline", "ivra"], seed=7)
+    assert len(units) == 12 and len({u["key"] for u in units}) == 12
+    a, b = units[0], units[1]  # the two arms of a pair are adjacent and share scene and seed
+    assert (a["arm"], b["arm"]) == ("baseline", "ivra")
+    assert {k: v for k, v in a.items() if k not in ("key", "arm")} == {
+        k: v for k, v in b.items() if k not in ("key", "arm")
+    }
+    assert a["seed"] == 7 and units[2]["seed"] == 8
+    cfg = LiberoConfig(suite="libero_goal", arms={"baseline": None, "ivra": {"layer": 2, "lam": 0.3}})
+    assert cfg.steps == 300 and LiberoConfig(suite="libero_10", max_steps=12).steps == 12
+    job = pickle.loads(pickle.dumps(LiberoJob(cfg)))
+    assert job.config == cfg and job._env is None
+    with pytest.raises(TypeError, match="inline"):
+        pickle.dumps(LiberoJob(cfg, policy=ZeroPolicy()))

@@ -117,17 +117,24 @@ def video_name(key: str) -> str:
 
 
 class LiberoJob:
-    """Picklable; ``setup()`` and the environments/policy happen in the worker process."""
+    """Picklable; ``setup()`` and the environments/policy happen in the worker process.
 
-    def __init__(self, config: LiberoConfig):
+    ``policy``: an already-built policy object to use instead of building ``config.policy`` (for the
+    ``inline`` executor, e.g. a model already loaded in this process); it is not shipped to workers.
+    """
+
+    def __init__(self, config: LiberoConfig, policy: Any = None):
         self.config = config
         self._suite = None
         self._env = None
         self._env_task: int | None = None
         self._init_states: dict[int, Any] = {}
-        self._policy = None
+        self._policy = policy
+        self._policy_given = policy is not None
 
     def __getstate__(self) -> dict:  # ship only the config to workers
+        if self._policy is not None and self._policy_given:
+            raise TypeError("a LiberoJob holding a live policy object runs only with executor='inline'")
         return {"config": self.config}
 
     def __setstate__(self, state: dict) -> None:

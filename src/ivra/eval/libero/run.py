@@ -70,8 +70,15 @@ def run_libero(
     ray_resources: dict | None = None,
     torch_threads: int | None = None,
     progress: bool = True,
+    policy_instance=None,
 ) -> dict:
-    """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``."""
+    """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``.
+
+    ``policy_instance``: an already-built policy (e.g. a model loaded in this process) used instead of
+    building ``policy`` by name; needs ``executor="inline"``. ``policy`` then only names it in the records.
+    """
+    if policy_instance is not None and executor != "inline":
+        raise ValueError("policy_instance (a live policy object) needs executor='inline'")
     if suite not in protocol.SUITES:
         raise ValueError(f"unknown suite {suite!r}; one of {protocol.SUITES}")
     from ivra.eval.libero import renderer
@@ -157,7 +164,7 @@ def run_libero(
         )
     manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
 
-    job = LiberoJob(config)
+    job = LiberoJob(config, policy=policy_instance)
     t0 = time.perf_counter()
     journal = out / "journal.jsonl"
     n_before = len({r["key"] for r in _final_lines(journal)})
