@@ -455,6 +455,20 @@ def test_inputs_embeds_path_equals_input_ids_path(H, form):
     assert not torch.allclose(out, base, atol=1e-4)
 
 
+def test_positions_are_consumed_by_one_forward(H):
+    """set_visual_positions applies to the next forward only: later calls find their own positions."""
+    model, inputs = H.build("llava")
+    ids = inputs["input_ids"][:, :3]
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        ref = H.logits(model, inputs)
+        embeds, spans, vis = _embeds_and_spans(model, inputs)
+        h.set_visual_positions(spans)
+        model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+        model(input_ids=ids)  # text only, shorter: skipped, not an error from stale positions
+        assert (h.stats.calls, h.stats.skipped) == (2, 1)
+        assert torch.equal(H.logits(model, inputs), ref)
+
+
 # -- 13: positions post_attn and post -------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
 def test_position_post(H, family):
