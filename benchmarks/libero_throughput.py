@@ -87,7 +87,9 @@ def main() -> int:
         m = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append((gl, res, m))
     print(f"cores: {os.cpu_count()}, steps timed per config: {args.steps}\n")
-    print("| renderer | resolution | env make s | reset s | env steps/s | tiny-VLA s/step | spatial episodes/h (230 steps, 1 worker) |")
+    print(
+        "| renderer | resolution | env make s | reset s | env steps/s | tiny-VLA s/step | spatial episodes/h (230 steps, 1 worker) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for gl, res, m in rows:
         per_step = m["step_s"] + (m["policy_s"] or 0.0)
