@@ -166,6 +166,35 @@ def test_generate_decode_steps_are_skipped(H):
     assert (h.stats.calls, h.stats.skipped) == (1, 2)
 
 
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_generated_placeholder_id_in_decode_step_is_left_alone(H, family):
+    """A decode step (KV cache) whose generated token happens to be the image placeholder id carries no image
+    features: IVRA must leave it alone (the model itself does), not fail for want of keys."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class ForceImageTokenAtStep2(LogitsProcessor):
+        def __init__(self):
+            self.step = 0
+
+        def __call__(self, input_ids, scores):
+            self.step += 1
+            if self.step == 2:
+                scores = torch.full_like(scores, -1e9)
+                scores[:, IMAGE_TOKEN] = 0
+            return scores
+
+    model, inputs = H.build(family)
+    kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        plain = model.generate(**inputs, **kw)
+        forced = model.generate(**inputs, logits_processor=LogitsProcessorList([ForceImageTokenAtStep2()]), **kw)
+    n = inputs["input_ids"].shape[1]
+    assert (forced.sequences[:, n + 1] == IMAGE_TOKEN).all()
+    assert (h.stats.calls, h.stats.skipped) == (2, 6)
+    assert torch.equal(forced.sequences[:, n], plain.sequences[:, n])  # same IVRA prefill
+    assert torch.allclose(forced.scores[0], plain.scores[0])
+
+
 # -- 5: padding and several images: every sample equals itself run alone ---------------------------------------------
 def _check_alone(H, family, model, inputs, images_per_sample=1, lam=0.5):
     with ivra.attach(model, layer=LAYER, lam=lam) as h:

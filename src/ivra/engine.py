@@ -68,6 +68,7 @@ class IVRAHandle:
         self._plan: _Plan | None = None
         self._visual_ids: torch.Tensor | None = None
         self._mm_outputs: dict | None = None  # mm_encoder_outputs handed to the current top-level forward
+        self._decoding = False  # the current top-level forward continues a non-empty KV cache
         self._reusable: tuple[dict, list[dict[str, Any]]] | None = None  # (mm_encoder_outputs, their records)
 
         layers = adapter.lm_layers(model)
@@ -123,6 +124,11 @@ class IVRAHandle:
     def _on_model(self, module, args, kwargs):
         mm = kwargs.get("mm_encoder_outputs")
         self._mm_outputs = mm if isinstance(mm, dict) and any(v is not None for v in mm.values()) else None
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        try:
+            self._decoding = cache is not None and int(cache.get_seq_length()) > 0
+        except Exception:  # legacy tuple caches and the like: no decode-step exemption
+            self._decoding = False
         return None
 
     def _same_mm(self, a: dict, b: dict) -> bool:
@@ -212,7 +218,9 @@ class IVRAHandle:
         return mask
 
     def _make_plan(self, hidden: torch.Tensor) -> _Plan | None:
+        from_ids = self._user_visual is None
         mask = self._take_visual_mask(hidden)
+        decoding, self._decoding = self._decoding, False
         records, self._records = self._records, []
         mm, self._mm_outputs = self._mm_outputs, None
         has_keys = any(k in r for r in records for k in ("keys", "windows"))
@@ -220,6 +228,8 @@ class IVRAHandle:
             self._reusable = (mm, records) if mm is not None else None
         elif mm is not None and self._reusable is not None and self._same_mm(mm, self._reusable[0]):
             records, has_keys = self._reusable[1], True  # no-cache generate: same precomputed features as before
+        if mask is not None and not has_keys and decoding and from_ids:
+            mask = None  # a decode step whose generated id is the image placeholder: no image features there
         if mask is None and not has_keys:
             self.stats.skipped += 1  # decode step or text-only call: nothing to do
             return None
@@ -299,7 +309,7 @@ class IVRAHandle:
         for h in hooks:
             h.remove()
         self._records, self._visual, self._user_visual, self._plan = [], None, None, None
-        self._mm_outputs, self._reusable = None, None
+        self._mm_outputs, self._reusable, self._decoding = None, None, False
 
     def __enter__(self) -> IVRAHandle:
         return self
