@@ -61,7 +61,7 @@ def figure(
         ax.plot([qx], [qy], "x", color=c, mew=2, ms=10)
         ax.annotate("", (qx, qy), (px, py), arrowprops={"arrowstyle": "->", "color": c, "lw": 1.5})
         ax.plot([], [], color=c, label=name)
-    if actions:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=7, framealpha=0.6)
     ax.set_title(title or "observation", fontsize=8)
     ax.axis("off")

@@ -55,6 +55,16 @@ class MiniVLAPolicy:
         self.model, self.tokenizer, self.spec = load_model(which, weights_dir)
         self.name = f"minivla-{Path(which).name}"
         self.malformed = 0
+        self.ivra_handle = None
+
+    def set_ivra(self, cfg: dict | None) -> None:
+        import ivra
+
+        if self.ivra_handle is not None:
+            self.ivra_handle.detach()
+            self.ivra_handle = None
+        if cfg:
+            self.ivra_handle = ivra.attach(self.model, ivra.IVRAConfig(**cfg))
 
     def reset(self, seed: int | None = None) -> None:  # deterministic policy: nothing to reseed
         return None

@@ -22,3 +22,7 @@ class Policy(Protocol):
 
     def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
         """Return a float array of shape (batch, action_dim)."""
+
+    def set_ivra(self, cfg: dict | None) -> None:
+        """Attach IVRA with ``cfg`` (fields of :class:`ivra.IVRAConfig`) to the policy's model, or detach it
+        (``None``), so that one loaded model serves both arms of an A/B."""

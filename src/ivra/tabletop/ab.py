@@ -65,20 +65,19 @@ class TabletopABJob:
         return {**self.__dict__, "_policy": None}
 
     def run(self, unit: dict) -> dict:
-        import ivra
         from ivra.tabletop.rollout import rollout
 
         t0 = time.perf_counter()
-        handle = ivra.attach(self._policy.model, IVRAConfig(**unit["ivra"])) if unit["ivra"] else None
+        self._policy.set_ivra(unit["ivra"])
         try:
             episodes = rollout(self._policy, unit["split"], unit["seeds"], self._policy.spec.image_size)
-        finally:
+            handle = self._policy.ivra_handle
+            meta = {"seconds": round(time.perf_counter() - t0, 3)}
             if handle is not None:
-                handle.detach()
-        meta = {"seconds": round(time.perf_counter() - t0, 3)}
-        if handle is not None:
-            meta["ivra_calls"] = handle.stats.calls
-            meta["hook_seconds"] = round(handle.stats.hook_seconds, 4)
+                meta["ivra_calls"] = handle.stats.calls
+                meta["hook_seconds"] = round(handle.stats.hook_seconds, 4)
+        finally:
+            self._policy.set_ivra(None)
         return {"episodes": episodes, "_meta": meta}
 
 
