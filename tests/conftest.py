@@ -7,7 +7,7 @@ recomputed from the model's submodules, and the pooling formula is a naive pytho
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,9 @@ except ImportError:  # src layout, package not installed
 
 from ivra import tiny  # noqa: E402
 from ivra.tiny import IMAGE_TOKEN  # noqa: E402
+
+# tiny models: one thread is fastest, and avoids OpenMP spin-waiting against other jobs on a shared machine
+torch.set_num_threads(1)
 
 FAMILIES = ("llava", "paligemma", "idefics3", "smolvlm", "qwen2_5_vl", "florence2")
 FLOOR = 1.0  # the documented cosine row floor (ivra.core docstring)
@@ -37,7 +40,7 @@ def H():
 
 
 # -- models ------------------------------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _cached(family, attn, dtype, kw):
     return tiny.build(family, attn=attn, dtype=dtype, **dict(kw))
 
@@ -231,7 +234,9 @@ def qwen_unit_order(model, inputs):
     """The tower's window permutation found by matching rows: block 0 input (permuted) vs patch_embed (original)."""
     visual = model.model.visual
     emb = visual.patch_embed(inputs["pixel_values"])
-    store, h = _capture(visual.blocks[0], lambda m, a, kw: (a[0] if a else kw["hidden_states"]).detach().clone(), pre=True)
+    store, h = _capture(
+        visual.blocks[0], lambda m, a, kw: (a[0] if a else kw["hidden_states"]).detach().clone(), pre=True
+    )
     try:
         model(**inputs)
     finally:
@@ -254,7 +259,9 @@ def qwen_keys(model, inputs, feature="key", layer=-1):
     else:
         blk = visual.blocks[layer]
         if feature == "hidden":
-            store, h = _capture(blk, lambda m, a, kw: (a[0] if a else kw["hidden_states"]).detach().clone(), pre=True)
+            store, h = _capture(
+                blk, lambda m, a, kw: (a[0] if a else kw["hidden_states"]).detach().clone(), pre=True
+            )
         else:
             store, h = _capture(blk.attn.qkv, lambda m, a, kw, o: o.detach().clone())
         try:
@@ -275,7 +282,9 @@ def qwen_keys(model, inputs, feature="key", layer=-1):
 def florence_keys(model, inputs):
     """keys = window_attn.qkv(x)[..., C:2C] of the raster input x (B, H, W, C) of the last stage's last block."""
     attn = model.model.vision_tower.blocks[-1][-1].spatial_block.window_attn
-    store, h = _capture(attn, lambda m, a, kw: (a[0] if a else kw["hidden_states"]).detach().clone(), pre=True)
+    store, h = _capture(
+        attn, lambda m, a, kw: (a[0] if a else kw["hidden_states"]).detach().clone(), pre=True
+    )
     try:
         model(**inputs)
     finally:

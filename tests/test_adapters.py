@@ -89,12 +89,22 @@ def test_qwen_two_images_of_different_sizes(H):
     g = torch.Generator().manual_seed(3)
     grids = [(1, 8, 12), (1, 4, 8)]
     n = [t * h * w // 4 for t, h, w in grids]
-    ids = torch.cat([torch.randint(1, 100, (3,), generator=g), torch.tensor([122] + [120] * n[0] + [123]),
-                     torch.randint(1, 100, (2,), generator=g), torch.tensor([122] + [120] * n[1] + [123]),
-                     torch.randint(1, 100, (4,), generator=g)])[None]
+    ids = torch.cat(
+        [
+            torch.randint(1, 100, (3,), generator=g),
+            torch.tensor([122] + [120] * n[0] + [123]),
+            torch.randint(1, 100, (2,), generator=g),
+            torch.tensor([122] + [120] * n[1] + [123]),
+            torch.randint(1, 100, (4,), generator=g),
+        ]
+    )[None]
     pixel = torch.randn(sum(t * h * w for t, h, w in grids), 96, generator=g)
-    two = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixel,
-           "image_grid_thw": torch.tensor(grids)}
+    two = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "pixel_values": pixel,
+        "image_grid_thw": torch.tensor(grids),
+    }
     blocks = _adapter_blocks(model, two)
     ref = H.qwen_keys(model, two)
     assert [b.keys.shape[0] for b in blocks] == n
@@ -110,8 +120,9 @@ def test_idefics_tokens_are_spatial_block_means(H, family):
     # the input of the last encoder layer, captured with our own hook (real images only)
     layer = model.model.vision_model.encoder.layers[-1]
     store = []
-    hk = layer.register_forward_pre_hook(lambda m, a, kw: store.append(a[0] if a else kw["hidden_states"]),
-                                         with_kwargs=True)
+    hk = layer.register_forward_pre_hook(
+        lambda m, a, kw: store.append(a[0] if a else kw["hidden_states"]), with_kwargs=True
+    )
     try:
         model(**inputs)
     finally:
@@ -135,8 +146,9 @@ def test_florence2_keys_are_raster_qkv_and_global_token_first(H):
     blocks = _adapter_blocks(model, inputs)
     attn = model.model.vision_tower.blocks[-1][-1].spatial_block.window_attn
     store = []
-    hk = attn.register_forward_pre_hook(lambda m, a, kw: store.append(a[0] if a else kw["hidden_states"]),
-                                        with_kwargs=True)
+    hk = attn.register_forward_pre_hook(
+        lambda m, a, kw: store.append(a[0] if a else kw["hidden_states"]), with_kwargs=True
+    )
     try:
         model(**inputs)
     finally:
@@ -153,7 +165,8 @@ def test_florence2_keys_are_raster_qkv_and_global_token_first(H):
     # where the global token really is: the projector's input token 0 is the mean of the patch tokens
     proj_in = []
     hk = model.model.multi_modal_projector.image_projection.register_forward_pre_hook(
-        lambda m, a: proj_in.append(a[0]))
+        lambda m, a: proj_in.append(a[0])
+    )
     try:
         model(**inputs)
     finally:
@@ -170,8 +183,10 @@ def test_florence2_keys_are_raster_qkv_and_global_token_first(H):
     first = (inputs["input_ids"] == ivra.tiny.IMAGE_TOKEN).int().argmax(1)
     for i in range(b):
         assert torch.equal(r1.inputs[0][i, first[i]], r0.inputs[0][i, first[i]])
-        assert not torch.equal(r1.inputs[0][i, first[i] + 1 : first[i] + 1 + hh * ww],
-                               r0.inputs[0][i, first[i] + 1 : first[i] + 1 + hh * ww])
+        assert not torch.equal(
+            r1.inputs[0][i, first[i] + 1 : first[i] + 1 + hh * ww],
+            r0.inputs[0][i, first[i] + 1 : first[i] + 1 + hh * ww],
+        )
 
 
 @pytest.mark.parametrize("feature", ["query", "value"])
@@ -243,7 +258,9 @@ def test_third_party_adapter_register_and_detect(H):
         vision_layer_paths = ("vision",)
 
         def capture_points(self, model, layer, feature):
-            return [adapters.CapturePoint(model.vision[layer], "forward", lambda m, a, kw, out: {"keys": out})]
+            return [
+                adapters.CapturePoint(model.vision[layer], "forward", lambda m, a, kw, out: {"keys": out})
+            ]
 
     try:
         assert "my_vlm_test" in list_adapters()
@@ -269,6 +286,7 @@ def test_third_party_adapter_register_and_detect(H):
 
 def test_register_needs_a_name():
     with pytest.raises(ValueError, match="needs a non-empty `name`"):
+
         @register
         class Nameless(Adapter):
             pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import ivra
@@ -10,7 +12,13 @@ from ivra import IVRAConfig
 
 def test_defaults_and_roundtrip():
     cfg = IVRAConfig()
-    assert (cfg.layer, cfg.lam, cfg.position, cfg.affinity_mode, cfg.strict) == (20, 0.3, "pre", "cosine", True)
+    assert (cfg.layer, cfg.lam, cfg.position, cfg.affinity_mode, cfg.strict) == (
+        20,
+        0.3,
+        "pre",
+        "cosine",
+        True,
+    )
     assert IVRAConfig(**cfg.to_dict()) == cfg
     assert cfg.replace(lam=0.5).lam == 0.5 and cfg.lam == 0.3
     assert isinstance(IVRAConfig(lam=1).lam, float)
@@ -29,15 +37,24 @@ def test_lam_not_a_number():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("affinity_mode", "dot"), ("position", "middle"), ("affinity_feature", "token"), ("temperature", 0.0),
-     ("temperature", -2.0)],
+    [
+        ("affinity_mode", "dot"),
+        ("position", "middle"),
+        ("affinity_feature", "token"),
+        ("temperature", 0.0),
+        ("temperature", -2.0),
+    ],
 )
 def test_unknown_choice_names_value(field, value):
-    with pytest.raises(ValueError, match=rf"{field}.*{value!r}" if isinstance(value, str) else rf"{field}.*{value}"):
+    with pytest.raises(
+        ValueError, match=rf"{field}.*{value!r}" if isinstance(value, str) else rf"{field}.*{value}"
+    ):
         IVRAConfig(**{field: value})
 
 
-@pytest.mark.parametrize("field, value", [("layer", 2.5), ("layer", True), ("layer", "3"), ("affinity_layer", 1.0)])
+@pytest.mark.parametrize(
+    "field, value", [("layer", 2.5), ("layer", True), ("layer", "3"), ("affinity_layer", 1.0)]
+)
 def test_layer_types(field, value):
     with pytest.raises(ValueError, match=field):
         IVRAConfig(**{field: value})
@@ -45,14 +62,17 @@ def test_layer_types(field, value):
 
 def test_frozen():
     cfg = IVRAConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lam = 0.5  # type: ignore[misc]
 
 
 def test_parse():
-    cfg = IVRAConfig.parse("layer=3, lam=0.25,affinity_mode=relu,affinity_layer=none,strict=false,position=post")
-    assert cfg == IVRAConfig(layer=3, lam=0.25, affinity_mode="relu", affinity_layer=None, strict=False,
-                             position="post")
+    cfg = IVRAConfig.parse(
+        "layer=3, lam=0.25,affinity_mode=relu,affinity_layer=none,strict=false,position=post"
+    )
+    assert cfg == IVRAConfig(
+        layer=3, lam=0.25, affinity_mode="relu", affinity_layer=None, strict=False, position="post"
+    )
     assert IVRAConfig.parse("affinity_layer=-2").affinity_layer == -2
     with pytest.raises(ValueError, match="'bogus'"):
         IVRAConfig.parse("bogus=1")

@@ -141,7 +141,8 @@ def test_all_zero_keys_give_identity_rows():
 def test_bf16_tokens_pooled_in_fp32(H):
     g = torch.Generator().manual_seed(7)
     keys = torch.randn(1, 32, 16, generator=g)
-    tokens = (torch.randn(1, 32, 24, generator=g) * 50 + 300).to(torch.bfloat16)  # large offset: bf16 math loses
+    # large offset: math done in bf16 would lose precision
+    tokens = (torch.randn(1, 32, 24, generator=g) * 50 + 300).to(torch.bfloat16)
     lam = 0.3
     A = ivra.affinity(keys)
     out = ivra.pool_visual_tokens(tokens, A, lam)

@@ -55,9 +55,10 @@ def _check_formula(H, family, model, inputs, cfg, blocks):
         assert torch.allclose(a.double(), r, atol=1e-5)
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_pooled_values_equal_independent_formula(H, family):
-    model, inputs = H.build(family)
+def test_pooled_values_equal_independent_formula(H, family, attn):
+    model, inputs = H.build(family, attn=attn)
     blocks = H.independent_blocks(family, model, inputs)
     _check_formula(H, family, model, inputs, IVRAConfig(layer=LAYER, lam=0.4), blocks)
 
@@ -131,7 +132,9 @@ def test_scope_visual_positions_and_layers(H, family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generate_cache_equals_no_cache(H, family):
     model, inputs = H.build(family)
-    kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    kw = dict(
+        max_new_tokens=4, min_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
     forwards = [0]
     counter = model.register_forward_pre_hook(lambda *a: forwards.__setitem__(0, forwards[0] + 1))
     try:
@@ -184,10 +187,14 @@ def test_generated_placeholder_id_in_decode_step_is_left_alone(H, family):
             return scores
 
     model, inputs = H.build(family)
-    kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    kw = dict(
+        max_new_tokens=4, min_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
     with ivra.attach(model, layer=LAYER, lam=0.5) as h:
         plain = model.generate(**inputs, **kw)
-        forced = model.generate(**inputs, logits_processor=LogitsProcessorList([ForceImageTokenAtStep2()]), **kw)
+        forced = model.generate(
+            **inputs, logits_processor=LogitsProcessorList([ForceImageTokenAtStep2()]), **kw
+        )
     n = inputs["input_ids"].shape[1]
     assert (forced.sequences[:, n + 1] == IMAGE_TOKEN).all()
     assert (h.stats.calls, h.stats.skipped) == (2, 6)
@@ -325,7 +332,8 @@ def test_error_inside_forward_leaves_no_stale_state(H):
     with ivra.attach(model, layer=LAYER, lam=0.5) as h:
         model.model.get_image_features(pixel_values=inputs["pixel_values"])  # keys captured, then ...
         with pytest.raises(IVRAError):
-            model(input_ids=inputs["input_ids"][:, :3])  # ... a text-only call: no visual tokens to map them to
+            # ... a text-only call: no visual tokens to map them to
+            model(input_ids=inputs["input_ids"][:, :3])
         with_ivra = H.logits(model, inputs)  # the next call works from its own vision pass
     assert h.stats.calls == 1
     assert not torch.equal(with_ivra, base)
@@ -373,8 +381,13 @@ def test_layer_out_of_range_message(H):
 
 @pytest.mark.parametrize(
     "overrides, needle",
-    [({"lam": 1.5}, "1.5"), ({"lam": -0.1}, "-0.1"), ({"affinity_mode": "dot"}, "'dot'"),
-     ({"position": "middle"}, "'middle'"), ({"affinity_feature": "token"}, "'token'")],
+    [
+        ({"lam": 1.5}, "1.5"),
+        ({"lam": -0.1}, "-0.1"),
+        ({"affinity_mode": "dot"}, "'dot'"),
+        ({"position": "middle"}, "'middle'"),
+        ({"affinity_feature": "token"}, "'token'"),
+    ],
 )
 def test_bad_settings_name_the_value(H, overrides, needle):
     model, _ = H.build("llava")
@@ -396,7 +409,9 @@ def _embeds_and_spans(model, inputs):
     ids = inputs["input_ids"]
     embeds = model.get_input_embeddings()(ids)
     feats = model.model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
-    feats = torch.cat(list(feats), 0) if isinstance(feats, (list, tuple)) else feats.reshape(-1, embeds.shape[-1])
+    feats = (
+        torch.cat(list(feats), 0) if isinstance(feats, (list, tuple)) else feats.reshape(-1, embeds.shape[-1])
+    )
     vis = ids == IMAGE_TOKEN
     embeds = embeds.clone()
     embeds[vis] = feats.to(embeds.dtype)
@@ -428,7 +443,9 @@ def test_keys_not_captured_message_and_non_strict(H):
     base = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
     with ivra.attach(model, layer=LAYER, lam=0.5) as h:
         h.set_visual_positions(spans)
-        with pytest.raises(IVRAError, match=r"32 visual tokens found but no keys were captured.*vision layer 2"):
+        with pytest.raises(
+            IVRAError, match=r"32 visual tokens found but no keys were captured.*vision layer 2"
+        ):
             model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
     with ivra.attach(model, layer=LAYER, lam=0.5, strict=False) as h:
         h.set_visual_positions(spans)
@@ -508,7 +525,10 @@ def test_position_post(H, family):
         assert torch.equal(H.logits(model, inputs), base)
     with H.Recorder(layer, output=True) as rec0:
         model(**inputs)
-    with ivra.attach(model, layer=LAYER, lam=0.5, position="post") as h, H.Recorder(layer, output=True) as rec1:
+    with (
+        ivra.attach(model, layer=LAYER, lam=0.5, position="post") as h,
+        H.Recorder(layer, output=True) as rec1,
+    ):
         out = H.logits(model, inputs)
     assert h.stats.calls == 1
     assert not torch.allclose(out, base, atol=1e-4)
@@ -532,8 +552,10 @@ def test_position_post_attn(H, family):
     attn_mod = layer.self_attn
     with H.Recorder(layer, output=True, attention=attn_mod) as rec0:
         model(**inputs)
-    with ivra.attach(model, layer=LAYER, lam=0.5, position="post_attn") as h, \
-            H.Recorder(layer, output=True, attention=attn_mod) as rec1:
+    with (
+        ivra.attach(model, layer=LAYER, lam=0.5, position="post_attn") as h,
+        H.Recorder(layer, output=True, attention=attn_mod) as rec1,
+    ):
         out = H.logits(model, inputs)
     assert h.stats.calls == 1
     assert not torch.allclose(out, base, atol=1e-4)
