@@ -290,3 +290,27 @@ def test_register_needs_a_name():
         @register
         class Nameless(Adapter):
             pass
+
+
+def test_paligemma_image_token_id_at_vocab_size(H):
+    """pi0-style config: image token id == text vocab size. PaliGemma zeroes those ids before its embedding, so the
+    visual positions must be read from the ids the model receives."""
+    model, inputs = ivra.tiny.build("paligemma")  # a private instance: its config is changed below
+    vocab = model.config.text_config.vocab_size
+    model.config.image_token_id = vocab
+    ids = inputs["input_ids"].clone()
+    ids[ids == ivra.tiny.IMAGE_TOKEN] = vocab
+    inputs["input_ids"] = ids
+    vis = ids == vocab
+    layer = H.lm_layers("paligemma", model)[2]
+    with H.Recorder(layer) as r0:
+        model(**inputs)
+    with ivra.attach(model, layer=2, lam=0.5) as h, H.Recorder(layer) as r1:
+        model(**inputs)
+    assert h.stats.calls == 1 and h.stats.tokens == int(vis.sum())
+    blocks = [(k, 0) for k in H._siglip_like_keys(model.model.vision_tower, inputs["pixel_values"])]
+    expected = H.expected_layer_input(r0.inputs[0], vis, blocks, 0.5)
+    assert torch.allclose(r1.inputs[0].double(), expected, atol=1e-5, rtol=1e-4)
+    with ivra.attach(model, layer=2, lam=0.5) as h:
+        model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert (h.stats.calls, h.stats.skipped) == (1, 2)

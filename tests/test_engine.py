@@ -202,6 +202,25 @@ def test_generated_placeholder_id_in_decode_step_is_left_alone(H, family):
     assert torch.allclose(forced.scores[0], plain.scores[0])
 
 
+def test_beam_search_fails_loudly(H):
+    """Documented limitation: generate expands the prompts after the single vision pass (beams / return sequences)."""
+    model, inputs = H.build("llava")
+    with (
+        ivra.attach(model, layer=LAYER, lam=0.5),
+        pytest.raises(IVRAError, match=r"64 visual tokens.*32.*beam"),
+    ):
+        model.generate(**inputs, max_new_tokens=2, num_beams=2)
+
+
+def test_inference_mode_equals_no_grad(H):
+    model, inputs = H.build("qwen2_5_vl")
+    with ivra.attach(model, layer=LAYER, lam=0.5):
+        ref = H.logits(model, inputs)
+        with torch.inference_mode():
+            out = H.logits(model, inputs)
+    assert torch.equal(out, ref)
+
+
 # -- 5: padding and several images: every sample equals itself run alone ---------------------------------------------
 def _check_alone(H, family, model, inputs, images_per_sample=1, lam=0.5):
     with ivra.attach(model, layer=LAYER, lam=lam) as h:

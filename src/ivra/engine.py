@@ -135,7 +135,7 @@ class IVRAHandle:
         return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
 
     def _on_embed(self, module, args, kwargs):
-        ids = args[0] if args else kwargs.get("input")
+        ids = args[0] if args else kwargs.get("input", kwargs.get("input_ids"))  # an embedding, or a model
         if ids is None or ids.dim() != 2:  # e.g. the scalar look-up of a placeholder's embedding
             return None
         t0 = time.perf_counter()

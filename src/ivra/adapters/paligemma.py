@@ -18,3 +18,11 @@ class PaliGemmaAdapter(Adapter):
         "vision_tower.encoder.layers",
         "vision_tower.vision_model.encoder.layers",
     )
+
+    def embedding(self, model):
+        """PaliGemma zeroes image-token ids >= the text vocab size (pi0-style configs, where the image token id
+        equals the vocab size) before its embedding look-up: read the ids where the model receives them."""
+        inner = getattr(model, "model", model)
+        if model.config.image_token_id >= model.config.text_config.vocab_size:
+            return inner
+        return super().embedding(model)
