@@ -269,9 +269,10 @@ def qwen_keys(model, inputs, feature="key", layer=-1):
         finally:
             h.remove()
         x = store[0]
-        if feature == "key":
+        if feature != "hidden":  # fused qkv: [q | k | v]
             c = x.shape[-1] // 3
-            x = x[..., c : 2 * c]
+            part = {"query": 0, "key": 1, "value": 2}[feature]
+            x = x[..., part * c : (part + 1) * c]
         raw = torch.empty_like(x)
         raw[perm] = x  # back to the original (processor) order
     merged = raw.reshape(-1, unit, raw.shape[-1]).mean(1)

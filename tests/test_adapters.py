@@ -314,3 +314,32 @@ def test_paligemma_image_token_id_at_vocab_size(H):
     with ivra.attach(model, layer=2, lam=0.5) as h:
         model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert (h.stats.calls, h.stats.skipped) == (1, 2)
+
+
+@pytest.mark.parametrize("feature", ["query", "key", "value", "hidden"])
+def test_florence2_every_feature(H, feature):
+    model, inputs = H.build("florence2")
+    blocks = _adapter_blocks(model, inputs, affinity_feature=feature)
+    attn = model.model.vision_tower.blocks[-1][-1].spatial_block.window_attn
+    store = []
+    hk = attn.register_forward_pre_hook(lambda m, a: store.append(a[0]))
+    try:
+        model(**inputs)
+    finally:
+        hk.remove()
+    x = store[0]
+    b, hh, ww, c = x.shape
+    raster = x.reshape(b, hh * ww, c)
+    if feature != "hidden":
+        part = {"query": 0, "key": 1, "value": 2}[feature]
+        raster = attn.qkv(raster)[..., part * c : (part + 1) * c]
+    assert torch.allclose(torch.stack([blk.keys for blk in blocks]), raster, atol=1e-6)
+
+
+@pytest.mark.parametrize("feature", ["query", "value", "hidden"])
+def test_qwen_other_features_last_block(H, feature):
+    model, inputs = H.build("qwen2_5_vl")
+    blocks = _adapter_blocks(model, inputs, affinity_feature=feature)
+    ref = H.qwen_keys(model, inputs, feature=feature, layer=-1)
+    for blk, r in zip(blocks, ref, strict=True):
+        assert torch.allclose(blk.keys, r, atol=1e-5)
