@@ -417,6 +417,8 @@ def test_bad_settings_name_the_value(H, overrides, needle):
 
 
 def test_unknown_model_class():
+    with pytest.raises(IVRAError, match=r"unknown model Module\b"):
+        ivra.attach(torch.nn.Module(), layer=0)
     with pytest.raises(IVRAError, match=r"unknown model Sequential.*llava"):
         ivra.attach(torch.nn.Sequential(torch.nn.Linear(2, 2)), layer=0)
     with pytest.raises(IVRAError, match=r"unknown adapter 'nope'"):
@@ -453,6 +455,26 @@ def test_token_count_mismatch_message(H):
         bad = [[(s, e - 1) for s, e in sp] for sp in spans]  # one token short per image
         h.set_visual_positions(bad)
         with pytest.raises(IVRAError, match=r"token count mismatch.*30 visual tokens.*32.*\[16, 16\]"):
+            model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+
+
+def test_token_count_mismatch_non_strict_is_a_no_op(H):
+    model, inputs = H.build("llava")
+    embeds, spans, vis = _embeds_and_spans(model, inputs)
+    base = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+    with ivra.attach(model, layer=LAYER, lam=0.5, strict=False) as h:
+        model.model.get_image_features(pixel_values=inputs["pixel_values"])
+        h.set_visual_positions([[(s, e - 1) for s, e in sp] for sp in spans])
+        out = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+    assert torch.equal(out, base) and h.stats.calls == 0
+
+
+def test_position_mask_shape_mismatch(H):
+    model, inputs = H.build("llava")
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        embeds, spans, vis = _embeds_and_spans(model, inputs)
+        h.set_visual_positions(torch.cat([vis, vis[:, :1]], 1))  # one column too many
+        with pytest.raises(IVRAError, match=r"mask \(2, 26\) does not match the hidden states \(2, 25\)"):
             model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
 
 
