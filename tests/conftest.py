@@ -21,17 +21,27 @@ except ImportError:  # src layout, package not installed
 from ivra import tiny  # noqa: E402
 from ivra.tiny import IMAGE_TOKEN  # noqa: E402
 
-# tiny models: one thread is fastest, and avoids OpenMP spin-waiting against other jobs on a shared machine
-torch.set_num_threads(1)
-
 FAMILIES = ("llava", "paligemma", "idefics3", "smolvlm", "qwen2_5_vl", "florence2")
 FLOOR = 1.0  # the documented cosine row floor (ivra.core docstring)
 
 
+_OURS = {"test_core.py", "test_config.py", "test_engine.py", "test_adapters.py"}
+
+
 @pytest.fixture(autouse=True)
-def _no_grad():
-    with torch.no_grad():
+def _ivra_test_env(request):
+    """For the ivra tests only (this conftest also covers tests/eval, tests/tabletop, ...): no autograd, and one
+    torch thread (fastest for tiny models; avoids OpenMP spin-waiting against other jobs on a shared machine)."""
+    if request.path.name not in _OURS:
         yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
