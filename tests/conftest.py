@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -46,7 +47,8 @@ def _ivra_test_env(request):
 
 @pytest.fixture
 def H():
-    return sys.modules[__name__]
+    # this module's helpers; not sys.modules["conftest"], which other conftest.py files of the tree may replace
+    return SimpleNamespace(**globals())
 
 
 # -- models ------------------------------------------------------------------------------------------------------------
