@@ -1,5 +1,7 @@
 """ivra: training-free IVRA affinity-guided visual-token pooling for Vision-Language-Action policies.
 
+Usage::
+
     import ivra
     cfg = ivra.IVRAConfig(layer=20, lam=0.3)
     with ivra.attach(model, cfg) as handle:

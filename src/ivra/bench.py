@@ -19,13 +19,52 @@ import torch
 
 PRESETS = {
     # a CLIP ViT-B/16 at 224 px + a 12-layer, 1536-wide Llama (random weights): a realistic shape that runs here
-    "realistic": dict(image_size=224, patch=16, v_width=768, v_layers=12, v_heads=12, t_width=1536, t_layers=12,
-                      t_heads=12, t_ffn=4096, vocab=32000, text_tokens=32, layer=7, batch=1),
+    "realistic": dict(
+        image_size=224,
+        patch=16,
+        v_width=768,
+        v_layers=12,
+        v_heads=12,
+        t_width=1536,
+        t_layers=12,
+        t_heads=12,
+        t_ffn=4096,
+        vocab=32000,
+        text_tokens=32,
+        layer=7,
+        batch=1,
+    ),
     # LLaVA-7B / LLaRA shape (CLIP ViT-L/14 at 336 px, 32-layer 4096-wide Llama): for GPU machines
-    "llava7b": dict(image_size=336, patch=14, v_width=1024, v_layers=24, v_heads=16, t_width=4096, t_layers=32,
-                    t_heads=32, t_ffn=11008, vocab=32000, text_tokens=48, layer=20, batch=1),
-    "tiny": dict(image_size=32, patch=8, v_width=32, v_layers=3, v_heads=4, t_width=64, t_layers=4, t_heads=4,
-                 t_ffn=128, vocab=128, text_tokens=8, layer=2, batch=2),
+    "llava7b": dict(
+        image_size=336,
+        patch=14,
+        v_width=1024,
+        v_layers=24,
+        v_heads=16,
+        t_width=4096,
+        t_layers=32,
+        t_heads=32,
+        t_ffn=11008,
+        vocab=32000,
+        text_tokens=48,
+        layer=20,
+        batch=1,
+    ),
+    "tiny": dict(
+        image_size=32,
+        patch=8,
+        v_width=32,
+        v_layers=3,
+        v_heads=4,
+        t_width=64,
+        t_layers=4,
+        t_heads=4,
+        t_ffn=128,
+        vocab=128,
+        text_tokens=8,
+        layer=2,
+        batch=2,
+    ),
 }
 
 
@@ -34,11 +73,23 @@ def build(preset: dict, dtype=torch.float32, device="cpu", seed: int = 0):
 
     p = preset
     torch.manual_seed(seed)
-    vc = CLIPVisionConfig(hidden_size=p["v_width"], intermediate_size=4 * p["v_width"], num_hidden_layers=p["v_layers"],
-                          num_attention_heads=p["v_heads"], image_size=p["image_size"], patch_size=p["patch"])
-    tc = LlamaConfig(hidden_size=p["t_width"], intermediate_size=p["t_ffn"], num_hidden_layers=p["t_layers"],
-                     num_attention_heads=p["t_heads"], num_key_value_heads=p["t_heads"], vocab_size=p["vocab"],
-                     max_position_embeddings=4096)
+    vc = CLIPVisionConfig(
+        hidden_size=p["v_width"],
+        intermediate_size=4 * p["v_width"],
+        num_hidden_layers=p["v_layers"],
+        num_attention_heads=p["v_heads"],
+        image_size=p["image_size"],
+        patch_size=p["patch"],
+    )
+    tc = LlamaConfig(
+        hidden_size=p["t_width"],
+        intermediate_size=p["t_ffn"],
+        num_hidden_layers=p["t_layers"],
+        num_attention_heads=p["t_heads"],
+        num_key_value_heads=p["t_heads"],
+        vocab_size=p["vocab"],
+        max_position_embeddings=4096,
+    )
     cfg = LlavaConfig(vision_config=vc, text_config=tc, image_token_id=p["vocab"] - 1)
     cfg._attn_implementation = "sdpa"
     with torch.device(device):
@@ -48,9 +99,13 @@ def build(preset: dict, dtype=torch.float32, device="cpu", seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     text = torch.randint(1, p["vocab"] - 2, (p["batch"], p["text_tokens"]), generator=g)
     ids = torch.cat([text[:, :4], torch.full((p["batch"], n_img), p["vocab"] - 1), text[:, 4:]], 1)
-    inputs = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
-              "pixel_values": torch.randn(p["batch"], 3, p["image_size"], p["image_size"], generator=g)
-              .to(device, dtype)}
+    inputs = {
+        "input_ids": ids.to(device),
+        "attention_mask": torch.ones_like(ids).to(device),
+        "pixel_values": torch.randn(p["batch"], 3, p["image_size"], p["image_size"], generator=g).to(
+            device, dtype
+        ),
+    }
     return model, inputs, n_img
 
 
@@ -68,10 +123,18 @@ def analytic_flops(p: dict, n_img: int) -> dict:
     return {"baseline_flops": base, "ivra_extra_flops": b * ivra, "ratio": 1 + b * ivra / base}
 
 
-def run(preset_name: str, pairs: int = 10, warmup: int = 2, dtype: str = "float32", device: str = "cpu",
-        layer: int | None = None, lam: float = 0.3) -> dict:
-    import ivra
+def run(
+    preset_name: str,
+    pairs: int = 10,
+    warmup: int = 2,
+    dtype: str = "float32",
+    device: str = "cpu",
+    layer: int | None = None,
+    lam: float = 0.3,
+) -> dict:
     from scipy.stats import bootstrap
+
+    import ivra
 
     p = dict(PRESETS[preset_name])
     torch_dtype = getattr(torch, dtype)
@@ -100,7 +163,7 @@ def run(preset_name: str, pairs: int = 10, warmup: int = 2, dtype: str = "float3
                 forward()
         base_t, ivra_t, hook_t, passes = [], [], [], []
         for i in range(pairs):
-            for arm in (("base", "ivra") if i % 2 == 0 else ("ivra", "base")):
+            for arm in ("base", "ivra") if i % 2 == 0 else ("ivra", "base"):
                 if arm == "base":
                     base_t.append(forward())
                 else:
@@ -110,7 +173,9 @@ def run(preset_name: str, pairs: int = 10, warmup: int = 2, dtype: str = "float3
                     passes.append(len(vision_calls))
                     hook_t.append(handle.stats.hook_seconds)
                     if handle.stats.calls != 1:
-                        raise RuntimeError(f"IVRA acted {handle.stats.calls} times in one forward, expected 1")
+                        raise RuntimeError(
+                            f"IVRA acted {handle.stats.calls} times in one forward, expected 1"
+                        )
                     handle.detach()
                     handle = None
     finally:
@@ -118,13 +183,29 @@ def run(preset_name: str, pairs: int = 10, warmup: int = 2, dtype: str = "float3
             handle.detach()
         counter.remove()
     ratios = [b2 / b1 for b1, b2 in zip(base_t, ivra_t)]
-    ci = bootstrap((ratios,), statistics.median, confidence_level=0.95, n_resamples=2000,
-                   random_state=0, method="percentile").confidence_interval if len(ratios) > 2 else None
+    ci = (
+        bootstrap(
+            (ratios,),
+            statistics.median,
+            confidence_level=0.95,
+            n_resamples=2000,
+            random_state=0,
+            method="percentile",
+        ).confidence_interval
+        if len(ratios) > 2
+        else None
+    )
     flops = analytic_flops(p, n_img)
     return {
-        "preset": preset_name, "shape": p, "visual_tokens": n_img, "dtype": dtype, "device": device,
-        "ivra": cfg.to_dict(), "pairs": pairs,
-        "baseline_ms_median": 1e3 * statistics.median(base_t), "ivra_ms_median": 1e3 * statistics.median(ivra_t),
+        "preset": preset_name,
+        "shape": p,
+        "visual_tokens": n_img,
+        "dtype": dtype,
+        "device": device,
+        "ivra": cfg.to_dict(),
+        "pairs": pairs,
+        "baseline_ms_median": 1e3 * statistics.median(base_t),
+        "ivra_ms_median": 1e3 * statistics.median(ivra_t),
         "ratio_median": statistics.median(ratios),
         "ratio_ci95": [ci.low, ci.high] if ci is not None else None,
         "ratio_iqr": [float(x) for x in torch.tensor(ratios).quantile(torch.tensor([0.25, 0.75])).tolist()],
@@ -132,25 +213,31 @@ def run(preset_name: str, pairs: int = 10, warmup: int = 2, dtype: str = "float3
         "hook_fraction_of_forward": statistics.median(h / b for h, b in zip(hook_t, base_t)),
         "vision_passes_per_forward": sorted(set(passes)),
         "flops": flops,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+        },
     }
 
 
 def format_result(r: dict) -> str:
     lo, hi = r["ratio_ci95"] or (float("nan"), float("nan"))
-    return "\n".join([
-        f"preset {r['preset']} ({r['visual_tokens']} visual tokens, {r['dtype']} on {r['device']}), IVRA layer "
-        f"{r['ivra']['layer']} lam {r['ivra']['lam']}, {r['pairs']} interleaved pairs",
-        f"  baseline forward   {r['baseline_ms_median']:.1f} ms (median)",
-        f"  IVRA forward       {r['ivra_ms_median']:.1f} ms (median)",
-        f"  paired ratio       {r['ratio_median']:.4f}  (95% CI {lo:.4f}..{hi:.4f}; IQR {r['ratio_iqr'][0]:.4f}.."
-        f"{r['ratio_iqr'][1]:.4f}) -> overhead {100 * (r['ratio_median'] - 1):+.2f} %",
-        f"  time in IVRA hooks {r['hook_ms_median']:.2f} ms per forward = {100 * r['hook_fraction_of_forward']:.3f} % "
-        "of a baseline forward",
-        f"  analytic FLOPs     ratio {r['flops']['ratio']:.5f} (+{100 * (r['flops']['ratio'] - 1):.3f} %)",
-        f"  vision passes per forward with IVRA: {r['vision_passes_per_forward']} (must be [1])",
-    ])
+    return "\n".join(
+        [
+            f"preset {r['preset']} ({r['visual_tokens']} visual tokens, {r['dtype']} on {r['device']}), IVRA layer "
+            f"{r['ivra']['layer']} lam {r['ivra']['lam']}, {r['pairs']} interleaved pairs",
+            f"  baseline forward   {r['baseline_ms_median']:.1f} ms (median)",
+            f"  IVRA forward       {r['ivra_ms_median']:.1f} ms (median)",
+            f"  paired ratio       {r['ratio_median']:.4f}  (95% CI {lo:.4f}..{hi:.4f}; IQR {r['ratio_iqr'][0]:.4f}.."
+            f"{r['ratio_iqr'][1]:.4f}) -> overhead {100 * (r['ratio_median'] - 1):+.2f} %",
+            f"  time in IVRA hooks {r['hook_ms_median']:.2f} ms per forward = {100 * r['hook_fraction_of_forward']:.3f} % "
+            "of a baseline forward",
+            f"  analytic FLOPs     ratio {r['flops']['ratio']:.5f} (+{100 * (r['flops']['ratio'] - 1):.3f} %)",
+            f"  vision passes per forward with IVRA: {r['vision_passes_per_forward']} (must be [1])",
+        ]
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

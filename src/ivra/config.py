@@ -53,7 +53,9 @@ class IVRAConfig:
         ):
             raise ValueError(f"affinity_layer must be an int or None, got {self.affinity_layer!r}")
         if self.affinity_feature not in AFFINITY_FEATURES:
-            raise ValueError(f"affinity_feature must be one of {AFFINITY_FEATURES}, got {self.affinity_feature!r}")
+            raise ValueError(
+                f"affinity_feature must be one of {AFFINITY_FEATURES}, got {self.affinity_feature!r}"
+            )
         if self.affinity_mode not in AFFINITY_MODES:
             raise ValueError(f"affinity_mode must be one of {AFFINITY_MODES}, got {self.affinity_mode!r}")
         if not float(self.temperature) > 0:

@@ -38,9 +38,7 @@ def affinity(keys: torch.Tensor) -> torch.Tensor:
     return k @ k.transpose(-1, -2)
 
 
-def row_weights(
-    A: torch.Tensor, mode: str = "cosine", temperature: float = 0.1
-) -> tuple[torch.Tensor, int]:
+def row_weights(A: torch.Tensor, mode: str = "cosine", temperature: float = 0.1) -> tuple[torch.Tensor, int]:
     """Turn an affinity (B, N, N) into row-stochastic-like pooling weights W (float32).
 
     Returns ``(W, n_fallback_rows)`` where ``n_fallback_rows`` counts rows that did not follow ``mode``'s main rule

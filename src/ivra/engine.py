@@ -50,7 +50,9 @@ class IVRAStats:
 class _Plan:
     """The pooling of one forward pass: gather indices and weights per group of equal-size blocks."""
 
-    groups: list[tuple[torch.Tensor, torch.Tensor]]  # (index (I, n) into the flattened (B*S) rows, W (I, n, n))
+    groups: list[
+        tuple[torch.Tensor, torch.Tensor]
+    ]  # (index (I, n) into the flattened (B*S) rows, W (I, n, n))
     layer_input: torch.Tensor | None = None
 
 
@@ -74,7 +76,9 @@ class IVRAHandle:
         layers = adapter.lm_layers(model)
         self.layer = check_index(config.layer, len(layers), "layer")
         vision_layers = adapter.vision_layers(model)
-        aff = adapter.default_affinity_layer(model) if config.affinity_layer is None else config.affinity_layer
+        aff = (
+            adapter.default_affinity_layer(model) if config.affinity_layer is None else config.affinity_layer
+        )
         self.affinity_layer = check_index(aff, len(vision_layers), "affinity_layer")
         self._visual_ids = torch.tensor(adapter.visual_token_ids(model))
         try:
@@ -86,7 +90,9 @@ class IVRAHandle:
     # -- hooks -----------------------------------------------------------------------------------------------------
     def _install(self, layer: nn.Module) -> None:
         self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
-        for point in self.adapter.capture_points(self.model, self.affinity_layer, self.config.affinity_feature):
+        for point in self.adapter.capture_points(
+            self.model, self.affinity_layer, self.config.affinity_feature
+        ):
             self._add_capture(point)
         self._hooks.append(
             self.adapter.embedding(self.model).register_forward_pre_hook(self._on_embed, with_kwargs=True)
@@ -154,7 +160,9 @@ class IVRAHandle:
         """
         if torch.is_tensor(positions):
             if positions.dtype != torch.bool or positions.dim() != 2:
-                raise ValueError(f"positions must be a bool tensor (B, S), got {positions.dtype} {tuple(positions.shape)}")
+                raise ValueError(
+                    f"positions must be a bool tensor (B, S), got {positions.dtype} {tuple(positions.shape)}"
+                )
             self._user_visual = positions
         else:
             self._user_visual = [list(map(tuple, spans)) for spans in positions]
@@ -186,7 +194,11 @@ class IVRAHandle:
         # the residual stream after attention is h + attn; pool it and give the difference back as attn output
         pooled = self._apply(plan, h + attn)
         new_attn = attn.clone()
-        flat_new, flat_pooled, flat_h = new_attn.view(-1, attn.shape[-1]), pooled.view(-1, attn.shape[-1]), h.reshape(-1, attn.shape[-1])
+        flat_new, flat_pooled, flat_h = (
+            new_attn.view(-1, attn.shape[-1]),
+            pooled.view(-1, attn.shape[-1]),
+            h.reshape(-1, attn.shape[-1]),
+        )
         for idx, _ in plan.groups:
             rows = idx.reshape(-1)
             flat_new[rows] = flat_pooled[rows] - flat_h[rows]
@@ -227,7 +239,10 @@ class IVRAHandle:
         if has_keys:
             self._reusable = (mm, records) if mm is not None else None
         elif mm is not None and self._reusable is not None and self._same_mm(mm, self._reusable[0]):
-            records, has_keys = self._reusable[1], True  # no-cache generate: same precomputed features as before
+            records, has_keys = (
+                self._reusable[1],
+                True,
+            )  # no-cache generate: same precomputed features as before
         if mask is not None and not has_keys and decoding and from_ids:
             mask = None  # a decode step whose generated id is the image placeholder: no image features there
         if mask is None and not has_keys:
@@ -322,7 +337,9 @@ class IVRAHandle:
         return f"IVRAHandle({self.adapter.name}, layer={self.layer}, affinity_layer={self.affinity_layer}, {state}, {self.stats})"
 
 
-def attach(model: nn.Module, config: IVRAConfig | None = None, *, adapter: str | Adapter | None = None, **overrides) -> IVRAHandle:
+def attach(
+    model: nn.Module, config: IVRAConfig | None = None, *, adapter: str | Adapter | None = None, **overrides
+) -> IVRAHandle:
     """Apply IVRA to ``model`` until the returned handle is detached.
 
     ``adapter``: a registered name or instance; auto-detected from the model's class when omitted.

@@ -55,7 +55,9 @@ def test_short_training_run_writes_safetensors_that_load(tmp_path):
     pre = load_file(str(vision))
     got = model.model.vision_tower.state_dict()
     assert all(torch.equal(got[k], v.half().float()) for k, v in pre.items())
-    actions, ok = predict(model, tok, spec, np.zeros((2, 48, 48, 3), np.uint8), ["put the red star into the blue bowl"] * 2)
+    actions, ok = predict(
+        model, tok, spec, np.zeros((2, 48, 48, 3), np.uint8), ["put the red star into the blue bowl"] * 2
+    )
     assert actions.shape == (2, 4) and len(ok) == 2
     assert all(np.isnan(a).all() for a, good in zip(actions, ok) if not good)
 

@@ -51,17 +51,28 @@ def test_rollout_lockstep_expert_solves_everything_and_malformed_fails():
 
 
 def _record(arm, split, seeds, successes):
-    return {"key": f"{split}/{arm}", "status": "ok", "unit": {"arm": arm},
-            "result": {"episodes": [{"split": split, "seed": s, "success": ok, "malformed": False}
-                                    for s, ok in zip(seeds, successes)]}}
+    return {
+        "key": f"{split}/{arm}",
+        "status": "ok",
+        "unit": {"arm": arm},
+        "result": {
+            "episodes": [
+                {"split": split, "seed": s, "success": ok, "malformed": False}
+                for s, ok in zip(seeds, successes)
+            ]
+        },
+    }
 
 
 def test_summary_pairs_episodes_and_counts_errors_separately():
     seeds = list(range(10))
     base = [True] * 5 + [False] * 5
     treat = [True] * 4 + [False] + [True] * 3 + [False] * 2  # 1 lost, 3 gained
-    records = [_record("baseline", "val", seeds, base), _record("ivra", "val", seeds, treat),
-               {"key": "val/ivra/x", "status": "error", "unit": {"arm": "ivra"}}]
+    records = [
+        _record("baseline", "val", seeds, base),
+        _record("ivra", "val", seeds, treat),
+        {"key": "val/ivra/x", "status": "error", "unit": {"arm": "ivra"}},
+    ]
     s = summarize(records, ["val"])
     row = s["rows"][0]
     assert row["n"] == 10 and row["baseline"] == 0.5 and row["ivra"] == 0.7
@@ -72,7 +83,9 @@ def test_summary_pairs_episodes_and_counts_errors_separately():
 
 
 def test_units_are_paired_and_unique():
-    units = make_units(["val", "placement"], 120, {"baseline": None, "ivra": {"layer": 1, "lam": 0.3}}, chunk=50)
+    units = make_units(
+        ["val", "placement"], 120, {"baseline": None, "ivra": {"layer": 1, "lam": 0.3}}, chunk=50
+    )
     keys = [u["key"] for u in units]
     assert len(set(keys)) == len(keys) == 2 * 3 * 2
     by_arm = {}
@@ -97,8 +110,21 @@ def tiny_policy_dir(tmp_path_factory):
 def test_demo_verb_end_to_end_and_resume(tiny_policy_dir, tmp_path):
     from ivra.cli import main
 
-    args = ["demo", "--policy", str(tiny_policy_dir), "--episodes", "6", "--chunk", "3", "--splits",
-            "placement,novel_task", "--ivra", "layer=1,lam=0.3", "--out", str(tmp_path)]
+    args = [
+        "demo",
+        "--policy",
+        str(tiny_policy_dir),
+        "--episodes",
+        "6",
+        "--chunk",
+        "3",
+        "--splits",
+        "placement,novel_task",
+        "--ivra",
+        "layer=1,lam=0.3",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     rows = {r["split"]: r for r in result["summary"]["rows"]}
@@ -113,8 +139,26 @@ def test_demo_verb_end_to_end_and_resume(tiny_policy_dir, tmp_path):
 def test_sweep_verb_writes_heatmap_and_table(tiny_policy_dir, tmp_path):
     from ivra.cli import main
 
-    assert main(["sweep", "--policy", str(tiny_policy_dir), "--episodes", "3", "--chunk", "3", "--layers", "0,1",
-                 "--lams", "0.2,0.5", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--policy",
+                str(tiny_policy_dir),
+                "--episodes",
+                "3",
+                "--chunk",
+                "3",
+                "--layers",
+                "0,1",
+                "--lams",
+                "0.2,0.5",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "results.json").read_text())
     assert len(res["rows"]) == 4 and (tmp_path / "sweep.png").exists()
     assert res["best"]["layer"] in (0, 1)

@@ -83,7 +83,9 @@ def resolve(obj: Any, paths: Sequence[str]) -> Any:
 def check_index(value: int, length: int, what: str) -> int:
     """Normalise a possibly negative index, or raise naming the bad value and the valid range."""
     if not -length <= value < length:
-        raise IVRAError(f"{what} {value} is out of range: the model has {length}, valid are {-length}..{length - 1}")
+        raise IVRAError(
+            f"{what} {value} is out of range: the model has {length}, valid are {-length}..{length - 1}"
+        )
     return value % length
 
 

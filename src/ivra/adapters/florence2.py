@@ -38,12 +38,15 @@ class Florence2Adapter(Adapter):
     def capture_points(self, model, layer, feature):
         attn = self.vision_layers(model)[layer].spatial_block.window_attn
         if feature == "hidden":
+
             def hidden(m, a, kw):
                 x = first_arg(a, kw, "hidden_states")
                 return {"keys": x.reshape(x.shape[0], -1, x.shape[-1])}
 
             return [CapturePoint(attn, "pre", hidden)]
-        shape = CapturePoint(attn, "pre", lambda m, a, kw: {"shape": tuple(first_arg(a, kw, "hidden_states").shape[:3])})
+        shape = CapturePoint(
+            attn, "pre", lambda m, a, kw: {"shape": tuple(first_arg(a, kw, "hidden_states").shape[:3])}
+        )
         part = _SLICE[feature]
 
         def take(m, a, kw, out):

@@ -36,7 +36,9 @@ class LlavaAdapter(Adapter):
     def image_blocks(self, model, records):
         strategy = model.config.vision_feature_select_strategy
         tower = getattr(model, "model", model).vision_tower
-        has_cls = hasattr(getattr(tower, "embeddings", None) or tower.vision_model.embeddings, "class_embedding")
+        has_cls = hasattr(
+            getattr(tower, "embeddings", None) or tower.vision_model.embeddings, "class_embedding"
+        )
         blocks = []
         for record in records:
             keys = record["keys"]

@@ -22,7 +22,9 @@ def _window_index(visual, grid_thw: torch.Tensor) -> torch.Tensor:
     from transformers.vision_utils import get_vision_window_index
 
     return get_vision_window_index(
-        grid_thw, spatial_merge_size=visual.spatial_merge_size, window_size=visual.window_size,
+        grid_thw,
+        spatial_merge_size=visual.spatial_merge_size,
+        window_size=visual.window_size,
         patch_size=visual.patch_size,
     )[0]
 
@@ -44,7 +46,9 @@ class Qwen2_5_VLAdapter(Adapter):
 
     def capture_points(self, model, layer, feature):
         visual = self._visual(model)
-        grid = CapturePoint(visual, "pre", lambda m, a, kw: {"grid_thw": kw.get("grid_thw", a[1] if len(a) > 1 else None)})
+        grid = CapturePoint(
+            visual, "pre", lambda m, a, kw: {"grid_thw": kw.get("grid_thw", a[1] if len(a) > 1 else None)}
+        )
         block = visual.blocks[layer]
         if feature == "hidden":
             keys = CapturePoint(block, "pre", lambda m, a, kw: {"keys": first_arg(a, kw, "hidden_states")})

@@ -24,7 +24,9 @@ def measure(episodes: int, chunk: int = 100) -> dict:
         for split in SPLITS:
             res = []
             for start in range(0, episodes, chunk):
-                res += rollout(policy, split, list(range(start, min(episodes, start + chunk))), policy.spec.image_size)
+                res += rollout(
+                    policy, split, list(range(start, min(episodes, start + chunk))), policy.spec.image_size
+                )
             out[regime][split] = {
                 "n": len(res),
                 "success": sum(r["success"] for r in res) / len(res),

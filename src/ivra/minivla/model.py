@@ -42,8 +42,20 @@ class MiniVLASpec:
     @classmethod
     def small(cls) -> MiniVLASpec:
         """A very small variant (48 px, 2+2 layers) for tests: same code paths, seconds to train."""
-        return cls(image_size=48, patch_size=12, vision_width=32, vision_layers=2, vision_heads=2, text_width=32,
-                   text_layers=2, text_heads=2, text_ffn=64, clip_text_width=32, clip_text_layers=1, projection_dim=16)
+        return cls(
+            image_size=48,
+            patch_size=12,
+            vision_width=32,
+            vision_layers=2,
+            vision_heads=2,
+            text_width=32,
+            text_layers=2,
+            text_heads=2,
+            text_ffn=64,
+            clip_text_width=32,
+            clip_text_layers=1,
+            projection_dim=16,
+        )
 
 
 def vision_config(spec: MiniVLASpec):

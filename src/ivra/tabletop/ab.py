@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ivra.config import IVRAConfig
 from ivra.eval.stats import paired_ab, wilson
 
 TEST_SPLITS = ("placement", "combination", "novel_object", "novel_task")

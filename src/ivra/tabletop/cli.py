@@ -86,9 +86,7 @@ def _execute(args, units, journal, desc):
     from ivra.eval.executor import execute
     from ivra.tabletop.ab import TabletopABJob
 
-    job = TabletopABJob(
-        policy=args.policy, threads=1 if args.executor != "inline" else None
-    )
+    job = TabletopABJob(policy=args.policy, threads=1 if args.executor != "inline" else None)
     return execute(
         job,
         units,
