@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = stages.add_parser("policy", help="stage 2: projector + LM from expert demonstrations, vision frozen")
     q.add_argument("--vision", default="runs/train/vision/vision.safetensors")
     q.add_argument("--out", default="runs/train/policy-low")
-    q.add_argument("--episodes", type=int, default=6000, help="episodes of the full data set")
+    q.add_argument("--episodes", type=int, default=40000, help="episodes of the full data set")
     q.add_argument("--fraction", type=float, default=0.12, help="fraction of them used (1.0 = full data)")
     q.add_argument("--steps", type=int, default=2000)
     q.add_argument("--batch", type=int, default=32)

@@ -16,7 +16,12 @@ VISION_PREFIX = "model.vision_tower."
 def ship(runs: Path, dest: Path = WEIGHTS) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     vision = None
+    if (dest / "vision.safetensors").exists():
+        vision = load_file(str(dest / "vision.safetensors"))
     for regime in ("low", "full"):
+        if not (runs / f"policy-{regime}" / "model.safetensors").exists():
+            print(f"skipping {regime}: no trained run in {runs}")
+            continue
         state = load_file(str(runs / f"policy-{regime}" / "model.safetensors"))
         v = {k: t for k, t in state.items() if k.startswith(VISION_PREFIX)}
         if vision is None:

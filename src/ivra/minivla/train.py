@@ -150,7 +150,7 @@ def demo_tensors(tok: WordTokenizer, spec: MiniVLASpec, demos: list[dict]) -> tu
 def train_policy(
     out: str | Path,
     vision: str | Path,
-    episodes: int = 6000,
+    episodes: int = 40000,
     fraction: float = 1.0,
     steps: int = 3000,
     batch: int = 32,
