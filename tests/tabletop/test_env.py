@@ -173,7 +173,7 @@ def test_multi_object_needs_several_steps():
     assert np.array_equal(env.expert_action(), np.zeros(4, np.float32))
 
 
-@pytest.mark.parametrize("split", ["train", "placement", "novel_object"])
+@pytest.mark.parametrize("split", ["train", "placement", "novel_object", "placement_extrapolation"])
 def test_expert_placements_do_not_collide(split):
     env = TabletopEnv(resolution=32)
     for seed in range(40):

@@ -21,7 +21,7 @@ def test_task_names():
     assert list(TASKS) == ["pick_place", "color_match", "clutter", "relative_size", "spatial", "multi_object"]
 
 
-@pytest.mark.parametrize("split", ["train", "val", "placement", "novel_task"])
+@pytest.mark.parametrize("split", ["train", "val", "placement", "novel_task", "placement_extrapolation"])
 def test_held_out_and_novel_never_appear(split):
     for ep in episodes(split, n=600 if split == "train" else N):
         for o in ep.objects:
@@ -41,16 +41,35 @@ def test_novel_object_targets_are_novel():
         assert all(o.color == NOVEL_COLOR or o.shape == NOVEL_SHAPE for o in targets(ep)), (ep.task, ep.seed)
 
 
-def test_placement_regions_and_counts():
+def test_placement_is_new_layouts_of_seen_objects_within_train_support():
+    """VIMA's placement level: seen object kinds, targets where train puts targets, a new layout each time."""
     for ep in episodes("train"):
         assert all(not (o.x > TRAIN_EDGE and o.y > TRAIN_EDGE) for o in targets(ep))
     for ep in episodes("placement"):
-        assert all(o.x > PLACEMENT_EDGE and o.y > PLACEMENT_EDGE for o in targets(ep))
+        assert all(not (o.x > TRAIN_EDGE and o.y > TRAIN_EDGE) for o in targets(ep)), (ep.task, ep.seed)
+        assert all(o.kind not in HELD_OUT_COMBOS for o in ep.objects)
+    for task in TASKS:
+        lo, hi = DISTRACTORS[task]["default"]
+        assert DISTRACTORS[task]["placement"] == (lo + 1, hi + 1)
+        n_train = [len(make_episode(task, "train", s).objects) for s in range(80)]
+        n_place = [len(make_episode(task, "placement", s).objects) for s in range(80)]
+        assert np.mean(n_place) > np.mean(n_train), task  # more crowded on average...
+        assert np.mean([n <= max(n_train) for n in n_place]) > 0.3, (
+            task
+        )  # ...mostly with counts train has seen
+    a = {(ep.task, round(ep.objects[0].x, 6)) for ep in episodes("placement", n=40)}
+    b = {(ep.task, round(ep.objects[0].x, 6)) for ep in episodes("val", n=40)}
+    assert not a & b  # its own seed stream
+
+
+def test_placement_extrapolation_targets_lie_in_the_region_train_never_shows():
+    for ep in episodes("placement_extrapolation"):
+        assert all(o.x > PLACEMENT_EDGE and o.y > PLACEMENT_EDGE for o in targets(ep)), (ep.task, ep.seed)
     for task in TASKS:
         n_train = max(len(make_episode(task, "train", s).objects) for s in range(60))
-        n_place = np.mean([len(make_episode(task, "placement", s).objects) for s in range(60)])
+        n_place = np.mean([len(make_episode(task, "placement_extrapolation", s).objects) for s in range(60)])
         assert n_place > n_train - 0.5, task
-    assert all(DISTRACTORS[t]["placement"][0] > DISTRACTORS[t]["default"][1] for t in TASKS)
+    assert all(DISTRACTORS[t]["placement_extrapolation"][0] > DISTRACTORS[t]["default"][1] for t in TASKS)
 
 
 def test_scenes_are_valid():

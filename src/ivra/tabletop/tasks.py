@@ -25,8 +25,13 @@ Splits (what changes, besides the seed stream):
   (x > 0.45 and y > 0.45); colours and shapes exclude ``pink`` and ``heart``; the colour-shape pairs of
   :data:`HELD_OUT_COMBOS` never appear at all (neither as target nor as distractor).
 * ``val`` - the train distribution with a different seed stream.
-* ``placement`` - unseen layouts: every target object is centred in the bottom-right region (x > 0.55 and
-  y > 0.55) and there are more distractors than train ever uses (see :data:`DISTRACTORS`).
+* ``placement`` - new placements and layouts of seen objects (VIMA's placement level): train-distribution
+  object kinds, target positions within train's support, a seed stream of its own, and one more distractor
+  at the top of each family's range than train ever uses (see :data:`DISTRACTORS`), so every layout is new
+  while success stays attainable from the training data.
+* ``placement_extrapolation`` - every target object is centred in the bottom-right region that train never
+  shows for targets (x > 0.55 and y > 0.55), among more distractors than train ever uses: spatial
+  extrapolation, which an image-to-coordinate policy trained on train alone is not expected to solve.
 * ``combination`` - the target (for ``multi_object``: one of the targets) is a held-out colour-shape pair;
   its colour and its shape are both seen in train, but never together.
 * ``novel_object`` - the target has the unseen shape ``heart`` and/or the unseen colour ``pink``
@@ -60,10 +65,19 @@ from .scene import (
     Obj,
 )
 
-SPLITS: tuple[str, ...] = ("train", "val", "placement", "combination", "novel_object", "novel_task")
+#: Order fixes each split's seed stream (index); new splits go at the end so existing streams never move.
+SPLITS: tuple[str, ...] = (
+    "train",
+    "val",
+    "placement",
+    "combination",
+    "novel_object",
+    "novel_task",
+    "placement_extrapolation",
+)
 SPLIT_INDEX: dict[str, int] = {s: i for i, s in enumerate(SPLITS)}
 
-#: Colour-shape pairs that never appear in train/val/placement/novel_task; targets of ``combination``.
+#: Colour-shape pairs that never appear outside ``combination`` (whose targets they are).
 HELD_OUT_COMBOS: frozenset[tuple[str, str]] = frozenset(
     {
         ("red", "star"),
@@ -80,18 +94,20 @@ TRAIN_KINDS: tuple[tuple[str, str], ...] = tuple(
 )
 
 #: Bottom-right region: train targets are centred outside ``x > TRAIN_EDGE and y > TRAIN_EDGE``,
-#: placement targets inside ``x > PLACEMENT_EDGE and y > PLACEMENT_EDGE``.
+#: placement_extrapolation targets inside ``x > PLACEMENT_EDGE and y > PLACEMENT_EDGE``.
 TRAIN_EDGE = 0.45
 PLACEMENT_EDGE = 0.55
 
-#: Number of distractors (inclusive range) per family: every split but placement, and placement.
+#: Number of distractors (inclusive range) per family: every split but the placement ones (``default``),
+#: ``placement`` (one more at the top than default: new layouts, seen counts mostly) and
+#: ``placement_extrapolation`` (all above default).
 DISTRACTORS: dict[str, dict[str, tuple[int, int]]] = {
-    "pick_place": {"default": (2, 4), "placement": (5, 6)},
-    "color_match": {"default": (1, 3), "placement": (4, 5)},
-    "clutter": {"default": (6, 8), "placement": (9, 11)},
-    "relative_size": {"default": (1, 3), "placement": (4, 5)},
-    "spatial": {"default": (0, 2), "placement": (3, 4)},
-    "multi_object": {"default": (1, 3), "placement": (4, 5)},
+    "pick_place": {"default": (2, 4), "placement": (3, 5), "placement_extrapolation": (5, 6)},
+    "color_match": {"default": (1, 3), "placement": (2, 4), "placement_extrapolation": (4, 5)},
+    "clutter": {"default": (6, 8), "placement": (7, 9), "placement_extrapolation": (9, 11)},
+    "relative_size": {"default": (1, 3), "placement": (2, 4), "placement_extrapolation": (4, 5)},
+    "spatial": {"default": (0, 2), "placement": (1, 3), "placement_extrapolation": (3, 4)},
+    "multi_object": {"default": (1, 3), "placement": (2, 4), "placement_extrapolation": (4, 5)},
 }
 
 RELATIONS: dict[str, tuple[float, float]] = {
@@ -157,7 +173,8 @@ class _Builder:
         return SIZES[self.choice(("small", "large"))]
 
     def n_distractors(self) -> int:
-        lo, hi = DISTRACTORS[self.task]["placement" if self.split == "placement" else "default"]
+        ranges = DISTRACTORS[self.task]
+        lo, hi = ranges.get(self.split, ranges["default"])
         return int(self.rng.integers(lo, hi + 1))
 
     def container_colors(self, n: int, exclude: tuple[str, ...] = ()) -> list[str]:
@@ -194,7 +211,7 @@ class _Builder:
         return self.choice(pool)
 
     def target_accept(self) -> Callable[[float, float], bool]:
-        if self.split == "placement":
+        if self.split == "placement_extrapolation":
             return lambda x, y: x > PLACEMENT_EDGE and y > PLACEMENT_EDGE
         return lambda x, y: not (x > TRAIN_EDGE and y > TRAIN_EDGE)
 
