@@ -62,6 +62,109 @@ def test_short_training_run_writes_safetensors_that_load(tmp_path):
     assert all(np.isnan(a).all() for a, good in zip(actions, ok) if not good)
 
 
+def test_dense_labels_name_the_object_and_its_absolute_bin():
+    from ivra.minivla.dense import HEADS, patch_labels
+    from ivra.tabletop.scene import COLORS, SHAPES, Container, Obj
+
+    objs = [Obj(0, "red", "star", 0.06, 0.31, 0.69)]
+    conts = [Container(100, "blue", "bowl", 0.15, 0.75, 0.25)]
+    lab = patch_labels(objs, conts, grid=6)
+    assert lab.shape == (len(HEADS), 36)
+    p = int(0.69 * 6) * 6 + int(0.31 * 6)  # the patch holding the object's centre
+    assert lab[0, p] == list(COLORS).index("red") + 1 and lab[1, p] == list(SHAPES).index("star") + 1
+    assert lab[3, p] == int(0.31 * BINS) and lab[4, p] == int(0.69 * BINS)
+    assert lab[0, 0] == 0 and lab[3, 0] == -100  # an empty corner
+    q = int(0.25 * 6) * 6 + int(0.75 * 6)
+    assert lab[5, q] == list(COLORS).index("blue") + 1 and lab[7, q] == int(0.75 * BINS)
+
+
+def test_cached_feature_loss_is_llavas_own_forward():
+    from ivra.minivla.model import pixels
+    from ivra.minivla.train import FeatureCache, demo_tensors, policy_loss
+    from ivra.tabletop.dataset import expert_demos
+
+    tok = WordTokenizer.for_tabletop()
+    model = build_policy(SMALL, tok).eval()
+    ids, mask, labels, images = demo_tensors(tok, SMALL, expert_demos(3, resolution=48))
+    cache = FeatureCache(model, images)
+    idx = torch.arange(len(ids))
+    ours = policy_loss(model, ids, mask, labels, cache[idx])
+    ref = model(input_ids=ids, attention_mask=mask, labels=labels, pixel_values=pixels(images)).loss
+    assert torch.allclose(ours, ref, atol=1e-5) and bool(cache.done.all())
+
+
+def test_fit_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
+    from ivra.minivla.train import fit
+
+    def run(out, stop=None):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(3, 1)
+        x, y = torch.randn(40, 3), torch.randn(40, 1)
+
+        def loss_fn(idx):
+            return torch.nn.functional.mse_loss(lin(x[idx]), y[idx])
+
+        fit(
+            lin,
+            loss_fn,
+            40,
+            out,
+            "t",
+            steps=8,
+            batch=4,
+            lr=0.1,
+            weight_decay=0.0,
+            seed=0,
+            ckpt_every=3,
+            stop=stop,
+        )
+        return lin.weight.detach().clone()
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = run(tmp_path / "a")
+    stopped = run(
+        tmp_path / "b", stop=4
+    )  # leaves the step-3 checkpoint behind? no: a finished run removes it
+    assert not (tmp_path / "b" / "ckpt.pt").exists() and not torch.equal(stopped, whole)
+    # an interrupted run (after its step-3 checkpoint) resumes to the weights of the uninterrupted one
+    import shutil
+
+    shutil.rmtree(tmp_path / "b")
+    (tmp_path / "b").mkdir()
+
+    class Interrupt(Exception):
+        pass
+
+    calls = {"n": 0}
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 1)
+    x, y = torch.randn(40, 3), torch.randn(40, 1)
+
+    def crashing(idx):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Interrupt
+        return torch.nn.functional.mse_loss(lin(x[idx]), y[idx])
+
+    with pytest.raises(Interrupt):
+        fit(
+            lin,
+            crashing,
+            40,
+            tmp_path / "b",
+            "t",
+            steps=8,
+            batch=4,
+            lr=0.1,
+            weight_decay=0.0,
+            seed=0,
+            ckpt_every=3,
+        )
+    assert (tmp_path / "b" / "ckpt.pt").exists()
+    assert torch.equal(run(tmp_path / "b"), whole)
+
+
 @pytest.mark.skipif(not (WEIGHTS / "low.safetensors").exists(), reason="shipped weights not built yet")
 @pytest.mark.parametrize("regime", ["low", "full"])
 def test_shipped_policy_solves_some_validation_episodes(regime):

@@ -9,32 +9,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the tiny LLaRA-style policy (two stages)")
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
 
-    v = stages.add_parser("vision", help="stage 1: contrastive pre-training of the vision tower")
+    v = stages.add_parser("vision", help="stage 1: pre-training of the vision tower")
     v.add_argument("--out", default="runs/train/vision")
-    v.add_argument("--steps", type=int, default=800)
-    v.add_argument("--batch", type=int, default=64)
-    v.add_argument("--pairs", type=int, default=20000)
-    v.add_argument("--lr", type=float, default=5e-4)
+    v.add_argument(
+        "--objective",
+        default="dense",
+        choices=("dense", "clip"),
+        help="dense: per-patch object/container identity and absolute position (shipped); clip: contrastive",
+    )
+    v.add_argument("--steps", type=int, default=400)
+    v.add_argument("--batch", type=int, default=32)
+    v.add_argument("--pairs", type=int, default=5000, help="episodes (dense) or image-caption pairs (clip)")
+    v.add_argument("--lr", type=float, default=2e-3)
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--stop", type=int, default=None, help="end after this many steps of the --steps schedule")
     v.set_defaults(func=_vision)
 
     q = stages.add_parser("policy", help="stage 2: projector + LM from expert demonstrations, vision frozen")
     q.add_argument("--vision", default="runs/train/vision/vision.safetensors")
     q.add_argument("--out", default="runs/train/policy-low")
-    q.add_argument("--episodes", type=int, default=40000, help="episodes of the full data set")
+    q.add_argument("--episodes", type=int, default=100000, help="episodes of the full data set")
     q.add_argument("--fraction", type=float, default=0.12, help="fraction of them used (1.0 = full data)")
     q.add_argument("--steps", type=int, default=2000)
     q.add_argument("--batch", type=int, default=32)
     q.add_argument("--lr", type=float, default=3e-4)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--stop", type=int, default=None, help="end after this many steps of the --steps schedule")
     q.set_defaults(func=_policy)
 
 
 def _vision(args) -> int:
     from ivra.minivla.train import pretrain_vision
 
+    for name in ("steps", "batch", "pairs"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name} must be a positive integer, got {getattr(args, name)}")
     pretrain_vision(
-        args.out, steps=args.steps, batch=args.batch, n_pairs=args.pairs, lr=args.lr, seed=args.seed
+        args.out,
+        steps=args.steps,
+        batch=args.batch,
+        n_pairs=args.pairs,
+        lr=args.lr,
+        seed=args.seed,
+        objective=args.objective,
+        stop=args.stop,
     )
     return 0
 
@@ -44,6 +62,9 @@ def _policy(args) -> int:
 
     if not 0 < args.fraction <= 1:
         raise SystemExit(f"--fraction must be in (0, 1], got {args.fraction}")
+    for name in ("steps", "batch", "episodes"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name} must be a positive integer, got {getattr(args, name)}")
     train_policy(
         args.out,
         args.vision,
@@ -53,5 +74,6 @@ def _policy(args) -> int:
         batch=args.batch,
         lr=args.lr,
         seed=args.seed,
+        stop=args.stop,
     )
     return 0

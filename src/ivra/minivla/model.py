@@ -20,12 +20,12 @@ from ivra.minivla.tokenizer import WordTokenizer
 @dataclass(frozen=True)
 class MiniVLASpec:
     image_size: int = 96
-    patch_size: int = 12
+    patch_size: int = 16
     vision_width: int = 192
     vision_layers: int = 6
     vision_heads: int = 6
     text_width: int = 256
-    text_layers: int = 6
+    text_layers: int = 4
     text_heads: int = 8
     text_ffn: int = 512
     clip_text_width: int = 128

@@ -17,6 +17,12 @@ WEIGHTS = Path(__file__).parent / "weights"
 REGIMES = ("low", "full")
 
 
+def shipped(weights_dir: str | Path | None = None) -> tuple[str, ...]:
+    """The regimes whose weights are in the package (or in ``weights_dir``)."""
+    folder = Path(weights_dir) if weights_dir else WEIGHTS
+    return tuple(r for r in REGIMES if (folder / f"{r}.safetensors").exists())
+
+
 def load_model(which: str = "low", weights_dir: str | Path | None = None):
     """``which``: a shipped regime (``low`` = 12 % of the demonstrations, ``full``) or a training run directory.
 

@@ -1,12 +1,17 @@
 """Reproducible training of the tiny LLaRA-style policy, in two stages (as real VLAs are built):
 
-1. ``pretrain_vision``: the CLIP-style ViT learns contrastively from generated scenes and their captions
-   (train split only), then is frozen;
+1. ``pretrain_vision``: the CLIP-style ViT is pre-trained on generated train-split scenes, then frozen.
+   ``objective="dense"`` (default, shipped): linear heads on the patch features LLaVA reads learn, per patch,
+   which object/container is there and the absolute bin of its centre (:mod:`ivra.minivla.dense`);
+   ``objective="clip"``: contrastive loss against scene captions (the earlier recipe, kept for comparison).
 2. ``train_policy``: projector + Llama learn from expert demonstrations (train split only) with the action written
-   as text; the vision tower stays frozen. ``fraction`` < 1 trains on the first episodes only (low-data regime).
+   as text; the vision tower stays frozen, so its patch features are computed once and cached.
+   ``fraction`` < 1 trains on the first episodes only (low-data regime).
 
-Every run writes ``log.jsonl`` (loss, seconds) and ``run.json`` (arguments, versions, wall time) beside its
-weights, and is deterministic given its seed on the same machine and library versions.
+Both stages share one fitting loop (:func:`fit`: AdamW, warm-up + cosine, gradient clipping, a log line every
+``log_every`` steps, and a resumable checkpoint every ``ckpt_every`` steps). Every run writes ``log.jsonl``
+(loss, seconds) and ``run.json`` (arguments, versions, wall time) beside its weights, and is deterministic given
+its seed on the same machine and library versions.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +51,76 @@ def _run_info(out: Path, **kw) -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
         **kw,
     }
     (out / "run.json").write_text(json.dumps(info, indent=2))
+
+
+def fit(
+    module: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    n_items: int,
+    out: Path,
+    name: str,
+    steps: int,
+    batch: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    log_every: int = 25,
+    ckpt_every: int = 250,
+    stop: int | None = None,
+) -> float:
+    """The fitting loop both stages share: ``loss_fn(index batch)`` on ``steps`` random batches of ``n_items``.
+
+    Trains the parameters of ``module`` that require grad. Every ``ckpt_every`` steps, ``out/ckpt.pt`` holds the
+    module, optimiser, schedule and sampler state; a run started again on the same ``out`` resumes from it
+    (same batches as an uninterrupted run). ``stop`` < ``steps`` ends the run early on the ``steps``-step
+    schedule (the learning rate never reaches its floor). Returns the seconds spent in total.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, max(1, steps // 20)))
+    g = torch.Generator().manual_seed(seed)
+    log, ckpt = out / "log.jsonl", out / "ckpt.pt"
+    first, spent = 0, 0.0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        module.load_state_dict(state["module"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        g.set_state(state["generator"])
+        first, spent = state["step"], state["seconds"]
+        print(f"{name}: resuming from {ckpt} at step {first}", flush=True)
+    else:
+        log.unlink(missing_ok=True)
+    t0 = time.time() - spent
+    end = steps if stop is None else min(stop, steps)
+    for step in range(first, end):
+        idx = torch.randint(0, n_items, (batch,), generator=g)
+        loss = loss_fn(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step == end - 1:
+            _log(log, step=step, loss=round(loss.item(), 4), seconds=round(time.time() - t0, 1))
+            print(f"{name} step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)", flush=True)
+        if (step + 1) % ckpt_every == 0 and step + 1 < end:
+            state = {
+                "module": module.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "generator": g.get_state(),
+                "step": step + 1,
+                "seconds": time.time() - t0,
+            }
+            torch.save(state, out / "ckpt.tmp")
+            (out / "ckpt.tmp").replace(ckpt)
+    ckpt.unlink(missing_ok=True)
+    return time.time() - t0
 
 
 def caption_pairs(n: int, seed: int, resolution: int) -> tuple[np.ndarray, list[str]]:
@@ -63,68 +136,108 @@ def caption_pairs(n: int, seed: int, resolution: int) -> tuple[np.ndarray, list[
     return images, texts
 
 
-@torch.enable_grad()
+OBJECTIVES = ("dense", "clip")
+
+
 def pretrain_vision(
     out: str | Path,
-    steps: int = 800,
-    batch: int = 64,
-    n_pairs: int = 20000,
-    lr: float = 5e-4,
+    steps: int = 400,
+    batch: int = 32,
+    n_pairs: int = 5000,
+    lr: float = 2e-3,
     seed: int = 0,
     spec: MiniVLASpec | None = None,
+    objective: str = "dense",
+    stop: int | None = None,
 ) -> Path:
+    """Stage 1. ``n_pairs``: episodes (dense: every expert step of each) or (image, caption) pairs (clip)."""
+    from transformers import CLIPVisionModel
+
+    from ivra.minivla import dense
+    from ivra.minivla.model import vision_config
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown vision objective {objective!r}; expected one of {OBJECTIVES}")
     spec = spec or MiniVLASpec()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tok = WordTokenizer.for_tabletop()
     t0 = time.time()
-    images, texts = caption_pairs(n_pairs, seed=10_000_000 + seed, resolution=spec.image_size)
-    rows = [[tok.bos_id] + tok.encode(t) + [tok.eos_id] for t in texts]
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), tok.pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-    print(f"pretrain_vision: {n_pairs} caption pairs in {time.time() - t0:.0f}s, caption length <= {length}")
-    model = build_clip(spec, len(tok)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, steps // 20))
-    g = torch.Generator().manual_seed(seed)
-    log = out / "log.jsonl"
-    log.unlink(missing_ok=True)
-    t0 = time.time()
-    for step in range(steps):
-        idx = torch.randint(0, n_pairs, (batch,), generator=g)
-        b_ids = ids[idx]
-        loss = model(
-            input_ids=b_ids,
-            attention_mask=(b_ids != tok.pad_id).long(),
-            pixel_values=pixels(images[idx.numpy()]),
-            return_loss=True,
-        ).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 20 == 0 or step == steps - 1:
-            _log(log, step=step, loss=round(loss.item(), 4), seconds=round(time.time() - t0, 1))
-            print(
-                f"pretrain_vision step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)",
-                flush=True,
-            )
-    state = {k: v.contiguous() for k, v in model.vision_model.state_dict().items()}
+    if objective == "clip":
+        images, texts = caption_pairs(n_pairs, seed=10_000_000 + seed, resolution=spec.image_size)
+        rows = [[tok.bos_id] + tok.encode(t) + [tok.eos_id] for t in texts]
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), tok.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+        model = build_clip(spec, len(tok)).train()
+        tower = model.vision_model
+
+        def loss_fn(idx):
+            b_ids = ids[idx]
+            return model(
+                input_ids=b_ids,
+                attention_mask=(b_ids != tok.pad_id).long(),
+                pixel_values=pixels(images[idx.numpy()]),
+                return_loss=True,
+            ).loss
+
+        wd = 0.05
+    else:
+        grid = spec.image_size // spec.patch_size
+        images, labels = dense.labelled_frames(n_pairs, "train", 10_000_000 + seed, spec.image_size, grid)
+        labels = torch.as_tensor(labels)
+        vision = CLIPVisionModel(vision_config(spec)).train()
+        heads = dense.DenseHeads(spec.vision_width)
+        model = torch.nn.ModuleDict({"vision": vision, "heads": heads})
+        tower = vision
+
+        def loss_fn(idx):
+            feats = dense.patch_features(vision, pixels(images[idx.numpy()]))
+            return heads(feats, labels[idx])[0]
+
+        wd = 0.01
+    print(
+        f"pretrain_vision ({objective}): {len(images)} training images in {time.time() - t0:.0f}s", flush=True
+    )
+    seconds = fit(
+        model,
+        loss_fn,
+        len(images),
+        out,
+        "pretrain_vision",
+        steps,
+        batch,
+        lr,
+        wd,
+        seed,
+        log_every=20,
+        stop=stop,
+    )
+    state = {k: v.contiguous() for k, v in tower.state_dict().items()}
     save_file(state, str(out / "vision.safetensors"))
+    held_out = {}
+    if objective == "dense":  # what the heads read from the features on unseen val scenes
+        v_img, v_lab = dense.labelled_frames(max(1, n_pairs // 20), "val", 0, spec.image_size, grid)
+        with torch.no_grad():
+            _, logits = heads(dense.features_of(vision, v_img))
+        held_out = {k: round(v, 3) for k, v in dense.metrics(logits, torch.as_tensor(v_lab)).items()}
+        print("pretrain_vision: val-scene patch accuracy", held_out, flush=True)
     _run_info(
         out,
         stage="pretrain_vision",
+        objective=objective,
         steps=steps,
+        stop=stop,
         batch=batch,
         n_pairs=n_pairs,
+        n_images=len(images),
         lr=lr,
         seed=seed,
         spec=spec.to_dict(),
-        seconds=round(time.time() - t0, 1),
+        seconds=round(seconds, 1),
+        val_patch_accuracy=held_out,
     )
     return out / "vision.safetensors"
 
@@ -146,18 +259,51 @@ def demo_tensors(tok: WordTokenizer, spec: MiniVLASpec, demos: list[dict]) -> tu
     return ids, (ids != tok.pad_id).long(), labels, images
 
 
+class FeatureCache:
+    """The frozen tower's selected patch features (what LLaVA projects), computed once per image on first
+    use (so a run that sees only part of its data never pays for the rest)."""
+
+    def __init__(self, model, images: np.ndarray):
+        self.model, self.images = model, images
+        n_tokens = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        self.feats = torch.zeros(len(images), n_tokens**2, model.config.vision_config.hidden_size)
+        self.done = torch.zeros(len(images), dtype=torch.bool)
+
+    @torch.no_grad()
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        todo = idx[~self.done[idx]].unique()
+        if len(todo):
+            cfg = self.model.config
+            out = self.model.model.vision_tower(pixels(self.images[todo.numpy()]), output_hidden_states=True)
+            f = out.hidden_states[cfg.vision_feature_layer]
+            self.feats[todo] = f[:, 1:] if cfg.vision_feature_select_strategy == "default" else f
+            self.done[todo] = True
+        return self.feats[idx]
+
+
+def policy_loss(model, ids, mask, labels, feats) -> torch.Tensor:
+    """LLaVA's forward from cached patch features: projector output scattered into the image-token slots."""
+    embeds = model.get_input_embeddings()(ids)
+    proj = model.model.multi_modal_projector(feats.float())
+    slots = (ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+    embeds = embeds.masked_scatter(slots, proj.to(embeds.dtype))
+    return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+
+
 @torch.enable_grad()
 def train_policy(
     out: str | Path,
     vision: str | Path,
-    episodes: int = 40000,
+    episodes: int = 200000,
     fraction: float = 1.0,
     steps: int = 3000,
     batch: int = 32,
     lr: float = 3e-4,
     seed: int = 0,
     spec: MiniVLASpec | None = None,
+    stop: int | None = None,
 ) -> Path:
+    """Stage 2. ``episodes``: size of the full data set; the first ``fraction`` of it is used."""
     from ivra.tabletop.dataset import expert_demos
 
     spec = spec or MiniVLASpec()
@@ -169,54 +315,38 @@ def train_policy(
     n_episodes = max(1, round(episodes * fraction))
     demos = expert_demos(n_episodes, split="train", seed=0, resolution=spec.image_size)
     ids, mask, labels, images = demo_tensors(tok, spec, demos)
-    print(
-        f"train_policy: {n_episodes} episodes -> {len(demos)} steps of demonstrations in {time.time() - t0:.0f}s"
-    )
     model = build_policy(spec, tok)
     model.model.vision_tower.load_state_dict(load_file(str(vision)), strict=True)
     model.model.vision_tower.requires_grad_(False)
+    model.model.vision_tower.eval()
+    feats = FeatureCache(model, images)
+    print(
+        f"train_policy: {n_episodes} episodes -> {len(demos)} steps of demonstrations in {time.time() - t0:.0f}s",
+        flush=True,
+    )
     model.train()
     model.model.vision_tower.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, steps // 20))
-    g = torch.Generator().manual_seed(seed)
-    log = out / "log.jsonl"
-    log.unlink(missing_ok=True)
-    t0 = time.time()
-    for step in range(steps):
-        idx = torch.randint(0, len(demos), (batch,), generator=g)
-        loss = model(
-            input_ids=ids[idx],
-            attention_mask=mask[idx],
-            labels=labels[idx],
-            pixel_values=pixels(images[idx.numpy()]),
-        ).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        if step % 25 == 0 or step == steps - 1:
-            _log(log, step=step, loss=round(loss.item(), 4), seconds=round(time.time() - t0, 1))
-            print(
-                f"train_policy step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)",
-                flush=True,
-            )
+
+    def loss_fn(idx):
+        return policy_loss(model, ids[idx], mask[idx], labels[idx], feats[idx])
+
+    seconds = fit(model, loss_fn, len(demos), out, "train_policy", steps, batch, lr, 0.01, seed, stop=stop)
     model.eval()
     save_policy(model, tok, spec, out)
     _run_info(
         out,
         stage="train_policy",
         episodes=n_episodes,
+        full_episodes=episodes,
         demo_steps=len(demos),
         fraction=fraction,
         steps=steps,
+        stop=stop,
         batch=batch,
         lr=lr,
         seed=seed,
         spec=spec.to_dict(),
-        seconds=round(time.time() - t0, 1),
+        seconds=round(seconds, 1),
     )
     return out
 
