@@ -20,7 +20,18 @@ torch.set_num_threads(2)
 which = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 splits = sys.argv[3:] or ["val", "train-seen", "train-unseen"]
-policy = MiniVLAPolicy(which)
+if which.endswith("ckpt.pt"):  # a checkpoint of a run in progress: its folder has spec.json only at the end
+    from ivra.minivla.model import MiniVLASpec, build_policy
+    from ivra.minivla.tokenizer import WordTokenizer
+
+    policy = MiniVLAPolicy.__new__(MiniVLAPolicy)
+    policy.spec, policy.tokenizer = MiniVLASpec(), WordTokenizer.for_tabletop()
+    policy.model = build_policy(policy.spec, policy.tokenizer)
+    policy.model.load_state_dict(torch.load(which, weights_only=False)["module"])
+    policy.model.eval()
+    policy.malformed, policy.ivra_handle, policy.name = 0, None, "ckpt"
+else:
+    policy = MiniVLAPolicy(which)
 res = {}
 for split in splits:
     t0 = time.time()
