@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ivra.minivla.model import MiniVLASpec, build_policy, predict, prompt_ids
-from ivra.minivla.policy import WEIGHTS, load_model
+from ivra.minivla.policy import WEIGHTS, load_model, shipped
 from ivra.minivla.tokenizer import BINS, WordTokenizer
 
 SMALL = MiniVLASpec.small()
@@ -166,7 +166,7 @@ def test_fit_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
 
 
 @pytest.mark.skipif(not (WEIGHTS / "low.safetensors").exists(), reason="shipped weights not built yet")
-@pytest.mark.parametrize("regime", ["low", "full"])
+@pytest.mark.parametrize("regime", shipped())
 def test_shipped_policy_solves_some_validation_episodes(regime):
     """The shipped weights load and act sensibly: over 10x the ~0.4 % of a uniform random policy on val."""
     from ivra.minivla.policy import MiniVLAPolicy

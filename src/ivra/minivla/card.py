@@ -80,16 +80,23 @@ def write_card(result: dict, episodes: int) -> None:
             f"1. Vision tower: contrastive (CLIP loss) on {v['n_pairs']} generated train-split scenes and "
             f"their captions, {v['steps']} steps of batch {v['batch']}, {v['seconds'] / 60:.0f} min; then frozen."
         )
+    total = v["seconds"]
     for regime in regimes:
-        r = runs[regime]
-        stop = f" (stopped at step {r['stop']} of that schedule)" if r.get("stop") else ""
-        lines.append(
-            f"2. `{regime}`: projector + Llama on expert demonstrations of {r['episodes']} train-split episodes "
-            f"({r['demo_steps']} steps; fraction {r['fraction']} of a {r.get('full_episodes', '?')}-episode set), "
-            f"{r['steps']} steps of batch {r['batch']}{stop}, lr {r['lr']}, seed {r['seed']}, "
-            f"{r['seconds'] / 60:.0f} min."
-        )
-    total = (v["seconds"] + sum(runs[r]["seconds"] for r in regimes)) / 60
+        cycles = [runs[regime]]
+        if (WEIGHTS / f"run-{regime}-cycle1.json").exists():
+            cycles.insert(0, json.loads((WEIGHTS / f"run-{regime}-cycle1.json").read_text()))
+        for i, r in enumerate(cycles):
+            stop = f" (stopped at step {r['stop']} of that schedule)" if r.get("stop") else ""
+            start = "continued from the cycle above (warm restart), " if r.get("init") else "from scratch, "
+            cycle = f" cycle {i + 1}" if len(cycles) > 1 else ""
+            lines.append(
+                f"2. `{regime}`{cycle}: projector + Llama, {start}on expert demonstrations of {r['episodes']} "
+                f"train-split episodes ({r['demo_steps']} steps; fraction {r['fraction']} of a "
+                f"{r.get('full_episodes', '?')}-episode set), {r['steps']} steps of batch {r['batch']}{stop}, "
+                f"cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
+            )
+            total += r["seconds"]
+    total /= 60
     lines += [
         "",
         f"Machine: {runs[regimes[0]].get('machine', 'x86_64, 2 CPU cores')} (shared with other jobs, training under "

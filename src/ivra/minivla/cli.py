@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--lr", type=float, default=3e-4)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--stop", type=int, default=None, help="end after this many steps of the --steps schedule")
+    q.add_argument(
+        "--init", default=None, help="a finished run directory to continue from (a new schedule cycle)"
+    )
     q.set_defaults(func=_policy)
 
 
@@ -75,5 +78,6 @@ def _policy(args) -> int:
         lr=args.lr,
         seed=args.seed,
         stop=args.stop,
+        init=args.init,
     )
     return 0

@@ -1,45 +1,58 @@
-"""Copy trained runs into the package's ``weights/`` folder: vision tower once, LM+projector per regime (fp16)."""
+"""Copy trained runs into the package's ``weights/`` folder: vision tower once, LM+projector per regime (fp16).
+
+    python -m ivra.minivla.ship runs/train
+
+Every regime trained in ``runs`` (``policy-low``, ``policy-full``) is shipped; a regime shipped before but not in
+``runs`` is removed, since the shipped regimes must share one vision tower.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from ivra.minivla.policy import WEIGHTS
+from ivra.minivla.policy import REGIMES, WEIGHTS
 
 VISION_PREFIX = "model.vision_tower."
 
 
 def ship(runs: Path, dest: Path = WEIGHTS) -> None:
     dest.mkdir(parents=True, exist_ok=True)
+    trained = [r for r in REGIMES if (runs / f"policy-{r}" / "model.safetensors").exists()]
+    if not trained:
+        raise SystemExit(
+            f"no trained policy in {runs} (expected {', '.join(f'policy-{r}' for r in REGIMES)})"
+        )
     vision = None
-    if (dest / "vision.safetensors").exists():
-        vision = load_file(str(dest / "vision.safetensors"))
-    for regime in ("low", "full"):
-        if not (runs / f"policy-{regime}" / "model.safetensors").exists():
-            print(f"skipping {regime}: no trained run in {runs}")
-            continue
-        state = load_file(str(runs / f"policy-{regime}" / "model.safetensors"))
+    for stale in dest.glob("*"):
+        if stale.name.startswith(("train-log-", "run-")) or stale.suffix == ".safetensors":
+            stale.unlink()
+    for regime in trained:
+        run = runs / f"policy-{regime}"
+        state = load_file(str(run / "model.safetensors"))
         v = {k: t for k, t in state.items() if k.startswith(VISION_PREFIX)}
         if vision is None:
             vision = v
             save_file(v, str(dest / "vision.safetensors"))
         elif any(not t.equal(vision[k]) for k, t in v.items()):
-            raise ValueError("the two regimes were trained on different vision towers")
-        save_file(
-            {k: t for k, t in state.items() if not k.startswith(VISION_PREFIX)},
-            str(dest / f"{regime}.safetensors"),
-        )
-        shutil.copy(runs / f"policy-{regime}" / "log.jsonl", dest / f"train-log-{regime}.jsonl")
-        shutil.copy(runs / f"policy-{regime}" / "run.json", dest / f"run-{regime}.json")
+            raise ValueError("the regimes were trained on different vision towers")
+        rest = {k: t for k, t in state.items() if not k.startswith(VISION_PREFIX)}
+        save_file(rest, str(dest / f"{regime}.safetensors"))
+        shutil.copy(run / "log.jsonl", dest / f"train-log-{regime}.jsonl")
+        shutil.copy(run / "run.json", dest / f"run-{regime}.json")
+        init = json.loads((run / "run.json").read_text()).get("init")
+        if init:  # the earlier schedule cycle this run continued from
+            shutil.copy(Path(init) / "log.jsonl", dest / f"train-log-{regime}-cycle1.jsonl")
+            shutil.copy(Path(init) / "run.json", dest / f"run-{regime}-cycle1.json")
     for name in ("spec.json", "tokenizer.json"):
-        shutil.copy(runs / "policy-low" / name, dest / name)
+        shutil.copy(runs / f"policy-{trained[0]}" / name, dest / name)
     shutil.copy(runs / "vision" / "log.jsonl", dest / "train-log-vision.jsonl")
     shutil.copy(runs / "vision" / "run.json", dest / "run-vision.json")
-    print(f"shipped {sorted(p.name for p in dest.iterdir())} to {dest}")
+    print(f"shipped {', '.join(trained)}: {sorted(p.name for p in dest.iterdir())} to {dest}")
 
 
 if __name__ == "__main__":

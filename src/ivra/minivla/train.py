@@ -302,8 +302,10 @@ def train_policy(
     seed: int = 0,
     spec: MiniVLASpec | None = None,
     stop: int | None = None,
+    init: str | Path | None = None,
 ) -> Path:
-    """Stage 2. ``episodes``: size of the full data set; the first ``fraction`` of it is used."""
+    """Stage 2. ``episodes``: size of the full data set; the first ``fraction`` of it is used. ``init``: a
+    finished run directory to start from (a further warm-restart cycle of the schedule), else from scratch."""
     from ivra.tabletop.dataset import expert_demos
 
     spec = spec or MiniVLASpec()
@@ -316,6 +318,10 @@ def train_policy(
     demos = expert_demos(n_episodes, split="train", seed=0, resolution=spec.image_size)
     ids, mask, labels, images = demo_tensors(tok, spec, demos)
     model = build_policy(spec, tok)
+    if init is not None:
+        model.load_state_dict(
+            {k: v.float() for k, v in load_file(str(Path(init) / "model.safetensors")).items()}
+        )
     model.model.vision_tower.load_state_dict(load_file(str(vision)), strict=True)
     model.model.vision_tower.requires_grad_(False)
     model.model.vision_tower.eval()
@@ -345,6 +351,7 @@ def train_policy(
         batch=batch,
         lr=lr,
         seed=seed,
+        init=None if init is None else str(init),
         spec=spec.to_dict(),
         seconds=round(seconds, 1),
     )
