@@ -86,10 +86,16 @@ def build_policy(name: str, kwargs: dict | None = None):
         from ivra.policies.vla import TinyVLAPolicy
 
         return TinyVLAPolicy(**kwargs)
+    if name.startswith("lerobot:"):  # lerobot:smolvla | lerobot:pi0 | lerobot:pi05 (the lerobot environment)
+        from ivra.policies.lerobot import LerobotPolicy
+
+        return LerobotPolicy(kind=name.split(":", 1)[1], **kwargs)
     if ":" in name:
         mod, cls = name.split(":", 1)
         return getattr(importlib.import_module(mod), cls)(**kwargs)
-    raise ValueError(f"unknown policy {name!r}: use zero, tiny-vla or 'package.module:Class'")
+    raise ValueError(
+        f"unknown policy {name!r}: use zero, tiny-vla, lerobot:smolvla|pi0|pi05 or 'package.module:Class'"
+    )
 
 
 def flip(img: np.ndarray) -> np.ndarray:
