@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ivra.tabletop.ab import format_table, make_units, summarize
+from ivra.experiment.ab import format_table, make_units, summarize
 from ivra.tabletop.env import TabletopEnv
 from ivra.tabletop.rollout import rollout
 
