@@ -41,7 +41,7 @@ def _index_list(spec: str | None, n: int, what: str, flag: str) -> list[int]:
         raise UsageError(f"{flag} {spec!r}: selects no {what}")
     bad = [v for v in values if not 0 <= v < n]
     if bad:
-        raise UsageError(f"{flag} {spec!r}: {what} {bad[0]} does not exist; expected 0..{n - 1}")
+        raise UsageError(f"{flag} {spec!r}: {bad[0]} is out of range; expected {what} in 0..{n - 1}")
     return values
 
 

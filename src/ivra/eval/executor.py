@@ -31,9 +31,9 @@ and :func:`format_errors` turn the final records into the per-arm error report e
 
 from __future__ import annotations
 
-import atexit
 import datetime as _dt
 import multiprocessing as mp
+import multiprocessing.util as mp_util
 import os
 import socket
 import time
@@ -149,7 +149,9 @@ def _crash_record(unit: dict, attempt: int, executor: str, why: str) -> dict:
 def _local_init(job: Any) -> None:
     global _WORKER_JOB
     _WORKER_JOB = job
-    atexit.register(_teardown, job)  # the pool's worker processes end with a normal interpreter exit
+    # run in multiprocessing's own exit hook, before the interpreter's atexit handlers (robosuite registers
+    # eglTerminate there: a simulator closed after it prints EGL tracebacks)
+    mp_util.Finalize(None, _teardown, args=(job,), exitpriority=10)
 
 
 def _local_run(unit: dict, attempt: int) -> dict:
@@ -161,7 +163,6 @@ class _RayWorker:
 
     def __init__(self, job: Any):
         self.job = job
-        atexit.register(_teardown, job)
 
     def run(self, unit: dict, attempt: int) -> dict:
         return run_unit(self.job, unit, attempt, "ray")
@@ -435,5 +436,9 @@ def _run_ray(
     finally:
         for ref in list(inflight):
             ray.cancel(ref, force=True)
+        try:  # let idle actors close their simulators before they are killed
+            ray.get([actor.teardown.remote() for actor in idle], timeout=120)
+        except Exception:  # noqa: BLE001 -- best effort; the actors are killed either way
+            pass
         for actor in list(idle) + [a for a, _, _ in inflight.values()]:
             ray.kill(actor, no_restart=True)

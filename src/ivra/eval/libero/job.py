@@ -181,6 +181,15 @@ class LiberoJob:
                 pass
         self._env, self._env_task = None, None
 
+    def teardown(self) -> None:
+        """Close the simulator while its renderer's EGL/OSMesa display is still alive (the executor calls this
+        before the process ends; left to interpreter shutdown, robosuite's render-context ``__del__`` runs after
+        the display was terminated and prints an EGL_NOT_INITIALIZED traceback per context)."""
+        self._close_env()
+        import gc
+
+        gc.collect()
+
     def _get_policy(self):
         if self._policy is None:
             self._policy = build_policy(self.config.policy, self.config.policy_kwargs)
