@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
 
@@ -29,9 +30,24 @@ VERBS = {
 }
 
 
+_NEGATIVE_LIST = re.compile(r"^-\d")  # no ivra option starts with a digit
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with usage mistakes answered in one line (``ivra demo: error: ...``) and exit status 2; the
     subcommand parsers inherit it."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        # argparse takes "-1,-2" (not a plain negative number) for an option: glue values that start with
+        # "-<digit>" to their option, so that `--affinity-layers -1,-2` means what it says
+        args = list(sys.argv[1:] if args is None else args)
+        out: list[str] = []
+        for tok in args:
+            if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_LIST.match(tok):
+                out[-1] = f"{out[-1]}={tok}"
+            else:
+                out.append(tok)
+        return super().parse_known_args(out, namespace)
 
     def error(self, message: str):  # noqa: D102 -- argparse API
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
