@@ -210,3 +210,13 @@ def out_file(suffixes: Sequence[str] = ()) -> Callable[[str], Path]:
         return path
 
     return parse
+
+
+def check_executor(name: str) -> None:
+    """``--executor ray`` needs ray installed: say so before anything runs."""
+    import importlib.util
+
+    if name == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError(
+            "--executor ray: ray is not installed (pip install -r requirements/libero-ray.txt), or use local"
+        )

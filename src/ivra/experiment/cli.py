@@ -20,6 +20,7 @@ from pathlib import Path
 from ivra.cliargs import (
     EXIT_FAILED,
     UsageError,
+    check_executor,
     choice,
     int_or_none,
     integer,
@@ -164,13 +165,14 @@ def _tag(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def preflight(policy: str, arms: dict[str, dict | None]):
+def preflight(policy: str, arms: dict[str, dict | None], executor: str = "inline"):
     """Load the policy and attach (then detach) every arm's IVRA setting once: any mistake in them ends here,
     as a :class:`UsageError`, before an episode runs. Returns the loaded policy."""
     from ivra.adapters import IVRAError
     from ivra.config import IVRAConfig, describe_setting
     from ivra.minivla.policy import MiniVLAPolicy
 
+    check_executor(executor)
     try:
         pol = MiniVLAPolicy(policy)
     except (ValueError, FileNotFoundError) as exc:
@@ -225,7 +227,7 @@ def demo(args) -> int:
     t0 = time.time()
     splits = args.splits
     cfg, source = _cfg(args.ivra)
-    pol = preflight(args.policy, {"ivra": cfg})
+    pol = preflight(args.policy, {"ivra": cfg}, args.executor)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = _tag(args.policy, cfg)
@@ -323,7 +325,7 @@ def sweep(args) -> int:
                 name = _cell_name(layer, lam, feature, mode, aff)
                 arms[name] = cfg
                 cells.append((name, cfg))
-    preflight(args.policy, arms)
+    preflight(args.policy, arms, args.executor)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     units = make_units([args.split], args.episodes, arms, chunk=args.chunk)

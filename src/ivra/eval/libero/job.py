@@ -10,7 +10,9 @@ task); a worker keeps one environment (the last task's) and one policy, switchin
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import re
 import time
@@ -157,7 +159,8 @@ class LiberoJob:
         import_libero()
         from libero.libero import benchmark
 
-        self._suite = benchmark.get_benchmark_dict()[cfg.suite]()
+        with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints "[info] using task orders ..." here
+            self._suite = benchmark.get_benchmark_dict()[cfg.suite]()
 
     def _get_env(self, task_id: int):
         if self._env is not None and self._env_task == task_id:
