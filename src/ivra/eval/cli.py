@@ -49,6 +49,7 @@ def check_policy(name: str, kwargs: dict, arms: dict) -> None:
     """Resolve the policy name (and, for the built-in tiny-vla, attach every arm's IVRA setting once) before any
     episode runs; a mistake raises :class:`UsageError` naming it."""
     import importlib
+    import importlib.util
 
     if name == "zero":
         return
@@ -69,8 +70,24 @@ def check_policy(name: str, kwargs: dict, arms: dict) -> None:
                 except (IVRAError, ValueError) as exc:
                     raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {arm}): {exc}") from None
         return
+    if name.startswith("lerobot:"):
+        from ivra.policies.lerobot import KINDS
+
+        kind = name.split(":", 1)[1]
+        if kind not in KINDS:
+            raise UsageError(f"unknown --policy {name!r}: lerobot policies are lerobot:{'|'.join(KINDS)}")
+        if importlib.util.find_spec("lerobot") is None:
+            raise UsageError(
+                f"--policy {name}: lerobot is not installed in this environment; run ivra from the lerobot "
+                "environment (.venv/bin/nox -s lerobot creates .nox/lerobot; then .nox/lerobot/bin/ivra ...)"
+            )
+        if "path" not in kwargs:
+            raise UsageError(f"--policy {name} needs --policy-kwargs path=CHECKPOINT (a lerobot checkpoint folder)")
+        return
     if ":" not in name:
-        raise UsageError(f"unknown --policy {name!r}: expected zero, tiny-vla or package.module:Class")
+        raise UsageError(
+            f"unknown --policy {name!r}: expected zero, tiny-vla, lerobot:smolvla|pi0|pi05 or package.module:Class"
+        )
     mod, cls = name.split(":", 1)
     try:
         module = importlib.import_module(mod)
@@ -165,7 +182,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "256 px); every deviation is recorded in the manifest and the report. Resumable: rerun the same command.",
     )
     lib.add_argument("--suite", choices=SUITES, required=True)
-    lib.add_argument("--policy", default="zero", help="zero | tiny-vla | package.module:Class (default zero)")
+    lib.add_argument("--policy", default="zero", help="zero | tiny-vla | lerobot:smolvla|pi0|pi05 | package.module:Class (default zero)")
     lib.add_argument(
         "--policy-kwargs",
         default=None,
