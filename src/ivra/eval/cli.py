@@ -82,7 +82,9 @@ def check_policy(name: str, kwargs: dict, arms: dict) -> None:
                 "environment (.venv/bin/nox -s lerobot creates .nox/lerobot; then .nox/lerobot/bin/ivra ...)"
             )
         if "path" not in kwargs:
-            raise UsageError(f"--policy {name} needs --policy-kwargs path=CHECKPOINT (a lerobot checkpoint folder)")
+            raise UsageError(
+                f"--policy {name} needs --policy-kwargs path=CHECKPOINT (a lerobot checkpoint folder)"
+            )
         return
     if ":" not in name:
         raise UsageError(
@@ -182,7 +184,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "256 px); every deviation is recorded in the manifest and the report. Resumable: rerun the same command.",
     )
     lib.add_argument("--suite", choices=SUITES, required=True)
-    lib.add_argument("--policy", default="zero", help="zero | tiny-vla | lerobot:smolvla|pi0|pi05 | package.module:Class (default zero)")
+    lib.add_argument(
+        "--policy",
+        default="zero",
+        help="zero | tiny-vla | lerobot:smolvla|pi0|pi05 | package.module:Class (default zero)",
+    )
     lib.add_argument(
         "--policy-kwargs",
         default=None,
