@@ -48,8 +48,17 @@ def word_tokenizer():
     )
 
 
-def smolvlm_folder(folder: str | Path | None = None, image_size: int = 64, text_layers: int = 4) -> Path:
-    """Write a tiny SmolVLM config + processor into ``folder`` (a new temporary folder by default)."""
+def smolvlm_folder(
+    folder: str | Path | None = None,
+    image_size: int = 64,
+    text_layers: int = 4,
+    text: dict | None = None,
+    vision: dict | None = None,
+    scale_factor: int = 2,
+) -> Path:
+    """Write a tiny SmolVLM config + processor into ``folder`` (a new temporary folder by default).
+
+    ``text`` / ``vision``: config overrides (the SmolVLA benchmark builds the real-size SmolVLM2-500M shape)."""
     from transformers import SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
     folder = Path(folder or tempfile.mkdtemp(prefix="ivra-smolvlm-"))
@@ -66,7 +75,8 @@ def smolvlm_folder(folder: str | Path | None = None, image_size: int = 64, text_
             head_dim=16,
             max_position_embeddings=512,
             pad_token_id=0,
-        ),
+        )
+        | (text or {}),
         vision_config=dict(
             hidden_size=32,
             intermediate_size=64,
@@ -74,14 +84,16 @@ def smolvlm_folder(folder: str | Path | None = None, image_size: int = 64, text_
             num_attention_heads=2,
             image_size=image_size,
             patch_size=8,
-        ),
-        scale_factor=2,
+        )
+        | (vision or {}),
+        scale_factor=scale_factor,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
     )
     cfg.save_pretrained(folder)
     size = {"longest_edge": image_size}
     images = SmolVLMImageProcessor(do_resize=False, do_image_splitting=False, max_image_size=size, size=size)
-    n_tokens = (image_size // 8 // 2) ** 2
+    patch = (vision or {}).get("patch_size", 8)
+    n_tokens = (image_size // patch // scale_factor) ** 2
     SmolVLMProcessor(
         image_processor=images, tokenizer=tok, video_processor=SmolVLMVideoProcessor(), image_seq_len=n_tokens
     ).save_pretrained(folder)
