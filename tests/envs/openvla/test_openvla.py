@@ -62,6 +62,24 @@ def layer_inputs(model, run, layer=LAYER):
     return seen
 
 
+def before_after(model, run, config, adapter=None, layer=LAYER):
+    """Inputs of LM layer ``layer`` per call, before and after IVRA's pre-hook (spies registered around it)."""
+    before, after = [], []
+    target = model.language_model.model.layers[layer]
+
+    def spy(store):
+        return lambda m, a, kw: store.append((a[0] if a else kw["hidden_states"]).clone())
+
+    h1 = target.register_forward_pre_hook(spy(before), with_kwargs=True)
+    handle = ivra.attach(model, config, adapter=adapter)
+    h2 = target.register_forward_pre_hook(spy(after), with_kwargs=True)
+    try:
+        run()
+    finally:
+        h1.remove(), h2.remove(), handle.detach()
+    return before, after, handle
+
+
 def tower_keys(tower, pixels, block=-1):
     """Keys of ``tower.blocks[block]`` (fused qkv, middle third) on the patch tokens, computed by hand."""
     x = tower.norm_pre(tower.patch_drop(tower._pos_embed(tower.patch_embed(pixels))))
@@ -105,9 +123,9 @@ def test_edits_exactly_the_visual_tokens_once_per_prefill_with_independent_value
     model = get()
     x = inputs()
     gen = dict(max_new_tokens=7, min_new_tokens=7, do_sample=False)
-    base = layer_inputs(model, lambda: model.generate(**x, **gen))
-    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
-        got = layer_inputs(model, lambda: model.generate(**x, **gen))
+    base, got, h = before_after(
+        model, lambda: model.generate(**x, **gen), ivra.IVRAConfig(layer=LAYER, lam=0.5)
+    )
     assert len(got) == len(base) == 7  # one prefill + 6 cached decode steps of one token
     assert h.stats.calls == 1 and h.stats.tokens == N and h.stats.vision_captures == 1
     assert got[0].shape[1] == 1 + N + x["input_ids"].shape[1] - 1
