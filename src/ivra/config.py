@@ -9,6 +9,31 @@ from ivra.core import AFFINITY_MODES
 AFFINITY_FEATURES = ("key", "query", "value", "hidden")
 POSITIONS = ("pre", "post_attn", "post")
 
+#: Settings of the paper's systems (``IVRAConfig.preset(name)``). ``source`` says where each comes from.
+PRESETS: dict[str, dict] = {
+    "llara": {
+        "fields": {"layer": 20, "lam": 0.3},
+        "source": "the paper's LLaRA setting: LLaVA-7B language-model layer 20 of 32, lam about 0.3",
+    },
+    "flower": {
+        "fields": {
+            "layer": -1,
+            "position": "post",
+            "lam": 0.2,
+            "affinity_layer": -1,
+            "affinity_mode": "cosine",
+        },
+        "source": "the authors' released FLOWER integration: keys of the last DaViT stage's channel attention, "
+        "raw cosine, applied after the last of the 12 Florence-2 encoder layers, lam 0.2",
+    },
+    "openvla": {
+        "fields": {"layer": 20, "lam": 0.3},
+        "source": "OURS, not published and not tuned on OpenVLA: the paper gives no OpenVLA setting; its LLaRA "
+        "setting (layer 20 of the same 32-layer Llama-2-7B depth, lam 0.3) carried over; affinity from the DINOv2 "
+        "tower (the openvla adapter's default)",
+    },
+}
+
 
 @dataclass(frozen=True)
 class IVRAConfig:
@@ -63,6 +88,13 @@ class IVRAConfig:
         if self.position not in POSITIONS:
             raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
 
+    @classmethod
+    def preset(cls, name: str, **overrides) -> IVRAConfig:
+        """The setting of one of the paper's systems (see :data:`PRESETS`), optionally with some fields changed."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown IVRA preset {name!r}; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name]["fields"], **overrides})
+
     def replace(self, **changes) -> IVRAConfig:
         return replace(self, **changes)
 
@@ -71,12 +103,19 @@ class IVRAConfig:
 
     @classmethod
     def parse(cls, spec: str) -> IVRAConfig:
-        """Build from a CLI string such as ``"layer=3,lam=0.3,affinity_mode=relu"``."""
+        """Build from a CLI string such as ``"layer=3,lam=0.3,affinity_mode=relu"`` or ``"preset=flower,lam=0.1"``
+        (a preset's fields first, the others override them)."""
         fields = {}
+        preset = None
         for part in filter(None, (p.strip() for p in spec.split(","))):
             if "=" not in part:
                 raise ValueError(f"bad IVRA setting {part!r}: expected key=value, e.g. 'layer=20,lam=0.3'")
             key, value = (s.strip() for s in part.split("=", 1))
+            if key == "preset":
+                if value not in PRESETS:
+                    raise ValueError(f"unknown IVRA preset {value!r}; known: {sorted(PRESETS)}")
+                preset = value
+                continue
             if key not in cls.__dataclass_fields__:
                 raise ValueError(f"unknown IVRA setting {key!r}; known: {sorted(cls.__dataclass_fields__)}")
             if key in ("layer", "affinity_layer"):
@@ -87,4 +126,6 @@ class IVRAConfig:
                 fields[key] = value.lower() in ("1", "true", "yes")
             else:
                 fields[key] = value
+        if preset is not None:
+            return cls.preset(preset, **fields)
         return cls(**fields)

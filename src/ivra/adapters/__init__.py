@@ -1,6 +1,6 @@
 """Adapters: what IVRA needs to know about each model family, behind a registry.
 
-Built in: llava, paligemma, idefics3, smolvlm, qwen2_5_vl, florence2, openvla, llara. Add your own with
+Built in: llava, paligemma, idefics3, smolvlm, qwen2_5_vl, florence2, openvla, llara, flower. Add your own with
 ``@ivra.adapters.register`` on an :class:`Adapter` subclass.
 """
 
@@ -19,4 +19,4 @@ from ivra.adapters.base import (
 __all__ = ["Adapter", "CapturePoint", "ImageBlock", "IVRAError", "detect", "get", "list_adapters", "register"]
 
 # the paper's own systems (their model code lives in pinned environments; these modules import only torch)
-from ivra.adapters import llara, openvla  # noqa: E402, F401
+from ivra.adapters import flower, llara, openvla  # noqa: E402, F401
