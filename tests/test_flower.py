@@ -4,8 +4,12 @@ native naming itself), FLOWER's two-camera encoder input, the authors' spans for
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 from functools import cache
 
+import numpy as np
 import pytest
 import torch
 
@@ -216,3 +220,62 @@ def test_preset_and_cli_spec():
     assert IVRAConfig.preset("openvla") == IVRAConfig(layer=20, lam=0.3)
     with pytest.raises(ValueError, match="unknown IVRA preset 'vima'"):
         IVRAConfig.parse("preset=vima")
+
+
+# -- the LIBERO policy wrapper ------------------------------------------------------------------------------------------
+def test_policy_chunks_seeded_noise_and_ivra():
+    from ivra.policies.flower import FlowerPolicy
+
+    policy = FlowerPolicy(chunk=4, multistep=2)
+    rng = np.random.default_rng(0)
+    obs = [{"image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "wrist_image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)}]  # fmt: skip
+
+    def episode(seed):
+        policy.reset(seed)
+        return np.concatenate([policy.act(obs, ["open the drawer"]) for _ in range(4)])
+
+    a, b = episode(3), episode(3)
+    assert a.shape == (4, 7) and np.array_equal(a, b) and np.all(np.abs(a) <= 1)
+    assert not np.array_equal(episode(4), a)
+    policy.set_ivra({"layer": -1, "position": "post", "lam": 0.0})
+    assert np.array_equal(episode(3), a)  # lam 0: same actions
+    assert policy.ivra_counters()["calls"] == 2  # one encoder pass per chunk (2 chunks of 2 steps)
+    assert policy.ivra_counters()["tokens"] == 2 * 2 * 196  # 112 px: 14 x 14 patches per camera
+    policy.set_ivra({"layer": -1, "position": "post", "lam": 0.9})
+    assert not np.allclose(episode(3), a)
+    policy.set_ivra(None)
+    with pytest.raises(ValueError, match="one episode at a time"):
+        policy.act(obs * 2, ["a", "b"])
+
+
+def _libero_missing():
+    missing = [m for m in ("libero", "robosuite", "mujoco") if importlib.util.find_spec(m) is None]
+    return f"LIBERO not installed (missing {missing}); bash scripts/setup_libero.sh" if missing else None
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+@pytest.mark.skipif(_libero_missing() is not None, reason=str(_libero_missing()))
+def test_libero_ab_episode_with_tiny_weights(tmp_path):
+    from ivra.eval.journal import Journal
+    from ivra.eval.libero.install import child_env
+
+    out = tmp_path / "flower"
+    cmd = [sys.executable, "-m", "ivra.cli", "eval", "libero", "--suite", "libero_spatial", "--tasks", "0",
+           "--init-states", "0", "--max-steps", "12", "--resolution", "128", "--no-progress",
+           "--policy", "ivra.policies.flower:FlowerPolicy", "--ab", "--ivra", "preset=flower",
+           "--executor", "inline", "--out", str(out)]  # fmt: skip
+    env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = {r["unit"]["arm"]: r for r in Journal(out / "journal.jsonl").final_records().values()}
+    assert set(recs) == {"baseline", "ivra"}
+    for r in recs.values():
+        assert r["status"] == "ok", r.get("traceback")
+        assert r["result"]["steps"] == 12 or r["result"]["success"]
+    assert (
+        recs["ivra"]["result"]["ivra"]["lam"] == 0.2 and recs["ivra"]["result"]["ivra"]["position"] == "post"
+    )
+    stats = recs["ivra"]["result"]["ivra_stats"]
+    chunks = -(-recs["ivra"]["result"]["steps"] // 10)
+    assert stats["calls"] == chunks and stats["tokens"] == chunks * 2 * 196

@@ -205,7 +205,7 @@ def build_native(
         decoder_attention_heads=4,
         encoder_ffn_dim=128,
         decoder_ffn_dim=128,
-        max_position_embeddings=256,
+        max_position_embeddings=1024,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
