@@ -287,3 +287,19 @@ def test_text_only_prefill_is_an_error_in_strict_mode():
     with ivra.attach(model, layer=LAYER) as h, pytest.raises(IVRAError, match="no visual tokens"):
         model(input_ids=x["input_ids"], attention_mask=x["attention_mask"])
     assert not h.attached
+
+
+def test_bfloat16_model():
+    """OpenVLA runs in bf16: keys, affinity (fp32) and the edit work in the model's dtype, lam=0 stays exact."""
+    model = build_tiny(dtype=torch.bfloat16)
+    x = inputs(seed=7)
+    x["pixel_values"] = x["pixel_values"].to(torch.bfloat16)
+    base = layer_inputs(model, lambda: model(**x))[0]
+    before = model(**x).logits
+    with ivra.attach(model, layer=LAYER, lam=0.0):
+        assert torch.equal(model(**x).logits, before)
+    with ivra.attach(model, ivra.IVRAConfig(layer=LAYER, lam=0.5), adapter=OpenVLAAdapter(tower="both")) as h:
+        got = layer_inputs(model, lambda: model(**x))[0]
+    assert got.dtype == torch.bfloat16 and h.stats.tokens == N
+    changed = (got != base).any(-1)[0]
+    assert changed[1 : 1 + N].any() and not changed[0] and not changed[1 + N :].any()
