@@ -45,6 +45,13 @@ else
   echo "== apt: renderer libraries present"
 fi
 
+# robomimic needs egl_probe, which PyPI has only as source; its isolated build fails on Python 3.12 (the build
+# environment's cmake does not run), so build it against the machine's cmake without isolation.
+if ! "$PY" -m pip show egl_probe >/dev/null 2>&1; then
+  echo "== pip: egl_probe (built without isolation)"
+  "$PY" -m pip install -q --disable-pip-version-check setuptools wheel
+  "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation egl_probe==1.0.2 hf-egl-probe==1.0.2
+fi
 echo "== pip: LIBERO + assets (torch kept by $CONSTRAINTS)"
 "$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -r requirements/libero.txt
 # robomimic (a hf-libero dependency) pulls PyPI torchvision, which does not import beside torch 2.13.0+cpu and
