@@ -20,6 +20,9 @@ in the order the cameras were encoded, and the count comes from the keys capture
   (``vlm.model.vision_tower.blocks[-1][0].channel_block.channel_attn.qkv``, ``vlm.model.language_model.encoder``).
   The adapter attaches to FLOWER's model (``.vlm``) or to the Florence-2 model itself.
 
+Not supported (strict mode raises on the count mismatch): FLOWER's modality-dropout / modality-ablation paths that
+remove image tokens before the encoder, and observation histories of several frames per camera.
+
 The paper's FLOWER setting is :meth:`ivra.IVRAConfig.preset` ``("flower")``: after the last encoder layer
 (``layer=-1, position="post"``), lam 0.2, raw cosine.
 """
