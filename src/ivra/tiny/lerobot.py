@@ -48,8 +48,17 @@ def word_tokenizer():
     )
 
 
-def smolvlm_folder(folder: str | Path | None = None, image_size: int = 64, text_layers: int = 4) -> Path:
-    """Write a tiny SmolVLM config + processor into ``folder`` (a new temporary folder by default)."""
+def smolvlm_folder(
+    folder: str | Path | None = None,
+    image_size: int = 64,
+    text_layers: int = 4,
+    text: dict | None = None,
+    vision: dict | None = None,
+    scale_factor: int = 2,
+) -> Path:
+    """Write a tiny SmolVLM config + processor into ``folder`` (a new temporary folder by default).
+
+    ``text`` / ``vision``: config overrides (the SmolVLA benchmark builds the real-size SmolVLM2-500M shape)."""
     from transformers import SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
 
     folder = Path(folder or tempfile.mkdtemp(prefix="ivra-smolvlm-"))
@@ -66,7 +75,8 @@ def smolvlm_folder(folder: str | Path | None = None, image_size: int = 64, text_
             head_dim=16,
             max_position_embeddings=512,
             pad_token_id=0,
-        ),
+        )
+        | (text or {}),
         vision_config=dict(
             hidden_size=32,
             intermediate_size=64,
@@ -74,14 +84,16 @@ def smolvlm_folder(folder: str | Path | None = None, image_size: int = 64, text_
             num_attention_heads=2,
             image_size=image_size,
             patch_size=8,
-        ),
-        scale_factor=2,
+        )
+        | (vision or {}),
+        scale_factor=scale_factor,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
     )
     cfg.save_pretrained(folder)
     size = {"longest_edge": image_size}
     images = SmolVLMImageProcessor(do_resize=False, do_image_splitting=False, max_image_size=size, size=size)
-    n_tokens = (image_size // 8 // 2) ** 2
+    patch = (vision or {}).get("patch_size", 8)
+    n_tokens = (image_size // patch // scale_factor) ** 2
     SmolVLMProcessor(
         image_processor=images, tokenizer=tok, video_processor=SmolVLMVideoProcessor(), image_seq_len=n_tokens
     ).save_pretrained(folder)
@@ -206,37 +218,31 @@ def noise(policy, batch_size: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch_size, cfg.chunk_size, cfg.max_action_dim, generator=g)
 
 
-def save_checkpoint(kind: str, folder: str | Path, seed: int = 0, **kw) -> Path:
-    """Save a tiny policy as a lerobot checkpoint folder: ``config.json`` + ``model.safetensors`` + the
-    pre/post-processor pipelines lerobot's factory makes for it (identity normalisation statistics), and a local
-    copy of the word tokenizer in ``folder/tokenizer`` (pass it as ``tokenizer=`` when loading offline: pi0's
-    pipeline names PaliGemma's hub tokenizer, which is swapped for this one while the pipeline is built)."""
+def processors(policy, tokenizer=None):
+    """lerobot's own pre/post-processor pipelines for a tiny policy (identity normalisation statistics). pi0's
+    factory names PaliGemma's hub tokenizer: the word tokenizer stands in for it while the pipeline is built."""
     from lerobot.policies.factory import make_pre_post_processors
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if kind == "smolvla":
-        policy = smolvla_policy(seed, vlm_folder=folder / "smolvlm", **kw)
-    elif kind in ("pi0", "pi05"):
-        policy = (pi0_policy if kind == "pi0" else pi05_policy)(seed, **kw)
-    else:
-        raise ValueError(f"unknown kind {kind!r}; expected smolvla, pi0 or pi05")
-    tok = word_tokenizer()
-    tok.save_pretrained(folder / "tokenizer")
+    tok = tokenizer or word_tokenizer()
     dims = {"observation.state": STATE_DIM, "action": ACTION_DIM}
     stats = {
-        k: {
-            "mean": torch.zeros(d),
-            "std": torch.ones(d),
-            "min": -torch.ones(d),
-            "max": torch.ones(d),
-            "q01": -torch.ones(d),
-            "q99": torch.ones(d),
-        }
+        k: {"mean": torch.zeros(d), "std": torch.ones(d), "min": -torch.ones(d), "max": torch.ones(d),
+            "q01": -torch.ones(d), "q99": torch.ones(d)}
         for k, d in dims.items()
-    }
+    }  # fmt: skip
     with mock.patch("lerobot.processor.tokenizer_processor.AutoTokenizer.from_pretrained", return_value=tok):
-        pre, post = make_pre_post_processors(policy.config, dataset_stats=stats)
+        return make_pre_post_processors(policy.config, dataset_stats=stats)
+
+
+def save_checkpoint(folder: str | Path, seed: int = 0, **kw) -> Path:
+    """Save a tiny SmolVLA as a lerobot checkpoint folder (``config.json``, ``model.safetensors``, the tiny
+    SmolVLM config in ``folder/smolvlm`` that its config points to, and its pre/post-processor pipelines), loadable
+    with ``SmolVLAPolicy.from_pretrained(folder)`` like a real one. (pi0 / pi0.5 checkpoints cannot be tiny:
+    their config names a Gemma variant whose sizes are fixed in lerobot's code; use the live object instead.)"""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    policy = smolvla_policy(seed, vlm_folder=folder / "smolvlm", **kw)
+    pre, post = processors(policy)
     policy.save_pretrained(folder)
     pre.save_pretrained(folder)
     post.save_pretrained(folder)
