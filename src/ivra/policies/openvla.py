@@ -99,12 +99,10 @@ class OpenVLAPolicy:
         self.adapter = OpenVLAAdapter(tower=tower)
         torch_dtype = getattr(torch, dtype)
         if model == "tiny":
-            from ivra.rebuilt.openvla import build_tiny
-
             stats = {
                 unnorm_key: {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7, "mask": [True] * 6 + [False]}}
             }
-            self.model = build_tiny(seed=model_seed, norm_stats=stats, dtype=torch_dtype).to(device)
+            self.model = self._build_tiny(model_seed, stats, torch_dtype).to(device)
             self.tokenizer = ByteTokenizer()
             self.processor = None
         else:
@@ -120,6 +118,11 @@ class OpenVLAPolicy:
         self._handle = None
         self.ivra_config: dict | None = None
         self.set_ivra(ivra)
+
+    def _build_tiny(self, seed, stats, torch_dtype):
+        from ivra.rebuilt.openvla import build_tiny
+
+        return build_tiny(seed=seed, norm_stats=stats, dtype=torch_dtype)
 
     # -- IVRA --------------------------------------------------------------------------------------------------------
     def set_ivra(self, cfg: dict | None) -> None:
@@ -181,3 +184,72 @@ class OpenVLAPolicy:
                 action = self.model.predict_action(**inputs, unnorm_key=self.unnorm_key, do_sample=False)
                 out.append(gripper_to_libero(np.asarray(action, dtype=np.float64)))
         return np.stack(out)
+
+
+def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
+    """robosuite's (x, y, z, w) quaternion -> axis-angle (3,), as OpenVLA-OFT's LIBERO proprio uses."""
+    q = np.asarray(quat, dtype=np.float64)
+    w = float(np.clip(q[3], -1.0, 1.0))
+    den = math.sqrt(1.0 - w * w)
+    if math.isclose(den, 0.0):
+        return np.zeros(3)
+    return q[:3] * 2.0 * math.acos(w) / den
+
+
+class OpenVLAOFTPolicy(OpenVLAPolicy):
+    """OpenVLA-OFT on LIBERO: OpenVLA's image protocol for both cameras (third-person, then wrist), an 8-D proprio
+    token (end-effector position, axis-angle orientation, the two gripper joints) normalised to [-1, 1] with its
+    q01/q99, one forward per chunk of 8 actions executed open loop, q01/q99 un-normalisation and OpenVLA's gripper
+    convention. Only ``model="tiny"`` (the rebuilt OFT structure, identity norm stats): OFT checkpoints need OFT's
+    own code for their action head and proprio projector."""
+
+    name = "openvla-oft"
+
+    def __init__(self, model: str = "tiny", open_loop_steps: int = 8, use_film: bool = False, **kwargs):
+        if model != "tiny":
+            raise ValueError(
+                f"model={model!r}: OpenVLA-OFT checkpoints load with OFT's own code (action head, proprio "
+                "projector); only model='tiny' (the rebuilt structure) is built here"
+            )
+        self.open_loop_steps, self.use_film = int(open_loop_steps), bool(use_film)
+        self._queue: list[np.ndarray] = []
+        super().__init__(model="tiny", **kwargs)
+
+    def _build_tiny(self, seed, stats, torch_dtype):
+        from ivra.rebuilt.openvla import build_tiny
+
+        stats = {k: {**v, "proprio": {"q01": [-1.0] * 8, "q99": [1.0] * 8}} for k, v in stats.items()}
+        return build_tiny(
+            seed=seed, norm_stats=stats, dtype=torch_dtype, num_images_in_input=2, use_proprio=True,
+            use_film=self.use_film,
+        )  # fmt: skip
+
+    def reset(self, seed: int | None = None) -> None:
+        self._queue = []
+
+    def proprio(self, state: np.ndarray) -> np.ndarray:
+        s = np.asarray(state, dtype=np.float64)
+        raw = np.concatenate([s[:3], quat_to_axis_angle(s[3:7]), s[7:9]])
+        p = self.model.config.norm_stats[self.unnorm_key]["proprio"]
+        low, high = np.asarray(p["q01"]), np.asarray(p["q99"])
+        return np.clip(2.0 * (raw - low) / np.maximum(high - low, 1e-8) - 1.0, -1.0, 1.0)
+
+    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+        import torch
+
+        if len(observations) != 1:
+            raise ValueError(
+                f"OpenVLAOFTPolicy runs one episode at a time (action chunks), got {len(observations)}"
+            )
+        if not self._queue:
+            obs, text = observations[0], instructions[0]
+            views = [self._inputs(self.image({"image": obs[k]}), text) for k in ("image", "wrist_image")]
+            inputs = views[0]
+            inputs["pixel_values"] = torch.cat([v["pixel_values"] for v in views], dim=1)
+            proprio = torch.tensor(self.proprio(obs["state"]), dtype=self.dtype, device=self.device)[None]
+            with torch.inference_mode():
+                chunk = self.model.predict_action_chunk(**inputs, proprio=proprio)
+            normalized = chunk[0].float().cpu().numpy().astype(np.float64)
+            actions = self.model.unnormalize(normalized, self.unnorm_key)
+            self._queue = [gripper_to_libero(a) for a in actions[: self.open_loop_steps]]
+        return self._queue.pop(0)[None]

@@ -88,3 +88,54 @@ def test_libero_ab_episode_with_tiny_weights(tmp_path):
     assert recs["baseline"]["result"]["ivra_stats"] is None
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["policy"] == "ivra.policies.openvla:OpenVLAPolicy"
+
+
+def test_quat_to_axis_angle_matches_scipy():
+    from scipy.spatial.transform import Rotation
+
+    from ivra.policies.openvla import quat_to_axis_angle
+
+    rng = np.random.default_rng(2)
+    for q in rng.normal(size=(5, 4)):
+        q = q / np.linalg.norm(q) * (1 if q[3] >= 0 else -1)  # w >= 0: the rotation vector's angle is <= pi
+        assert np.allclose(quat_to_axis_angle(q), Rotation.from_quat(q).as_rotvec(), atol=1e-9)
+    assert np.array_equal(quat_to_axis_angle([0, 0, 0, 1.0]), np.zeros(3))
+
+
+def test_oft_policy_chunks_two_cameras_and_proprio():
+    from ivra.policies.openvla import OpenVLAOFTPolicy
+
+    policy = OpenVLAOFTPolicy(open_loop_steps=4)
+    rng = np.random.default_rng(3)
+    state = np.concatenate([rng.normal(size=3), [0, 0, 0, 1.0], [0.02, -0.02]]).astype(np.float32)
+    obs = [{"image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "wrist_image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "state": state}]  # fmt: skip
+    policy.set_ivra({"layer": 2, "lam": 0.5})
+    policy.reset(0)
+    actions = np.concatenate([policy.act(obs, ["pick up the bowl"]) for _ in range(6)])
+    assert actions.shape == (6, 7) and set(np.abs(actions[:, -1])) <= {0.0, 1.0}
+    counters = policy.ivra_counters()
+    assert counters["calls"] == 2 and counters["tokens"] == 2 * 2 * 256  # 2 chunks, two cameras of 256 tokens
+    assert np.allclose(policy.proprio(state)[3:6], 0.0)
+    with pytest.raises(ValueError, match="OFT's own code"):
+        OpenVLAOFTPolicy(model="moojink/openvla-7b-oft-finetuned-libero-spatial")
+
+
+@pytest.mark.skipif(_libero_missing() is not None, reason=str(_libero_missing()))
+def test_libero_ab_episode_oft_with_tiny_weights(tmp_path):
+    from ivra.eval.journal import Journal
+    from ivra.eval.libero.install import child_env
+
+    out = tmp_path / "oft"
+    cmd = [sys.executable, "-m", "ivra.cli", "eval", "libero", "--suite", "libero_spatial", "--tasks", "0",
+           "--init-states", "0", "--max-steps", "12", "--resolution", "128", "--no-progress",
+           "--policy", "ivra.policies.openvla:OpenVLAOFTPolicy", "--ab", "--ivra", "layer=2,lam=0.5",
+           "--executor", "inline", "--out", str(out)]  # fmt: skip
+    env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = {r["unit"]["arm"]: r for r in Journal(out / "journal.jsonl").final_records().values()}
+    for r in recs.values():
+        assert r["status"] == "ok", r.get("traceback")
+    res = recs["ivra"]["result"]
+    chunks = -(-res["steps"] // 8)
+    assert res["ivra_stats"]["calls"] == chunks and res["ivra_stats"]["tokens"] == chunks * 512
