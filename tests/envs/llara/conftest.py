@@ -3,9 +3,6 @@ are installed (elsewhere this directory is ignored)."""
 
 from __future__ import annotations
 
-import pytest
-import torch
-
 try:
     import llava.model  # noqa: F401
     import transformers
@@ -15,14 +12,3 @@ except ImportError:
     _OK = False
 
 collect_ignore_glob = [] if _OK else ["test_*.py"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_no_grad():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        torch.set_num_threads(threads)
