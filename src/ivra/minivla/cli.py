@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ivra.cliargs import UsageError, fraction, nonneg_int, out_dir, positive_float, positive_int
+
+STOP_HELP = "end after this many steps of the --steps schedule (reproduces a run stopped early)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -10,31 +15,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
 
     v = stages.add_parser("vision", help="stage 1: pre-training of the vision tower")
-    v.add_argument("--out", default="runs/train/vision")
+    v.add_argument("--out", default="runs/train/vision", type=out_dir)
     v.add_argument(
         "--objective",
         default="dense",
         choices=("dense", "clip"),
         help="dense: per-patch object/container identity and absolute position (shipped); clip: contrastive",
     )
-    v.add_argument("--steps", type=int, default=400)
-    v.add_argument("--batch", type=int, default=32)
-    v.add_argument("--pairs", type=int, default=5000, help="episodes (dense) or image-caption pairs (clip)")
-    v.add_argument("--lr", type=float, default=2e-3)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--stop", type=int, default=None, help="end after this many steps of the --steps schedule")
+    v.add_argument("--steps", type=positive_int, default=400)
+    v.add_argument("--batch", type=positive_int, default=32)
+    v.add_argument(
+        "--pairs", type=positive_int, default=5000, help="episodes (dense) or image-caption pairs (clip)"
+    )
+    v.add_argument("--lr", type=positive_float, default=2e-3)
+    v.add_argument("--seed", type=nonneg_int, default=0)
+    v.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
     v.set_defaults(func=_vision)
 
     q = stages.add_parser("policy", help="stage 2: projector + LM from expert demonstrations, vision frozen")
     q.add_argument("--vision", default="runs/train/vision/vision.safetensors")
-    q.add_argument("--out", default="runs/train/policy-low")
-    q.add_argument("--episodes", type=int, default=100000, help="episodes of the full data set")
-    q.add_argument("--fraction", type=float, default=0.12, help="fraction of them used (1.0 = full data)")
-    q.add_argument("--steps", type=int, default=2000)
-    q.add_argument("--batch", type=int, default=32)
-    q.add_argument("--lr", type=float, default=3e-4)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--stop", type=int, default=None, help="end after this many steps of the --steps schedule")
+    q.add_argument("--out", default="runs/train/policy-low", type=out_dir)
+    q.add_argument("--episodes", type=positive_int, default=100000, help="episodes of the full data set")
+    q.add_argument("--fraction", type=fraction, default=0.12, help="fraction of them used (1.0 = full data)")
+    q.add_argument("--steps", type=positive_int, default=2000)
+    q.add_argument("--batch", type=positive_int, default=32)
+    q.add_argument("--lr", type=positive_float, default=1e-3)
+    q.add_argument("--seed", type=nonneg_int, default=0)
+    q.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
     q.add_argument(
         "--init", default=None, help="a finished run directory to continue from (a new schedule cycle)"
     )
@@ -44,9 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _vision(args) -> int:
     from ivra.minivla.train import pretrain_vision
 
-    for name in ("steps", "batch", "pairs"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name} must be a positive integer, got {getattr(args, name)}")
     pretrain_vision(
         args.out,
         steps=args.steps,
@@ -63,11 +67,10 @@ def _vision(args) -> int:
 def _policy(args) -> int:
     from ivra.minivla.train import train_policy
 
-    if not 0 < args.fraction <= 1:
-        raise SystemExit(f"--fraction must be in (0, 1], got {args.fraction}")
-    for name in ("steps", "batch", "episodes"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if not Path(args.vision).is_file():
+        raise UsageError(f"--vision {args.vision}: no such file (train it first: ivra train vision)")
+    if args.init is not None and not (Path(args.init) / "model.safetensors").is_file():
+        raise UsageError(f"--init {args.init}: no model.safetensors there (expected a finished training run)")
     train_policy(
         args.out,
         args.vision,
