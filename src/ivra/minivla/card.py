@@ -82,9 +82,10 @@ def write_card(result: dict, episodes: int) -> None:
         )
     total = v["seconds"]
     for regime in regimes:
-        cycles = [runs[regime]]
-        if (WEIGHTS / f"run-{regime}-cycle1.json").exists():
-            cycles.insert(0, json.loads((WEIGHTS / f"run-{regime}-cycle1.json").read_text()))
+        earlier = sorted(
+            WEIGHTS.glob(f"run-{regime}-cycle*.json"), key=lambda p: int(p.stem.rpartition("cycle")[2])
+        )
+        cycles = [json.loads(p.read_text()) for p in earlier] + [runs[regime]]
         for i, r in enumerate(cycles):
             stop = f" (stopped at step {r['stop']} of that schedule)" if r.get("stop") else ""
             start = "continued from the cycle above (warm restart), " if r.get("init") else "from scratch, "

@@ -44,10 +44,13 @@ def ship(runs: Path, dest: Path = WEIGHTS) -> None:
         save_file(rest, str(dest / f"{regime}.safetensors"))
         shutil.copy(run / "log.jsonl", dest / f"train-log-{regime}.jsonl")
         shutil.copy(run / "run.json", dest / f"run-{regime}.json")
-        init = json.loads((run / "run.json").read_text()).get("init")
-        if init:  # the earlier schedule cycle this run continued from
-            shutil.copy(Path(init) / "log.jsonl", dest / f"train-log-{regime}-cycle1.jsonl")
-            shutil.copy(Path(init) / "run.json", dest / f"run-{regime}-cycle1.json")
+        chain, init = [], json.loads((run / "run.json").read_text()).get("init")
+        while init:  # the earlier schedule cycles this run continued from, newest first
+            chain.append(Path(init))
+            init = json.loads((Path(init) / "run.json").read_text()).get("init")
+        for i, earlier in enumerate(reversed(chain), start=1):
+            shutil.copy(earlier / "log.jsonl", dest / f"train-log-{regime}-cycle{i}.jsonl")
+            shutil.copy(earlier / "run.json", dest / f"run-{regime}-cycle{i}.json")
     for name in ("spec.json", "tokenizer.json"):
         shutil.copy(runs / f"policy-{trained[0]}" / name, dest / name)
     shutil.copy(runs / "vision" / "log.jsonl", dest / "train-log-vision.jsonl")
