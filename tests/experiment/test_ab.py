@@ -199,7 +199,14 @@ def test_bad_setting_or_policy_is_caught_before_any_episode(tiny_policy_dir, tmp
     assert "affinity_layer 7 is out of range" in _one_line(capsys)
     assert main([*sweep, "--split", "novel_task", "--write-default"]) == 2
     assert "must be tuned on --split val, not 'novel_task'" in _one_line(capsys)
-    assert main(["viz", "--policy", pol, "--queries", "0,16", "--out", str(tmp_path / "v.png")]) == 2
+    viz = [
+        "viz",
+        "--policy",
+        pol,
+        "--ivra",
+        "layer=0,lam=0.1",
+    ]  # not the shipped default: sized for the real policy
+    assert main([*viz, "--queries", "0,16", "--out", str(tmp_path / "v.png")]) == 2
     assert "patch index 16 out of range; this policy has 16 patches, expected 0..15" in _one_line(capsys)
     assert not (tmp_path / "c").exists() and not (tmp_path / "v.png").exists()
 
