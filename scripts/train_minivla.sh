@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the shipped tiny policy (src/ivra/minivla/weights/MODEL_CARD.md records machine and wall time: about
-# 65 min of training plus a few minutes of data generation on 2 shared CPU cores). Each stage checkpoints every 250 steps; running this script again
-# after a stop resumes where it stopped (a finished stage is skipped).
+# Reproduce the shipped tiny policy (src/ivra/minivla/weights/MODEL_CARD.md records machine and wall time:
+# about 65 min of training plus a few minutes of data generation on 2 shared CPU cores). Each stage checkpoints
+# every 250 steps; running this script again after a stop resumes where it stopped (a finished stage is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
