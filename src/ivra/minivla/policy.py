@@ -56,6 +56,10 @@ class MiniVLAPolicy:
         self.name = f"minivla-{Path(which).name}"
         self.malformed = 0
         self.ivra_handle = None
+        self.ivra_config: dict | None = None
+        self._arms = None
+
+    per_sample_ivra = True  # act(..., ivra=[cfg or None per row]) runs both arms in one batch
 
     def set_ivra(self, cfg: dict | None) -> None:
         import ivra
@@ -63,13 +67,39 @@ class MiniVLAPolicy:
         if self.ivra_handle is not None:
             self.ivra_handle.detach()
             self.ivra_handle = None
+        self.ivra_config = None
         if cfg:
             self.ivra_handle = ivra.attach(self.model, ivra.IVRAConfig(**cfg))
+            self.ivra_config = dict(cfg)
 
     def reset(self, seed: int | None = None) -> None:  # deterministic policy: nothing to reseed
         return None
 
-    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+    def act(
+        self, observations: list[dict[str, Any]], instructions: list[str], ivra: list[dict | None] | None = None
+    ) -> np.ndarray:
+        """Actions (B, 4); ``ivra``: one IVRA setting (or None) per row, all in one batch, instead of the
+        setting of :meth:`set_ivra`."""
+        if ivra is None:
+            return self._predict(observations, instructions)
+        from ivra.policies.arms import SampleArms
+
+        if len(ivra) != len(observations):
+            raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
+        if self._arms is None:
+            self._arms = SampleArms(self.model)
+        saved = self.ivra_config
+        if saved is not None:
+            self.set_ivra(None)
+        try:
+            return self._arms.run(
+                ivra, lambda rows: self._predict([observations[i] for i in rows], [instructions[i] for i in rows])
+            )
+        finally:
+            if saved is not None:
+                self.set_ivra(saved)
+
+    def _predict(self, observations, instructions) -> np.ndarray:
         images = np.stack([o["image"] for o in observations])
         actions, ok = predict(self.model, self.tokenizer, self.spec, images, instructions)
         self.malformed += ok.count(False)

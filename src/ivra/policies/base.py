@@ -4,10 +4,18 @@ A policy maps a batch of observations (each a dict of numpy arrays, e.g. ``{"ima
 ``{"wrist_image": ...}`` where the benchmark has one) and their instructions to a batch of actions.
 Single-episode callers pass lists of length one. ``reset()`` is called at the start of every episode
 (with the episode's seed, so stochastic policies draw identical noise in both arms of an A/B).
+
+Per-sample arms: ``act(observations, instructions, ivra=[cfg_or_None, ...])`` gives each row its own IVRA
+setting (a dict of :class:`ivra.IVRAConfig` fields, or None for the baseline) inside one batch; ``ivra=None``
+(the default) keeps today's behaviour (the setting of the last ``set_ivra``). :func:`act_with_arms` calls any
+policy that way: natively when the policy declares ``per_sample_ivra = True``, otherwise by running one
+sub-batch per distinct setting through ``set_ivra`` (correct, but not one batch).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -26,3 +34,45 @@ class Policy(Protocol):
     def set_ivra(self, cfg: dict | None) -> None:
         """Attach IVRA with ``cfg`` (fields of :class:`ivra.IVRAConfig`) to the policy's model, or detach it
         (``None``), so that one loaded model serves both arms of an A/B."""
+
+
+def ivra_key(cfg: dict | None) -> str | None:
+    """A canonical, hashable name of one IVRA setting (None for the baseline)."""
+    return None if not cfg else json.dumps(cfg, sort_keys=True)
+
+
+def group_rows(ivra: Sequence[dict | None]) -> dict[str | None, list[int]]:
+    """Rows of a batch grouped by IVRA setting, in first-seen order."""
+    groups: dict[str | None, list[int]] = {}
+    for i, cfg in enumerate(ivra):
+        groups.setdefault(ivra_key(cfg), []).append(i)
+    return groups
+
+
+def act_with_arms(
+    policy, observations: list[dict[str, Any]], instructions: list[str], ivra: Sequence[dict | None] | None
+) -> np.ndarray:
+    """``policy.act`` with one IVRA setting per row (see the module docstring)."""
+    if ivra is None:
+        return np.asarray(policy.act(observations, instructions))
+    ivra = list(ivra)
+    if len(ivra) != len(observations):
+        raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
+    if getattr(policy, "per_sample_ivra", False):
+        return np.asarray(policy.act(observations, instructions, ivra=ivra))
+    groups = group_rows(ivra)
+    out: np.ndarray | None = None
+    for rows in groups.values():
+        cfg = ivra[rows[0]]
+        if hasattr(policy, "set_ivra"):
+            policy.set_ivra(cfg)
+        elif cfg:
+            raise ValueError(f"policy {getattr(policy, 'name', policy)!r} cannot take IVRA settings (no set_ivra)")
+        part = np.asarray(policy.act([observations[i] for i in rows], [instructions[i] for i in rows]))
+        if out is None:
+            out = np.empty((len(observations), *part.shape[1:]), dtype=part.dtype)
+        out[rows] = part
+    if hasattr(policy, "set_ivra"):
+        policy.set_ivra(None)
+    assert out is not None
+    return out

@@ -204,7 +204,33 @@ class TinyVLAPolicy:
             out = self.model(**self._inputs(observations, instructions))
         return out.logits[:, -1, self.vocab - N_BINS :].float().cpu().numpy()
 
-    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+    per_sample_ivra = True  # act(..., ivra=[cfg or None per row]) runs both arms in one batch
+
+    def act(
+        self, observations: list[dict[str, Any]], instructions: list[str], ivra: list[dict | None] | None = None
+    ) -> np.ndarray:
+        """Actions (B, 7); ``ivra``: one IVRA setting (or None) per row, all in one batch, instead of the
+        setting of :meth:`set_ivra`."""
+        if ivra is None:
+            return self._generate(observations, instructions)
+        from ivra.policies.arms import SampleArms
+
+        if len(ivra) != len(observations):
+            raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
+        if getattr(self, "_arms", None) is None:
+            self._arms = SampleArms(self.model)
+        saved = self.ivra_config
+        if saved is not None:
+            self.set_ivra(None)
+        try:
+            return self._arms.run(
+                ivra, lambda rows: self._generate([observations[i] for i in rows], [instructions[i] for i in rows])
+            )
+        finally:
+            if saved is not None:
+                self.set_ivra(saved)
+
+    def _generate(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList
 
