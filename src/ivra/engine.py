@@ -1,20 +1,28 @@
 """IVRAHandle: applies IVRA to one model through its adapter, owning exactly the hooks it registers.
 
-Per forward pass (the prefill of ``generate`` or a plain forward):
+The adapter says where everything is (``ivra.adapters.base``); the engine never names a model class. Per pass
+(one outermost call of an adapter's ``pass_modules``: a transformers model's forward, the prefix prefill of a
+lerobot policy):
 
-1. the capture hooks record the vision encoder's keys during the model's own vision pass;
-2. a pre-hook on the token embedding reads the input ids and marks where the visual placeholders are (decode
-   steps carry no placeholders, so they are left alone; callers that pass ``inputs_embeds`` give the positions
-   with :meth:`IVRAHandle.set_visual_positions`);
-3. at language-model layer L the adapter maps keys to per-image blocks, ``ivra.core`` computes the affinity and
-   the visual tokens are pooled in place of the layer's input (``pre``), its post-attention residual stream
-   (``post_attn``) or its output (``post``).
+1. capture hooks record the vision encoder's keys during the model's own vision pass;
+2. locate hooks record where the visual tokens are (placeholder ids in the input ids, or what the adapter knows
+   of a fixed prefix layout; callers that splice image features themselves give the positions with
+   :meth:`IVRAHandle.set_visual_positions`);
+3. at language-model layer L the adapter maps keys to per-image blocks, :mod:`ivra.plan` places each block on its
+   own sample's visual positions, :mod:`ivra.core` computes the affinity and the visual tokens are pooled where
+   the adapter's edit points say (layer input, residual stream after attention, layer output);
+4. when the pass returns, strict mode checks that IVRA acted: a prefill in which the vision encoder ran but
+   nothing was edited, or a prefill with no visual tokens at all, raises :class:`ivra.IVRAError`. Decode steps
+   (a pass that continues a KV cache; denoising steps that reuse a prefix cache) are exempt.
 
 Keys and positions are consumed by the first layer-L call after they were recorded, so nothing leaks into the
 next call. One exception: ``generate`` (transformers 5) runs the vision encoder once, before its loop, and hands
 the resulting ``mm_encoder_outputs`` to every forward; without a KV cache each forward is a full prefill, so the
 keys consumed with a given ``mm_encoder_outputs`` object are reused by later forwards that receive the very same
 object (and only those). The handle never touches a weight; ``detach()`` removes exactly its own hooks.
+
+Several handles may be attached to one model at once; :meth:`IVRAHandle.set_active_samples` restricts a handle
+to some rows of the batch, so that one batch can carry several IVRA settings (or none) per sample.
 """
 
 from __future__ import annotations
@@ -26,33 +34,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from ivra import core
-from ivra.adapters import Adapter, ImageBlock, IVRAError, detect, get
+from ivra import core, plan
+from ivra.adapters import Adapter, IVRAError, detect, get
 from ivra.adapters.base import check_index
 from ivra.config import IVRAConfig
+
+#: vision captures allowed to pile up with no pass of the attached model in between (strict mode)
+MAX_PENDING_CAPTURES = 16
 
 
 @dataclass
 class IVRAStats:
     """What the handle did, cumulative since attach."""
 
-    calls: int = 0  # forward passes in which IVRA edited tokens
+    calls: int = 0  # passes in which IVRA edited tokens
     images: int = 0  # image blocks pooled
     tokens: int = 0  # visual tokens edited
     fallback_rows: int = 0  # affinity rows that hit the <= floor rule (see ivra.core)
     vision_captures: int = 0  # times the vision encoder's capture point fired
     skipped: int = 0  # layer-L calls with neither visual tokens nor keys (decode steps, text only)
+    unused_vision: int = 0  # non-strict: passes whose vision keys were never used (strict raises instead)
+    text_only_prefills: int = 0  # non-strict: prefills with no visual tokens (strict raises instead)
     hook_seconds: float = 0.0  # wall time spent inside IVRA's hooks
     last_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
 
 @dataclass
 class _Plan:
-    """The pooling of one forward pass: gather indices and weights per group of equal-size blocks."""
+    """The pooling of one pass: gather indices and weights per group of equal-size blocks."""
 
-    groups: list[
-        tuple[torch.Tensor, torch.Tensor]
-    ]  # (index (I, n) into the flattened (B*S) rows, W (I, n, n))
+    groups: list[tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]]  # (rows (I, n), W (I, n, n), who)
     layer_input: torch.Tensor | None = None
 
 
@@ -65,13 +76,16 @@ class IVRAHandle:
         self.last_affinity: list[torch.Tensor] = []  # per image block of the last edited pass, (n, n) float32
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._records: list[dict[str, Any]] = []
-        self._visual: torch.Tensor | None = None
-        self._user_visual: torch.Tensor | None = None
+        self._located: list[dict[str, Any]] = []
+        self._user_visual: torch.Tensor | list | None = None
         self._plan: _Plan | None = None
-        self._visual_ids: torch.Tensor | None = None
-        self._mm_outputs: dict | None = None  # mm_encoder_outputs handed to the current top-level forward
-        self._decoding = False  # the current top-level forward continues a non-empty KV cache
+        self._active: torch.Tensor | None = None  # bool (B,): rows this handle edits; None = all
+        self._mm_outputs: dict | None = None  # mm_encoder_outputs handed to the current pass
+        self._decoding = False  # the current pass continues a non-empty KV cache
         self._reusable: tuple[dict, list[dict[str, Any]]] | None = None  # (mm_encoder_outputs, their records)
+        self._depth = 0  # nesting of pass-module calls
+        self._acted = False  # the current pass reached layer L with something to do (or a deliberate skip)
+        self._captures_outside = 0  # captures since the last pass
 
         layers = adapter.lm_layers(model)
         self.layer = check_index(config.layer, len(layers), "layer")
@@ -80,36 +94,39 @@ class IVRAHandle:
             adapter.default_affinity_layer(model) if config.affinity_layer is None else config.affinity_layer
         )
         self.affinity_layer = check_index(aff, len(vision_layers), "affinity_layer")
-        self._visual_ids = torch.tensor(adapter.visual_token_ids(model))
         try:
-            self._install(layers[self.layer])
+            self._install()
         except BaseException:
             self.detach()
             raise
 
     # -- hooks -----------------------------------------------------------------------------------------------------
-    def _install(self, layer: nn.Module) -> None:
-        self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
+    def _install(self) -> None:
+        for module in self.adapter.pass_modules(self.model):
+            self._hooks.append(module.register_forward_pre_hook(self._on_pass_start, with_kwargs=True))
+            self._hooks.append(
+                module.register_forward_hook(self._on_pass_end, with_kwargs=True, always_call=True)
+            )
         for point in self.adapter.capture_points(
             self.model, self.affinity_layer, self.config.affinity_feature
         ):
-            self._add_capture(point)
-        self._hooks.append(
-            self.adapter.embedding(self.model).register_forward_pre_hook(self._on_embed, with_kwargs=True)
-        )
-        self._hooks.append(layer.register_forward_pre_hook(self._on_layer_pre, with_kwargs=True))
-        if self.config.position == "post_attn":
-            attn = self.adapter.attention(layer)
-            self._hooks.append(attn.register_forward_hook(self._on_attention, with_kwargs=True))
-        elif self.config.position == "post":
-            self._hooks.append(layer.register_forward_hook(self._on_layer_post, with_kwargs=True))
+            self._add_point(point, self._record)
+        for point in self.adapter.locate_points(self.model):
+            self._add_point(point, self._locate)
+        for point in self.adapter.edit_points(self.model, self.layer, self.config.position):
+            if point.kind in ("pre", "pre_inplace", "plan"):
+                hook = self._make_pre_edit(point.kind)
+                self._hooks.append(point.module.register_forward_pre_hook(hook, with_kwargs=True))
+            else:
+                hook = self._on_attention if point.kind == "attn_residual" else self._on_post
+                self._hooks.append(point.module.register_forward_hook(hook, with_kwargs=True))
 
-    def _add_capture(self, point) -> None:
+    def _add_point(self, point, sink) -> None:
         def pre(module, args, kwargs):
-            self._record(point.fn(module, args, kwargs))
+            sink(point.fn(module, args, kwargs))
 
         def fwd(module, args, kwargs, output):
-            self._record(point.fn(module, args, kwargs, output))
+            sink(point.fn(module, args, kwargs, output))
 
         if point.kind == "pre":
             self._hooks.append(point.module.register_forward_pre_hook(pre, with_kwargs=True))
@@ -125,32 +142,64 @@ class IVRAHandle:
         self._records.append({k: (v.detach() if torch.is_tensor(v) else v) for k, v in record.items()})
         if any(k in record for k in ("keys", "windows")):
             self.stats.vision_captures += 1
+            if self._depth == 0:
+                self._captures_outside += 1
+                if self._captures_outside > MAX_PENDING_CAPTURES and self.config.strict:
+                    n = self._captures_outside
+                    self._reset_pass_state()
+                    raise IVRAError(
+                        f"IVRA could not act: the vision encoder ran {n} times but IVRA never reached language-"
+                        f"model layer {self.layer} (adapter {self.adapter.name!r}): is the language model run "
+                        "by a loop this adapter does not know? Attach to the policy object (e.g. the lerobot "
+                        "policy) rather than to the VLM inside it"
+                    )
         self.stats.hook_seconds += time.perf_counter() - t0
 
-    def _on_model(self, module, args, kwargs):
+    def _locate(self, record: dict | None) -> None:
+        if record is not None:
+            self._located.append(record)
+
+    def _on_pass_start(self, module, args, kwargs):
+        self._depth += 1
+        if self._depth > 1:
+            return None
         mm = kwargs.get("mm_encoder_outputs")
         self._mm_outputs = mm if isinstance(mm, dict) and any(v is not None for v in mm.values()) else None
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        try:
-            self._decoding = cache is not None and int(cache.get_seq_length()) > 0
-        except Exception:  # legacy tuple caches and the like: no decode-step exemption
-            self._decoding = False
+        self._decoding = self.adapter.is_decode(module, args, kwargs)
+        self._captures_outside = 0  # (``_acted`` is not reset here: an encoder run before the pass counts)
         return None
 
-    def _same_mm(self, a: dict, b: dict) -> bool:
-        return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
-
-    def _on_embed(self, module, args, kwargs):
-        ids = args[0] if args else kwargs.get("input", kwargs.get("input_ids"))  # an embedding, or a model
-        if ids is None or ids.dim() != 2:  # e.g. the scalar look-up of a placeholder's embedding
+    def _on_pass_end(self, module, args, kwargs, output):
+        self._depth = max(0, self._depth - 1)
+        if self._depth > 0:
             return None
-        t0 = time.perf_counter()
-        if self._visual_ids.device != ids.device:
-            self._visual_ids = self._visual_ids.to(ids.device)
-        mask = torch.isin(ids, self._visual_ids)
-        self._visual = mask if bool(mask.any()) else None
-        self.stats.hook_seconds += time.perf_counter() - t0
+        decoding, acted = self._decoding, self._acted
+        pending = any(k in r for r in self._records for k in ("keys", "windows"))
+        self._decoding = self._acted = False
+        self._mm_outputs = None
+        if output is None:  # the forward raised (always_call): drop this pass's state, the error propagates
+            self._reset_pass_state()
+            return None
+        if pending:
+            self._reset_pass_state()
+            self.stats.unused_vision += 1
+            self._cannot(
+                f"the vision encoder ran but IVRA never edited language-model layer {self.layer} in this pass "
+                f"(adapter {self.adapter.name!r}): no hook at that layer fired. Wrong adapter, or a layer loop the "
+                "adapter does not know?"
+            )
+        elif not acted and not decoding:
+            self._reset_pass_state()
+            self.stats.text_only_prefills += 1
+            self._cannot(
+                "a prefill ran with IVRA attached but it had no visual tokens and no image went through the "
+                "vision encoder (a text-only prompt? use strict=False to allow it, or detach IVRA for it)"
+            )
         return None
+
+    def _reset_pass_state(self) -> None:
+        self._records, self._located, self._user_visual, self._plan = [], [], None, None
+        self._captures_outside = 0
 
     def set_visual_positions(self, positions) -> None:
         """For callers that pass ``inputs_embeds``: where the visual tokens are in the next forward pass.
@@ -167,74 +216,97 @@ class IVRAHandle:
         else:
             self._user_visual = [list(map(tuple, spans)) for spans in positions]
 
-    def _on_layer_pre(self, module, args, kwargs):
-        t0 = time.perf_counter()
-        hidden = args[0] if args else kwargs["hidden_states"]
-        try:
-            plan = self._make_plan(hidden)
-            if plan is None or self.config.position != "pre":
-                self._plan = plan
-                if plan is not None:
-                    plan.layer_input = hidden
-                return None
-            new = self._apply(plan, hidden)
-        finally:
-            self.stats.hook_seconds += time.perf_counter() - t0
-        if args:
-            return (new, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": new}
+    def set_active_samples(self, rows) -> None:
+        """Edit only these batch rows from now on (a length-B bool sequence or tensor); None = every row.
+
+        Rows a handle does not own are left bit-identical. With one handle per setting and disjoint rows, one
+        batch carries several IVRA arms (the baseline rows owned by none).
+        """
+        if rows is None:
+            self._active = None
+            return
+        mask = torch.as_tensor(rows)
+        if mask.dim() != 1 or mask.dtype != torch.bool:
+            raise ValueError(
+                f"active samples must be a 1-D bool sequence (one flag per batch row), got {mask.dtype} "
+                f"{tuple(mask.shape)}"
+            )
+        self._active = mask
+
+    def _make_pre_edit(self, kind: str):
+        def hook(module, args, kwargs):
+            t0 = time.perf_counter()
+            hidden = args[0] if args else kwargs["hidden_states"]
+            try:
+                made = self._make_plan(hidden)
+                if made is None or kind == "plan":
+                    self._plan = made
+                    if made is not None:
+                        made.layer_input = hidden
+                    return None
+                if kind == "pre_inplace":
+                    self._apply(made, hidden, out=hidden)
+                    return None
+                new = self._apply(made, hidden)
+            finally:
+                self.stats.hook_seconds += time.perf_counter() - t0
+            if args:
+                return (new, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": new}
+
+        return hook
 
     def _on_attention(self, module, args, kwargs, output):
-        plan, self._plan = self._plan, None
-        if plan is None:
+        made, self._plan = self._plan, None
+        if made is None:
             return None
         t0 = time.perf_counter()
         attn = output[0] if isinstance(output, tuple) else output
-        h = plan.layer_input
+        h = made.layer_input
         # the residual stream after attention is h + attn; pool it and give the difference back as attn output
-        pooled = self._apply(plan, h + attn)
+        pooled = self._apply(made, h + attn)
         new_attn = attn.clone()
         flat_new, flat_pooled, flat_h = (
             new_attn.view(-1, attn.shape[-1]),
             pooled.view(-1, attn.shape[-1]),
             h.reshape(-1, attn.shape[-1]),
         )
-        for idx, _ in plan.groups:
-            rows = idx.reshape(-1)
+        for rows, _, _ in made.groups:
+            rows = rows.reshape(-1)
             flat_new[rows] = flat_pooled[rows] - flat_h[rows]
         self.stats.hook_seconds += time.perf_counter() - t0
         return (new_attn, *output[1:]) if isinstance(output, tuple) else new_attn
 
-    def _on_layer_post(self, module, args, kwargs, output):
-        plan, self._plan = self._plan, None
-        if plan is None:
+    def _on_post(self, module, args, kwargs, output):
+        made, self._plan = self._plan, None
+        if made is None:
             return None
         t0 = time.perf_counter()
         hidden = output[0] if isinstance(output, tuple) else output
-        new = self._apply(plan, hidden)
+        new = self._apply(made, hidden)
         self.stats.hook_seconds += time.perf_counter() - t0
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
     # -- planning and applying --------------------------------------------------------------------------------------
-    def _take_visual_mask(self, hidden: torch.Tensor) -> torch.Tensor | None:
-        mask, user = self._visual, self._user_visual
-        self._visual = self._user_visual = None
-        if user is not None:
-            if isinstance(user, list):
-                mask = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-                for b, spans in enumerate(user):
-                    for start, end in spans:
-                        mask[b, start:end] = True
-            else:
-                mask = user.to(hidden.device)
-        return mask
+    def _take_visual_mask(self, hidden: torch.Tensor, records: list[dict[str, Any]]) -> torch.Tensor | None:
+        located, user = self._located, self._user_visual
+        self._located, self._user_visual = [], None
+        if user is None:
+            return self.adapter.visual_mask(self.model, located, records, hidden)
+        if isinstance(user, list):
+            mask = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+            for b, spans in enumerate(user):
+                for start, end in spans:
+                    mask[b, start:end] = True
+            return mask
+        return user.to(hidden.device)
 
     def _make_plan(self, hidden: torch.Tensor) -> _Plan | None:
         from_ids = self._user_visual is None
-        mask = self._take_visual_mask(hidden)
-        decoding, self._decoding = self._decoding, False
         records, self._records = self._records, []
-        mm, self._mm_outputs = self._mm_outputs, None
+        mask = self._take_visual_mask(hidden, records)
+        decoding = self._decoding
+        mm = self._mm_outputs
         has_keys = any(k in r for r in records for k in ("keys", "windows"))
         if has_keys:
             self._reusable = (mm, records) if mm is not None else None
@@ -246,8 +318,9 @@ class IVRAHandle:
         if mask is not None and not has_keys and decoding and from_ids:
             mask = None  # a decode step whose generated id is the image placeholder: no image features there
         if mask is None and not has_keys:
-            self.stats.skipped += 1  # decode step or text-only call: nothing to do
+            self.stats.skipped += 1  # decode step or text-only call: nothing to do (checked at the pass end)
             return None
+        self._acted = True
         if mask is None:
             return self._cannot(
                 "the vision encoder ran but no visual token positions were found in the input ids (inputs_embeds "
@@ -264,49 +337,80 @@ class IVRAHandle:
                 "at the IVRA layer (chunked prefill is not supported)"
             )
         blocks = self.adapter.image_blocks(self.model, records)
-        positions = mask.reshape(-1).nonzero().squeeze(1)
-        expected = sum(b.n_positions for b in blocks)
-        if expected != positions.numel():
-            return self._cannot(
-                f"token count mismatch: the language model has {positions.numel()} visual tokens but the vision "
-                f"encoder's keys map to {expected} ({len(blocks)} image blocks of sizes "
-                f"{[b.n_positions for b in blocks]}); beam search / num_return_sequences > 1 duplicate prompts "
-                "after the vision pass and are not supported"
-            )
-        return self._plan_groups(blocks, positions)
+        try:
+            placed = plan.assign(blocks, mask.to(hidden.device))
+        except IVRAError as exc:
+            if self.config.strict:
+                raise
+            del exc
+            return None
+        return self._plan_groups(placed, hidden.device)
 
-    def _plan_groups(self, blocks: list[ImageBlock], positions: torch.Tensor) -> _Plan:
-        by_size: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        offset = 0
-        for block in blocks:
-            n = block.keys.shape[0]
-            start = offset + block.skip_before
-            idx, keys = by_size.setdefault(n, ([], []))
-            idx.append(positions[start : start + n])
-            keys.append(block.keys)
-            offset += block.n_positions
+    def _plan_groups(self, placed: list[plan.Placed], device) -> _Plan:
+        active = self._active
+        if active is not None:
+            active = active.tolist()
+        by_size: dict[int, tuple[list, list, list]] = {}
+        n_images = n_tokens = 0
+        shapes = []
+        for p in placed:
+            if not p.block.pool:
+                continue
+            if active is not None and not (p.sample < len(active) and active[p.sample]):
+                continue
+            keys = p.block.keys
+            if not bool(torch.isfinite(keys).all()):
+                raise IVRAError(
+                    f"IVRA could not act: non-finite keys (NaN or inf) in image {p.image} of sample {p.sample} "
+                    f"from vision layer {self.affinity_layer}: the vision encoder's output is broken there"
+                )
+            rows, ks, who = by_size.setdefault(keys.shape[0], ([], [], []))
+            rows.append(p.rows)
+            ks.append(keys)
+            who.append((p.sample, p.image))
+            n_images += 1
+            n_tokens += keys.shape[0]
+            shapes.append(tuple(keys.shape))
         groups, affinities = [], []
-        for idx, keys in by_size.values():
-            A = core.affinity(torch.stack(keys).to(positions.device))
+        for rows, ks, who in by_size.values():
+            A = core.affinity(torch.stack(ks).to(device))
             W, fallback = core.row_weights(A, self.config.affinity_mode, self.config.temperature)
             self.stats.fallback_rows += fallback
-            groups.append((torch.stack(idx), W))
+            groups.append((torch.stack(rows), W, who))
             affinities.extend(A)
         self.last_affinity = affinities
-        self.stats.calls += 1
-        self.stats.images += len(blocks)
-        self.stats.tokens += sum(b.keys.shape[0] for b in blocks)
-        self.stats.last_shapes = [tuple(b.keys.shape) for b in blocks]
+        if groups:
+            self.stats.calls += 1
+        self.stats.images += n_images
+        self.stats.tokens += n_tokens
+        self.stats.last_shapes = shapes
         return _Plan(groups)
 
-    def _apply(self, plan: _Plan, hidden: torch.Tensor) -> torch.Tensor:
+    def _apply(self, made: _Plan, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Pool the planned rows of ``hidden``; into a copy, or into ``out`` in place."""
         d = hidden.shape[-1]
         flat = hidden.reshape(-1, d)
-        out = flat.clone()
-        for idx, W in plan.groups:
-            tokens = flat[idx]  # (I, n, D)
-            out[idx.reshape(-1)] = core.mix(tokens, W, self.config.lam).reshape(-1, d)
-        return out.view_as(hidden)
+        if out is None:
+            target = flat.clone()
+        else:
+            target = out.view(-1, d)  # in place: must be a view of ``out``
+        mixed = []
+        for rows, W, who in made.groups:
+            tokens = flat[rows]  # (I, n, D)
+            if not bool(torch.isfinite(tokens).all()):
+                bad = (~torch.isfinite(tokens)).flatten(1).any(1).nonzero()[0, 0].item()
+                sample, image = who[bad]
+                raise IVRAError(
+                    f"IVRA could not act: non-finite hidden states (NaN or inf) in the visual tokens of image "
+                    f"{image} of sample {sample} at language-model layer {self.layer}"
+                )
+            mixed.append((rows, core.mix(tokens, W, self.config.lam)))
+        for rows, new in mixed:  # write after all reads: the groups' rows are disjoint, but stay safe
+            target[rows.reshape(-1)] = new.reshape(-1, d)
+        return target.view_as(hidden)
+
+    def _same_mm(self, a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
 
     def _cannot(self, reason: str) -> None:
         if self.config.strict:
@@ -323,8 +427,9 @@ class IVRAHandle:
         hooks, self._hooks = self._hooks, []
         for h in hooks:
             h.remove()
-        self._records, self._visual, self._user_visual, self._plan = [], None, None, None
+        self._reset_pass_state()
         self._mm_outputs, self._reusable, self._decoding = None, None, False
+        self._depth, self._acted = 0, False
 
     def __enter__(self) -> IVRAHandle:
         return self

@@ -13,6 +13,17 @@ An adapter answers questions about one model family; it holds no state between c
   the order the images' tokens appear in the language model's sequence, with patches already mapped to tokens
   (CLS/register tokens dropped, pixel shuffle / 2x2 merges / window permutations undone).
 
+The integration points are the adapter's too, so the engine never names a model class:
+
+* ``locate_points(model)``: hooks whose records say where the visual tokens are (default: the token embedding's
+  input ids compared with ``visual_token_ids``), and ``visual_mask(model, located, records, hidden)`` which turns
+  them (and the vision records, for models whose prefix layout is fixed) into the (B, S) mask at layer L;
+* ``edit_points(model, layer, position)``: where and how the edit is made (:class:`EditPoint`): a pre-hook that
+  returns new hidden states, an in-place edit where a hand-written layer loop reuses the tensor as its residual,
+  an attention-output hook for ``post_attn``, an output hook for ``post``;
+* ``pass_modules(model)`` and ``is_decode(module, args, kwargs)``: which module's forward is one pass (the unit
+  at whose end strict mode checks that IVRA acted) and whether a call continues a KV cache (exempt).
+
 Third parties add a family with ``@register`` on an :class:`Adapter` subclass.
 """
 
@@ -44,6 +55,31 @@ class CapturePoint:
     fn: Callable[..., dict[str, Any] | None]
 
 
+EDIT_KINDS = ("pre", "pre_inplace", "plan", "attn_residual", "post")
+
+
+@dataclass(frozen=True)
+class EditPoint:
+    """Where the engine edits the hidden states, and how.
+
+    * ``pre``: forward pre-hook; the pooled hidden states replace the module's first argument (or
+      ``hidden_states=``).
+    * ``pre_inplace``: forward pre-hook; the visual rows of the first argument are overwritten in place (for
+      hand-written layer loops that use the same tensor as the residual, e.g. lerobot's SmolVLA).
+    * ``plan``: forward pre-hook that only records the layer input (for the two kinds below).
+    * ``attn_residual``: forward hook on a module whose output is added to the recorded layer input (attention
+      output): the output is changed so that ``input + output`` becomes the pooled residual stream.
+    * ``post``: forward hook; the pooled output replaces the module's output (or its first element).
+    """
+
+    module: nn.Module
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in EDIT_KINDS:
+            raise ValueError(f"edit point kind must be one of {EDIT_KINDS}, got {self.kind!r}")
+
+
 @dataclass(frozen=True)
 class ImageBlock:
     """One image (or camera view, or sub-image tile) as the language model sees it.
@@ -51,11 +87,16 @@ class ImageBlock:
     ``keys`` (n, Dk): one feature per pooled visual token, in the token order. The block occupies
     ``skip_before + n + skip_after`` consecutive visual positions; the skipped ones (e.g. a kept CLS or
     Florence-2's global token) are left alone.
+    ``sample``: the batch row the image belongs to, where the adapter knows it (records that come camera-major,
+    e.g. lerobot's one vision call per camera); None places blocks in sequence order (see :mod:`ivra.plan`).
+    ``pool``: False for an image whose tokens are counted but left alone (a padding-masked empty camera).
     """
 
     keys: torch.Tensor
     skip_before: int = 0
     skip_after: int = 0
+    sample: int | None = None
+    pool: bool = True
 
     @property
     def n_positions(self) -> int:
@@ -118,6 +159,52 @@ class Adapter:
             if value is not None:
                 return [int(value)]
         raise IVRAError(f"{type(model).__name__}'s config names no image token id")
+
+    def edit_points(self, model: nn.Module, layer: int, position: str) -> list[EditPoint]:
+        """Default: hooks on the decoder layer ``layer`` (and its attention module for ``post_attn``)."""
+        target = self.lm_layers(model)[layer]
+        if position == "pre":
+            return [EditPoint(target, "pre")]
+        if position == "post_attn":
+            return [EditPoint(target, "plan"), EditPoint(self.attention(target), "attn_residual")]
+        return [EditPoint(target, "plan"), EditPoint(target, "post")]
+
+    def locate_points(self, model: nn.Module) -> list[CapturePoint]:
+        """Default: the token embedding's input ids; a record ``{"visual": (B, S) bool}`` per 2-D call."""
+        ids = torch.tensor(self.visual_token_ids(model))
+
+        def on_embed(module, args, kwargs):
+            x = args[0] if args else kwargs.get("input", kwargs.get("input_ids"))
+            if x is None or x.dim() != 2:  # e.g. the scalar look-up of a placeholder's embedding
+                return None
+            return {"visual": torch.isin(x, ids.to(x.device))}
+
+        return [CapturePoint(self.embedding(model), "pre", on_embed)]
+
+    def visual_mask(
+        self, model: nn.Module, located: list[dict[str, Any]], records: list[dict[str, Any]], hidden
+    ) -> torch.Tensor | None:
+        """The (B, S) mask of visual positions for the hidden states at layer L, or None if there are none.
+
+        Default: the last located mask (the embedding call that built this sequence), None if it has no True.
+        """
+        for record in reversed(located):
+            if "visual" in record:
+                mask = record["visual"]
+                return mask if bool(mask.any()) else None
+        return None
+
+    def pass_modules(self, model: nn.Module) -> list[nn.Module]:
+        """Modules whose (outermost) forward call is one pass; strict checks run when it returns."""
+        return [model]
+
+    def is_decode(self, module: nn.Module, args: tuple, kwargs: dict) -> bool:
+        """Whether this pass continues a non-empty KV cache (decode steps are exempt from IVRA)."""
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        try:
+            return cache is not None and int(cache.get_seq_length()) > 0
+        except Exception:  # legacy tuple caches and the like: no decode-step exemption
+            return False
 
     # -- vision side -----------------------------------------------------------------------------------------------
     def vision_layers(self, model: nn.Module) -> Sequence[nn.Module]:

@@ -32,6 +32,10 @@ class Florence2Adapter(Adapter):
     lm_layer_paths = ("model.language_model.encoder.layers", "language_model.encoder.layers")
     vision_layer_paths = ("model.vision_tower.blocks", "vision_tower.blocks")
 
+    def is_decode(self, module, args, kwargs):
+        """A decoder call that receives ``encoder_outputs`` continues an encoder pass IVRA already acted in."""
+        return kwargs.get("encoder_outputs") is not None or super().is_decode(module, args, kwargs)
+
     def vision_layers(self, model):
         return super().vision_layers(model)[-1]
 
