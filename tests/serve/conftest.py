@@ -55,7 +55,18 @@ def run_openpi(py: Path, url: str, tmp: Path, images, prompts, clients=1, ivra=N
         meta["ivra"] = ivra
     src, out = tmp / "obs.npz", tmp / "out.npz"
     np.savez(src, meta=json.dumps(meta), **arrays)
-    cmd = [str(py), str(DRIVER), "--url", url, "--obs", str(src), "--clients", str(clients), "--out", str(out)]
+    cmd = [
+        str(py),
+        str(DRIVER),
+        "--url",
+        url,
+        "--obs",
+        str(src),
+        "--clients",
+        str(clients),
+        "--out",
+        str(out),
+    ]
     if api_key:
         cmd += ["--api-key", api_key]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import start
 
+from conftest import start
 from ivra.config import IVRAConfig
 from ivra.engine import attach
 from ivra.minivla.model import prompt_batch
@@ -21,7 +21,10 @@ ARMS = [None, A, None, B, A, None, B, A]
 def logits_fn(policy, obs):
     def fn(rows):
         batch = prompt_batch(
-            policy.tokenizer, policy.spec, np.stack([obs[i]["image"] for i in rows]), [obs[i]["instruction"] for i in rows]
+            policy.tokenizer,
+            policy.spec,
+            np.stack([obs[i]["image"] for i in rows]),
+            [obs[i]["instruction"] for i in rows],
         )
         with torch.no_grad():
             return policy.model(**batch).logits[:, -1].float().numpy()

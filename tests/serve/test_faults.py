@@ -10,9 +10,9 @@ import time
 import msgpack
 import numpy as np
 import pytest
-from conftest import run_openpi, start
 from websockets.sync.client import connect
 
+from conftest import run_openpi, start
 from ivra.serve import wire
 from ivra.serve.client import RemotePolicy, ServerError, ServerUnavailable
 from ivra.serve.policies import ObsSpec, SimLatencyPolicy
@@ -39,18 +39,42 @@ BAD = [
     (wire.packb({"prompt": "x"}), "missing key 'observation/image'"),
     (wire.packb({"observation/image": GOOD["observation/image"]}), "missing key 'prompt'"),
     (wire.packb({**GOOD, "prompt": 3}), "prompt must be a string, got int"),
-    (wire.packb({**GOOD, "observation/image": np.zeros((32, 31, 3), np.uint8)}), "has shape (32, 31, 3), expected 32x32x3"),
-    (wire.packb({**GOOD, "observation/image": np.zeros((32, 32, 3), np.float32)}), "must have dtype uint8, got float32"),
+    (
+        wire.packb({**GOOD, "observation/image": np.zeros((32, 31, 3), np.uint8)}),
+        "has shape (32, 31, 3), expected 32x32x3",
+    ),
+    (
+        wire.packb({**GOOD, "observation/image": np.zeros((32, 32, 3), np.float32)}),
+        "must have dtype uint8, got float32",
+    ),
     (wire.packb({**GOOD, "observation/image": [[1, 2]]}), "must be a numpy array"),
     (wire.packb({**GOOD, "ivra": {"lam": 3}}), "ivra: lam must be in [0, 1], got 3"),
     (wire.packb({**GOOD, "ivra": {"colour": 1}}), "ivra: "),
-    (wire.packb({**GOOD, "observation/state": np.zeros((2, 2), np.float32)}), "observation/state must be a 1-D"),
     (
-        msgpack.packb({"observation/image": {b"__ndarray__": True, b"data": b"\x00" * 5, b"dtype": "|u1", b"shape": (32, 32, 3)}, "prompt": "x"}),
+        wire.packb({**GOOD, "observation/state": np.zeros((2, 2), np.float32)}),
+        "observation/state must be a 1-D",
+    ),
+    (
+        msgpack.packb(
+            {
+                "observation/image": {
+                    b"__ndarray__": True,
+                    b"data": b"\x00" * 5,
+                    b"dtype": "|u1",
+                    b"shape": (32, 32, 3),
+                },
+                "prompt": "x",
+            }
+        ),
         "needs 3072 bytes, the frame has 5",
     ),
     (
-        msgpack.packb({"observation/image": {b"__ndarray__": True, b"data": b"", b"dtype": "|O", b"shape": (0,)}, "prompt": "x"}),
+        msgpack.packb(
+            {
+                "observation/image": {b"__ndarray__": True, b"data": b"", b"dtype": "|O", b"shape": (0,)},
+                "prompt": "x",
+            }
+        ),
         "dtype object is not allowed",
     ),
 ]
@@ -119,7 +143,9 @@ def test_client_vanishing_mid_request_does_not_disturb_others():
             ws.close()  # gone before the answers
         rp = RemotePolicy(st.url)
         obs = {"image": np.full((32, 32, 3), 7, np.uint8)}
-        np.testing.assert_array_equal(rp.act([obs] * 3, ["y"] * 3), np.stack([SimLatencyPolicy.expected(obs, "y")] * 3))
+        np.testing.assert_array_equal(
+            rp.act([obs] * 3, ["y"] * 3), np.stack([SimLatencyPolicy.expected(obs, "y")] * 3)
+        )
         rp.close()
     finally:
         st.stop()

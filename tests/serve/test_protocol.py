@@ -7,6 +7,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+
 from conftest import run_openpi, start
 
 
@@ -21,7 +22,11 @@ def test_openpi_client_gets_in_process_actions(openpi_py, low_policy, tabletop_o
     st = start(policy, spec, max_batch=8, max_wait_ms=20)
     try:
         got, meta = run_openpi(
-            openpi_py, st.url, tmp_path, [o["image"] for o in tabletop_obs], [o["instruction"] for o in tabletop_obs],
+            openpi_py,
+            st.url,
+            tmp_path,
+            [o["image"] for o in tabletop_obs],
+            [o["instruction"] for o in tabletop_obs],
             clients=clients,
         )
         stats = dict(st.server.stats)

@@ -110,7 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "256 px); every deviation is recorded in the manifest and the report. Resumable: rerun the same command.",
     )
     lib.add_argument("--suite", choices=SUITES, required=True)
-    lib.add_argument("--policy", default="zero", help="zero | tiny-vla | package.module:Class (default zero)")
+    lib.add_argument("--policy", default="zero", help="zero | tiny-vla | package.module:Class | ws://HOST:PORT (a policy served by `ivra serve`; default zero)")
     lib.add_argument("--policy-kwargs", default=None, help="key=value,... passed to the policy constructor")
     lib.add_argument(
         "--ivra",

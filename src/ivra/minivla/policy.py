@@ -76,7 +76,10 @@ class MiniVLAPolicy:
         return None
 
     def act(
-        self, observations: list[dict[str, Any]], instructions: list[str], ivra: list[dict | None] | None = None
+        self,
+        observations: list[dict[str, Any]],
+        instructions: list[str],
+        ivra: list[dict | None] | None = None,
     ) -> np.ndarray:
         """Actions (B, 4); ``ivra``: one IVRA setting (or None) per row, all in one batch, instead of the
         setting of :meth:`set_ivra`."""
@@ -93,7 +96,8 @@ class MiniVLAPolicy:
             self.set_ivra(None)
         try:
             return self._arms.run(
-                ivra, lambda rows: self._predict([observations[i] for i in rows], [instructions[i] for i in rows])
+                ivra,
+                lambda rows: self._predict([observations[i] for i in rows], [instructions[i] for i in rows]),
             )
         finally:
             if saved is not None:

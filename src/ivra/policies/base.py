@@ -67,7 +67,9 @@ def act_with_arms(
         if hasattr(policy, "set_ivra"):
             policy.set_ivra(cfg)
         elif cfg:
-            raise ValueError(f"policy {getattr(policy, 'name', policy)!r} cannot take IVRA settings (no set_ivra)")
+            raise ValueError(
+                f"policy {getattr(policy, 'name', policy)!r} cannot take IVRA settings (no set_ivra)"
+            )
         part = np.asarray(policy.act([observations[i] for i in rows], [instructions[i] for i in rows]))
         if out is None:
             out = np.empty((len(observations), *part.shape[1:]), dtype=part.dtype)

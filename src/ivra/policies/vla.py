@@ -207,7 +207,10 @@ class TinyVLAPolicy:
     per_sample_ivra = True  # act(..., ivra=[cfg or None per row]) runs both arms in one batch
 
     def act(
-        self, observations: list[dict[str, Any]], instructions: list[str], ivra: list[dict | None] | None = None
+        self,
+        observations: list[dict[str, Any]],
+        instructions: list[str],
+        ivra: list[dict | None] | None = None,
     ) -> np.ndarray:
         """Actions (B, 7); ``ivra``: one IVRA setting (or None) per row, all in one batch, instead of the
         setting of :meth:`set_ivra`."""
@@ -224,7 +227,8 @@ class TinyVLAPolicy:
             self.set_ivra(None)
         try:
             return self._arms.run(
-                ivra, lambda rows: self._generate([observations[i] for i in rows], [instructions[i] for i in rows])
+                ivra,
+                lambda rows: self._generate([observations[i] for i in rows], [instructions[i] for i in rows]),
             )
         finally:
             if saved is not None:

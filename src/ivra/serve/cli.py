@@ -74,7 +74,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(
             f"ivra serve: {server.metadata()['policy']} on ws://{options.host}:{server.port} "
             f"(max batch {options.max_batch}, max wait {options.max_wait_ms} ms"
-            + (", blind A/B" if blind else f", default arm {'IVRA ' + args.ivra if default_ivra else 'baseline'}")
+            + (
+                ", blind A/B"
+                if blind
+                else f", default arm {'IVRA ' + args.ivra if default_ivra else 'baseline'}"
+            )
             + "); health: /healthz",
             flush=True,
         )
@@ -82,7 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await server.stop()
-            print(f"ivra serve: stopped after {server.stats['requests']} requests in {server.stats['batches']} batches")
+            print(
+                f"ivra serve: stopped after {server.stats['requests']} requests in {server.stats['batches']} batches"
+            )
 
     asyncio.run(main())
     return 0
@@ -97,16 +103,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="One model copy for many simulators or robots: requests from all clients are batched; each "
         "request may carry its own IVRA arm ('ivra': settings or nil).",
     )
-    p.add_argument("--policy", required=True, help="low | full | run dir | zero | tiny-vla | sim[:k=v,..] | module:Class")
+    p.add_argument(
+        "--policy", required=True, help="low | full | run dir | zero | tiny-vla | sim[:k=v,..] | module:Class"
+    )
     p.add_argument("--policy-kwargs", default=None, help="key=value,... passed to the policy constructor")
-    p.add_argument("--ivra", default=None, help="default arm's IVRA settings, e.g. layer=4,lam=0.3 (default: baseline)")
+    p.add_argument(
+        "--ivra", default=None, help="default arm's IVRA settings, e.g. layer=4,lam=0.3 (default: baseline)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs an API key)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     p.add_argument("--max-batch", type=int, default=16, help="most requests per policy call")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill")
     p.add_argument("--max-payload-mb", type=float, default=8.0, help="largest accepted frame (MiB)")
     p.add_argument("--api-key-file", default=None, help="file holding the API key (else $IVRA_SERVE_API_KEY)")
-    p.add_argument("--ab", choices=("blind",), default=None, help="blind real-robot A/B: arm assigned per episode")
+    p.add_argument(
+        "--ab", choices=("blind",), default=None, help="blind real-robot A/B: arm assigned per episode"
+    )
     p.add_argument("--ab-dir", default="runs/blind", help="blind A/B folder (assignment journal, outcomes)")
     p.add_argument("--ab-seed", type=int, default=0, help="seed of the balanced arm schedule")
     p.set_defaults(func=cmd_serve)

@@ -107,12 +107,20 @@ class RemotePolicy:
             delay = min(2 * delay, self.max_backoff_s)
 
     def close(self) -> None:
-        if self._ws is not None:
+        ws = self.__dict__.get("_ws")
+        if ws is not None:
             try:
-                self._ws.close()
+                ws.close()
             except Exception:  # noqa: BLE001 -- closing a broken connection
                 pass
-            self._ws = None
+        self._ws = None
+
+    def __getattr__(self, name):
+        if name == "model":
+            raise AttributeError(
+                f"a policy served over {self.url} has no model in this process (run it in-process for that)"
+            )
+        raise AttributeError(name)
 
     def __del__(self):
         self.close()
@@ -155,7 +163,10 @@ class RemotePolicy:
         return msg
 
     def act(
-        self, observations: list[dict[str, Any]], instructions: list[str], ivra: list[dict | None] | None = None
+        self,
+        observations: list[dict[str, Any]],
+        instructions: list[str],
+        ivra: list[dict | None] | None = None,
     ) -> np.ndarray:
         if ivra is not None and len(ivra) != len(observations):
             raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")

@@ -49,7 +49,11 @@ class SimLatencyPolicy:
     def __init__(self, fixed_ms: float = 40.0, per_sample_ms: float = 2.0, action_dim: int = 7):
         if fixed_ms < 0 or per_sample_ms < 0:
             raise ValueError(f"latencies must be >= 0, got fixed_ms={fixed_ms} per_sample_ms={per_sample_ms}")
-        self.fixed_ms, self.per_sample_ms, self.action_dim = float(fixed_ms), float(per_sample_ms), int(action_dim)
+        self.fixed_ms, self.per_sample_ms, self.action_dim = (
+            float(fixed_ms),
+            float(per_sample_ms),
+            int(action_dim),
+        )
         self.calls = 0
         self.batch_sizes: list[int] = []
         self.ivra_config: dict | None = None
@@ -61,7 +65,9 @@ class SimLatencyPolicy:
         return None
 
     @staticmethod
-    def expected(observation: dict, instruction: str, action_dim: int = 7, ivra: dict | None = None) -> np.ndarray:
+    def expected(
+        observation: dict, instruction: str, action_dim: int = 7, ivra: dict | None = None
+    ) -> np.ndarray:
         img = np.asarray(observation["image"], dtype=np.float64)
         base = (img.mean() / 255.0) * 2 - 1
         a = np.full(action_dim, base) + 0.001 * len(instruction) * np.arange(action_dim)

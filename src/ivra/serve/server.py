@@ -130,7 +130,9 @@ def normalise_ivra(value: Any) -> dict | None:
     from ivra.config import IVRAConfig
 
     try:
-        return IVRAConfig(**{str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in value.items()}).to_dict()
+        return IVRAConfig(
+            **{str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in value.items()}
+        ).to_dict()
     except (TypeError, ValueError) as exc:
         raise RequestError(f"ivra: {exc}") from None
 
@@ -146,7 +148,14 @@ class PolicyServer:
         if self.blind is not None and self.options.default_ivra is not None:
             raise ValueError("a blind A/B server takes its arms from the A/B settings, not --ivra")
         self.default_ivra = normalise_ivra(self.options.default_ivra) if self.options.default_ivra else None
-        self.stats = {"requests": 0, "errors": 0, "batches": 0, "batch_sizes": {}, "policy_s": 0.0, "clients": 0}
+        self.stats = {
+            "requests": 0,
+            "errors": 0,
+            "batches": 0,
+            "batch_sizes": {},
+            "policy_s": 0.0,
+            "clients": 0,
+        }
         self._conn_ids = itertools.count()
         self._queue: asyncio.Queue[Request] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivra-policy")
@@ -187,13 +196,17 @@ class PolicyServer:
         obs: dict[str, Any] = {}
         for key, ours in IMAGE_KEYS.items():
             if key in msg:
-                obs[ours] = _check_image(key, msg[key], self.spec.image_shape if ours == "image" else (None, None, 3))
+                obs[ours] = _check_image(
+                    key, msg[key], self.spec.image_shape if ours == "image" else (None, None, 3)
+                )
         if self.spec.image_required and "image" not in obs:
             raise RequestError(f"missing key 'observation/image' (got keys {sorted(map(str, msg))})")
         if STATE_KEY in msg:
             state = msg[STATE_KEY]
             if not isinstance(state, np.ndarray) or state.dtype.kind not in "fiu" or state.ndim != 1:
-                raise RequestError(f"{STATE_KEY} must be a 1-D numeric array, got {getattr(state, 'shape', state)!r}")
+                raise RequestError(
+                    f"{STATE_KEY} must be a 1-D numeric array, got {getattr(state, 'shape', state)!r}"
+                )
             obs["state"] = state.astype(np.float32)
         prompt = msg.get(PROMPT_KEY)
         if not isinstance(prompt, str):
@@ -202,7 +215,9 @@ class PolicyServer:
             raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
         if self.blind is not None:
             if "ivra" in msg:
-                raise RequestError("this server runs a blind A/B: the arm is assigned per episode, a request may not set 'ivra'")
+                raise RequestError(
+                    "this server runs a blind A/B: the arm is assigned per episode, a request may not set 'ivra'"
+                )
             ep = msg.get("episode_id")
             if ep is not None and not isinstance(ep, (str, int)):
                 raise RequestError(f"episode_id must be a string or an integer, got {type(ep).__name__}")
@@ -272,7 +287,9 @@ class PolicyServer:
         )
         actions = np.asarray(actions)
         if actions.ndim != 2 or actions.shape[0] != len(batch):
-            raise RuntimeError(f"policy returned actions of shape {actions.shape} for a batch of {len(batch)}")
+            raise RuntimeError(
+                f"policy returned actions of shape {actions.shape} for a batch of {len(batch)}"
+            )
         return actions
 
     # -- connections -------------------------------------------------------------------------------------------
@@ -374,8 +391,8 @@ class PolicyServer:
 class ServerThread:
     """Run a :class:`PolicyServer` in a background thread (tests, benchmarks, notebooks)::
 
-        with ServerThread(server) as st:
-            url = st.url
+    with ServerThread(server) as st:
+        url = st.url
     """
 
     def __init__(self, server: PolicyServer, timeout: float = 30.0):

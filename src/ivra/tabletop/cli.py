@@ -13,7 +13,7 @@ EXECUTOR_HELP = "inline (this process, default: best on a small CPU), local (wor
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
-    p.add_argument("--policy", default="low", help="shipped regime (low | full) or a training run directory")
+    p.add_argument("--policy", default="low", help="shipped regime (low | full), a training run directory, or ws://HOST:PORT (`ivra serve`)")
     p.add_argument("--out", default=out, help="output folder (its journal makes a rerun resume)")
     p.add_argument("--executor", default="inline", choices=("inline", "local", "ray"), help=EXECUTOR_HELP)
     p.add_argument("--workers", type=int, default=1)

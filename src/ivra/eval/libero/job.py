@@ -86,10 +86,14 @@ def build_policy(name: str, kwargs: dict | None = None):
         from ivra.policies.vla import TinyVLAPolicy
 
         return TinyVLAPolicy(**kwargs)
+    if name.startswith(("ws://", "wss://")):  # a policy served by `ivra serve` (any Python environment)
+        from ivra.serve.client import RemotePolicy
+
+        return RemotePolicy(name, **kwargs)
     if ":" in name:
         mod, cls = name.split(":", 1)
         return getattr(importlib.import_module(mod), cls)(**kwargs)
-    raise ValueError(f"unknown policy {name!r}: use zero, tiny-vla or 'package.module:Class'")
+    raise ValueError(f"unknown policy {name!r}: use zero, tiny-vla, ws://HOST:PORT or 'package.module:Class'")
 
 
 def flip(img: np.ndarray) -> np.ndarray:

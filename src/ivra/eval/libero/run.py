@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -95,7 +96,7 @@ def run_libero(
     if bad:
         raise ValueError(f"init states are 0-{protocol.NUM_INIT_STATES - 1}; got {bad}")
 
-    out = Path(out or f"runs/libero/{suite}_{policy.replace(':', '_')}_{'-'.join(arms)}")
+    out = Path(out or f"runs/libero/{suite}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', policy)}_{'-'.join(arms)}")
     out.mkdir(parents=True, exist_ok=True)
     if torch_threads is None:
         torch_threads = 1 if (executor != "inline" and workers > 1) else 0
