@@ -44,8 +44,19 @@ def load_model(which: str = "low", weights_dir: str | Path | None = None):
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(str(f)))
+    state = _match_vision_prefix(state, model.state_dict().keys())
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval(), tok, spec
+
+
+def _match_vision_prefix(state: dict, model_keys) -> dict:
+    """Older transformers (e.g. 5.5, lerobot's environment) nest the CLIP vision tower one level deeper
+    (``vision_tower.vision_model.*``) than the version the weights were saved with (``vision_tower.*``)."""
+    flat, nested = "model.vision_tower.", "model.vision_tower.vision_model."
+    keys = set(model_keys)
+    if any(k.startswith(nested) for k in keys) and not any(k.startswith(nested) for k in state):
+        return {(nested + k[len(flat) :] if k.startswith(flat) else k): v for k, v in state.items()}
+    return state
 
 
 class MiniVLAPolicy:

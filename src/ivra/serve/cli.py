@@ -51,10 +51,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
     blind = None
     if args.ab:
-        from ivra.serve.blind import BlindAB
-
         if default_ivra is None:
             raise SystemExit("--ab blind needs --ivra layer=..,lam=.. (the treatment arm)")
+        from ivra.serve.blind import BlindAB
+
         try:
             blind = BlindAB(args.ab_dir, treatment=default_ivra, seed=args.ab_seed, policy=args.policy)
         except ValueError as exc:
