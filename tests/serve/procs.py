@@ -22,7 +22,9 @@ def serve_process(python, *args, extra_path: str | None = None, timeout: float =
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [str(python), "-m", "ivra.cli", "serve", "--port", "0", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+    )
     lines: list[str] = []
     found = threading.Event()
     url: list[str] = []

@@ -13,11 +13,17 @@ from ivra.serve.policies import SimLatencyPolicy
 
 
 def test_ivra_serve_command_serves_and_stops_on_sigterm():
-    with serve_process(sys.executable, "--policy", "sim:fixed_ms=1,per_sample_ms=0", "--max-batch", "4") as (url, proc, lines):
+    with serve_process(sys.executable, "--policy", "sim:fixed_ms=1,per_sample_ms=0", "--max-batch", "4") as (
+        url,
+        proc,
+        lines,
+    ):
         rp = RemotePolicy(url)
         assert rp.metadata["policy"] == "sim" and rp.metadata["max_batch"] == 4
         obs = [{"image": np.full((8, 8, 3), i, np.uint8)} for i in range(3)]
-        np.testing.assert_array_equal(rp.act(obs, ["go"] * 3), np.stack([SimLatencyPolicy.expected(o, "go") for o in obs]))
+        np.testing.assert_array_equal(
+            rp.act(obs, ["go"] * 3), np.stack([SimLatencyPolicy.expected(o, "go") for o in obs])
+        )
         rp.close()
     assert proc.returncode == 0, "".join(lines)
     assert "stopped after 3 requests" in "".join(lines)
@@ -25,7 +31,9 @@ def test_ivra_serve_command_serves_and_stops_on_sigterm():
 
 def run_cli(*args):
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "ivra.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ivra.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_bad_arguments_are_one_line_errors():

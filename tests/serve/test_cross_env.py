@@ -33,7 +33,11 @@ def cross_python() -> Path:
         )
     paths = [str(ROOT / "src")] + ([EXTRA] if EXTRA else [])
     probe = subprocess.run(
-        [str(py), "-c", "import sys, websockets, msgpack, torch, transformers; print(sys.version.split()[0])"],
+        [
+            str(py),
+            "-c",
+            "import sys, websockets, msgpack, torch, transformers; print(sys.version.split()[0])",
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
@@ -45,7 +49,9 @@ def cross_python() -> Path:
 
 
 def _version(py) -> str:
-    return subprocess.run([str(py), "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [str(py), "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_tabletop_ab_with_the_policy_in_another_environment(cross_python, low_policy, tmp_path):
@@ -57,7 +63,11 @@ def test_tabletop_ab_with_the_policy_in_another_environment(cross_python, low_po
     ref_job = TabletopABJob("low")
     ref_job._policy = low_policy[0]
     ref = execute(ref_job, units, tmp_path / "ref.jsonl", progress=False)
-    with serve_process(cross_python, "--policy", "low", "--max-batch", "8", extra_path=EXTRA) as (url, proc, lines):
+    with serve_process(cross_python, "--policy", "low", "--max-batch", "8", extra_path=EXTRA) as (
+        url,
+        proc,
+        lines,
+    ):
         recs = execute(TabletopABJob(url), units, tmp_path / "journal.jsonl", progress=False)
     assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
     got = {r["key"]: [(e["seed"], e["success"], e["actions"]) for e in r["result"]["episodes"]] for r in recs}
@@ -77,7 +87,11 @@ def test_libero_ab_with_the_policy_in_another_environment(cross_python, tmp_path
     from ivra.eval.libero.run import run_libero
     from ivra.policies.vla import DEFAULT_IVRA
 
-    with serve_process(cross_python, "--policy", "tiny-vla", "--max-batch", "4", extra_path=EXTRA) as (url, proc, lines):
+    with serve_process(cross_python, "--policy", "tiny-vla", "--max-batch", "4", extra_path=EXTRA) as (
+        url,
+        proc,
+        lines,
+    ):
         res = run_libero(
             suite="libero_spatial",
             policy=url,

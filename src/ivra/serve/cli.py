@@ -113,7 +113,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs an API key)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     p.add_argument("--max-batch", type=int, default=16, help="most requests per policy call")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=10.0,
+        help="longest wait for a batch to fill (a batch goes at once when every connected client is in it)",
+    )
     p.add_argument("--max-payload-mb", type=float, default=8.0, help="largest accepted frame (MiB)")
     p.add_argument("--api-key-file", default=None, help="file holding the API key (else $IVRA_SERVE_API_KEY)")
     p.add_argument(

@@ -20,8 +20,12 @@ for the baseline; absent = the server's default arm) and ``episode_id`` (blind A
 episode; without it one connection is one episode).
 
 Batching: requests from all connections go into one queue; the batch loop takes the first waiting request and
-gathers more until ``max_batch`` requests or ``max_wait_ms`` after the first one arrived, then makes one policy
-call (in one worker thread: one model copy, one call at a time) while the next batch gathers.
+gathers more until ``max_batch`` requests or ``max_wait_ms`` after the first one arrived (or after the previous
+call ended, if that was later: requests that queued during a call wait a little for the clients that call just
+answered), then makes one policy
+call (in one worker thread: one model copy, one call at a time) while the next batch gathers. A batch is sent at
+once when every connected client already has a request in it (nobody else could join), so a lone client never
+waits ``max_wait_ms``, and clients that drift out of step are pulled back into one batch.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch: int = 16
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 10.0
     max_payload_bytes: int = 8 * 2**20
     api_key: str | None = None
     default_ivra: dict | None = None
@@ -105,6 +109,7 @@ class Request:
     ivra: dict | None
     arm: str | None = None  # blind A/B: the hidden arm name
     episode: str | None = None
+    conn: int = -1
     t_arrival: float = field(default_factory=time.perf_counter)
     future: asyncio.Future | None = None
 
@@ -157,6 +162,7 @@ class PolicyServer:
             "clients": 0,
         }
         self._conn_ids = itertools.count()
+        self._open: set[int] = set()  # connections now open
         self._queue: asyncio.Queue[Request] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivra-policy")
         self._server = None
@@ -232,11 +238,15 @@ class PolicyServer:
         loop = asyncio.get_running_loop()
         assert self._queue is not None
         max_wait = self.options.max_wait_ms / 1000.0
+        t_free = 0.0
         while True:
             first = await self._queue.get()
             batch = [first]
-            deadline = first.t_arrival + max_wait
+            # wait at most max_wait once both the first request and the model are there
+            deadline = max(first.t_arrival, t_free) + max_wait
             while len(batch) < self.options.max_batch:
+                if len({r.conn for r in batch}) >= len(self._open):
+                    break  # every connected client is waiting on this batch: nobody else can join it
                 try:
                     batch.append(self._queue.get_nowait())
                     continue
@@ -256,12 +266,14 @@ class PolicyServer:
             try:
                 actions = await loop.run_in_executor(self._pool, self._call_policy, batch)
             except Exception as exc:  # noqa: BLE001 -- every request of the batch gets the error, the server lives
+                t_free = time.perf_counter()
                 log.exception("policy call failed on a batch of %d", len(batch))
                 for r in batch:
                     if not r.future.done():
                         r.future.set_result(f"policy error: {type(exc).__name__}: {exc}")
                 continue
-            dt = time.perf_counter() - t0
+            t_free = time.perf_counter()
+            dt = t_free - t0
             self.stats["batches"] += 1
             self.stats["policy_s"] += dt
             sizes = self.stats["batch_sizes"]
@@ -309,6 +321,7 @@ class PolicyServer:
         from websockets.exceptions import ConnectionClosed
 
         conn_id = next(self._conn_ids)
+        self._open.add(conn_id)
         self.stats["clients"] += 1
         pending: asyncio.Queue = asyncio.Queue(maxsize=self.options.max_pending_per_client)
         sender = asyncio.create_task(self._sender(ws, pending))
@@ -323,13 +336,14 @@ class PolicyServer:
                     self.stats["errors"] += 1
                     fut.set_result(f"bad request: {exc}")
                 else:
-                    req.future = fut
+                    req.future, req.conn = fut, conn_id
                     self.stats["requests"] += 1
                     await self._queue.put(req)
                 await pending.put(fut)
         except ConnectionClosed:
             pass
         finally:
+            self._open.discard(conn_id)
             sender.cancel()
             while not pending.empty():
                 fut = pending.get_nowait()
