@@ -137,7 +137,12 @@ def run_mode(mode: str, n: int, opts, url: str | None) -> dict:
     for p in procs:
         p.start()
     for _ in procs:  # imports, connections and a first call happen before the clock starts
-        ready.get(timeout=opts.timeout_s)
+        try:
+            ready.get(timeout=opts.timeout_s)
+        except Exception:
+            for p in procs:
+                p.kill()
+            raise RuntimeError(f"{mode} x{n}: a worker did not start (see its traceback above)") from None
     start.set()
     results = [out.get(timeout=opts.timeout_s) for _ in procs]
     for p in procs:
@@ -286,6 +291,10 @@ def main() -> int:
     finally:
         if srv is not None:
             srv.stop()
+            if srv.proc.returncode not in (0, None, -15):
+                print(
+                    f"server exited with {srv.proc.returncode}:\n" + "".join(srv.lines[-40:]), file=sys.stderr
+                )
     for r in rows:
         r["vs_n_sequential"] = round(r["steps_per_s"] / (r["workers"] * seq), 3)
     capacity = opts.max_batch / ((opts.fixed_ms + opts.per_sample_ms * opts.max_batch) / 1000.0)

@@ -59,11 +59,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
             blind = BlindAB(args.ab_dir, treatment=default_ivra, seed=args.ab_seed, policy=args.policy)
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
-    try:
-        policy, spec = load_policy(args.policy, _parse_kv(args.policy_kwargs))
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"--policy: {exc}") from None
-    server = PolicyServer(policy, options, spec, blind=blind)
+    ray_handle = None
+    if args.ray_replicas:
+        try:
+            from ivra.serve.ray_serve import RayServeFront, start_replicas
+        except ImportError as exc:
+            raise SystemExit(f"--ray-replicas needs ray[serve] (pip install 'ray[serve]'): {exc}") from None
+        if args.ray_replicas < 1:
+            raise SystemExit(f"--ray-replicas must be >= 1, got {args.ray_replicas}")
+        ray_handle = start_replicas(
+            args.policy,
+            _parse_kv(args.policy_kwargs),
+            replicas=args.ray_replicas,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            num_cpus=args.ray_cpus_per_replica,
+            num_gpus=args.ray_gpus_per_replica,
+            address=args.ray_address,
+        )
+        server = RayServeFront(ray_handle, options, blind=blind)
+    else:
+        try:
+            policy, spec = load_policy(args.policy, _parse_kv(args.policy_kwargs))
+        except (ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f"--policy: {exc}") from None
+        server = PolicyServer(policy, options, spec, blind=blind)
 
     async def main():
         stop = asyncio.Event()
@@ -90,7 +110,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"ivra serve: stopped after {server.stats['requests']} requests in {server.stats['batches']} batches"
             )
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if ray_handle is not None:
+            from ivra.serve.ray_serve import shutdown_replicas
+
+            shutdown_replicas()
     return 0
 
 
@@ -126,6 +152,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ab-dir", default="runs/blind", help="blind A/B folder (assignment journal, outcomes)")
     p.add_argument("--ab-seed", type=int, default=0, help="seed of the balanced arm schedule")
+    p.add_argument(
+        "--ray-replicas",
+        type=int,
+        default=0,
+        help="serve N Ray Serve replicas of the policy behind this websocket front (0: in this process)",
+    )
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
+    p.add_argument("--ray-cpus-per-replica", type=float, default=1.0)
+    p.add_argument("--ray-gpus-per-replica", type=float, default=0.0, help="1 for one replica per GPU")
     p.set_defaults(func=cmd_serve)
 
     t = sub.add_parser(
