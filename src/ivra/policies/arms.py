@@ -4,6 +4,10 @@
 offers ``IVRAHandle.set_active_samples(rows)`` (a handle edits only the rows it owns; other rows stay
 bit-identical to a baseline run), every distinct setting gets its own handle with a disjoint row mask and the
 whole batch is one forward pass. Without it, the rows are run as one sub-batch per setting (correct, slower).
+
+The validated :class:`ivra.IVRAConfig` of each setting is cached; the handles themselves are attached for the call
+and detached after it (0.17 ms for attach + detach on the shipped tabletop policy, against ~100 ms per batch), so a
+later plain ``act`` never meets a handle left over with a stale row mask.
 """
 
 from __future__ import annotations
