@@ -66,13 +66,13 @@ class LiberoPhysicsEnv:
 
     def __init__(self):
         from libero.libero import benchmark, get_libero_path
-        from libero.libero.envs import OffScreenRenderEnv
+        from libero.libero.envs.env_wrapper import ControlEnv
 
         suite = benchmark.get_benchmark_dict()["libero_spatial"]()
         task = suite.get_task(0)
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
-        self.env = OffScreenRenderEnv(
-            bddl_file_name=bddl, has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False
+        self.env = ControlEnv(
+            bddl_file_name=bddl, use_camera_obs=False, has_offscreen_renderer=False, has_renderer=False
         )
         self.env.seed(0)
         self.env.reset()
@@ -88,7 +88,13 @@ def worker(args: dict, lock, ready, start, out) -> None:
     from ivra.serve.client import RemotePolicy
     from ivra.serve.policies import SimLatencyPolicy
 
-    env = LiberoPhysicsEnv() if args["env"] == "libero" else SleepEnv(args["step_ms"])
+    if args["env"] == "libero":
+        from ivra.eval.libero.install import import_libero
+
+        import_libero()
+        env = LiberoPhysicsEnv()
+    else:
+        env = SleepEnv(args["step_ms"])
     if args["url"]:
         policy = RemotePolicy(args["url"])
     else:

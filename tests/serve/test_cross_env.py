@@ -99,6 +99,7 @@ def test_libero_ab_with_the_policy_in_another_environment(cross_python, tmp_path
             tasks=[0],
             init_states=[0, 1],
             max_steps=8,
+            resolution=128,
             executor="local",
             workers=2,
             out=tmp_path / "run",
@@ -109,3 +110,4 @@ def test_libero_ab_with_the_policy_in_another_environment(cross_python, tmp_path
     assert {r["result"]["arm"] for r in recs} == {"baseline", "ivra"}
     assert all(r["result"]["steps"] == 8 for r in recs)
     assert (tmp_path / "run" / "report.md").exists()
+    assert res["manifest"]["policy_server"]["policy"] == "tiny-vla"  # what answered is in the manifest

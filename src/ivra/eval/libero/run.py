@@ -159,6 +159,12 @@ def run_libero(
         "git_revision": git_revision(),
         "command": sys.argv,
     }
+    if policy.startswith(("ws://", "wss://")):  # served by `ivra serve`: record what answers there
+        from ivra.serve.client import RemotePolicy
+
+        remote = RemotePolicy(policy, **(policy_kwargs or {}))
+        manifest["policy_server"] = remote.metadata
+        remote.close()
     if policy == "zero" and any(arms.values()):
         manifest["deviations"].append(
             "note: the zero policy ignores IVRA; its arms are identical by construction"
