@@ -9,7 +9,9 @@ that environment is missing, and the LIBERO test also when LIBERO is not install
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 import subprocess
 from pathlib import Path
 
@@ -105,9 +107,14 @@ def test_libero_ab_with_the_policy_in_another_environment(cross_python, tmp_path
             out=tmp_path / "run",
             progress=False,
         )
+        port = url.rsplit(":", 1)[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as r:
+            stats = json.loads(r.read())
     recs = res["records"]
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
     assert {r["result"]["arm"] for r in recs} == {"baseline", "ivra"}
     assert all(r["result"]["steps"] == 8 for r in recs)
     assert (tmp_path / "run" / "report.md").exists()
     assert res["manifest"]["policy_server"]["policy"] == "tiny-vla"  # what answered is in the manifest
+    # every policy step of both arms went through the server, each with its own arm (8 steps x 2 episodes)
+    assert stats["arms"] == {"baseline": 16, "layer=2,lam=0.3": 16}, stats

@@ -146,7 +146,9 @@ class RemotePolicy:
 
     def set_ivra(self, cfg: dict | None) -> None:
         if cfg and self.metadata.get("ab") == "blind":
-            raise ValueError(f"{self.url} runs a blind A/B: the server assigns the arm per episode, set_ivra cannot")
+            raise ValueError(
+                f"{self.url} runs a blind A/B: the server assigns the arm per episode, set_ivra cannot"
+            )
         self._arm = dict(cfg) if cfg else None
 
     def request(self, obs: dict[str, Any], instruction: str, ivra: Any = _UNSET) -> dict:

@@ -160,6 +160,7 @@ class PolicyServer:
             "batch_sizes": {},
             "policy_s": 0.0,
             "clients": 0,
+            "arms": {},  # requests per arm: "baseline" or "layer=..,lam=.." (not in blind mode: arms stay hidden)
         }
         self._conn_ids = itertools.count()
         self._open: set[int] = set()  # connections now open
@@ -338,6 +339,13 @@ class PolicyServer:
                 else:
                     req.future, req.conn = fut, conn_id
                     self.stats["requests"] += 1
+                    if self.blind is None:
+                        arm = (
+                            "baseline"
+                            if req.ivra is None
+                            else f"layer={req.ivra['layer']},lam={req.ivra['lam']}"
+                        )
+                        self.stats["arms"][arm] = self.stats["arms"].get(arm, 0) + 1
                     await self._queue.put(req)
                 await pending.put(fut)
         except ConnectionClosed:
