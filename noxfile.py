@@ -25,20 +25,32 @@ nox.options.sessions = ["lerobot"]
 ROOT = Path(__file__).parent
 
 
+def _runs(exe: str) -> bool:
+    try:
+        return subprocess.run([exe, "-c", "import sys"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
 def interpreter(version: str) -> str:
-    """``python3.X`` on PATH, else pyenv's build of that minor version (this project's machines have pyenv)."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
+    """A working ``python3.X``: pyenv's build of that minor version, else one on PATH (pyenv's shims on PATH
+    fail for versions that are not selected, so each candidate is tried)."""
+    candidates = []
     try:
         versions = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True, check=True)
+        for line in sorted(versions.stdout.split(), reverse=True):
+            if line.startswith(f"{version}."):
+                root = subprocess.run(["pyenv", "prefix", line], capture_output=True, text=True, check=True)
+                candidates.append(str(Path(root.stdout.strip()) / "bin" / f"python{version}"))
     except (OSError, subprocess.CalledProcessError):
-        return version  # let nox report that it cannot find it
-    for line in sorted(versions.stdout.split(), reverse=True):
-        if line.startswith(f"{version}."):
-            root = subprocess.run(["pyenv", "prefix", line], capture_output=True, text=True, check=True)
-            return str(Path(root.stdout.strip()) / "bin" / f"python{version}")
-    return version
+        pass
+    found = shutil.which(f"python{version}")
+    if found:
+        candidates.append(found)
+    for exe in candidates:
+        if _runs(exe):
+            return exe
+    return version  # nox then reports that it cannot find it
 
 
 def install_once(session: nox.Session, *requirement_files: str, extra: tuple[str, ...] = ()) -> None:
@@ -57,7 +69,11 @@ def install_once(session: nox.Session, *requirement_files: str, extra: tuple[str
         return
     for name in requirement_files:
         session.install("--disable-pip-version-check", "-q", "-r", f"requirements/{name}", *extra)
-    constraints = [a for name in requirement_files for a in ("-c", f"requirements/{name}")]
+    constraints = []  # the -c files the requirements name: ivra's own dependencies may not move those pins
+    for name in requirement_files:
+        for line in (ROOT / "requirements" / name).read_text().splitlines():
+            if line.startswith("-c "):
+                constraints += ["-c", f"requirements/{line.split()[1]}"]
     session.install("--disable-pip-version-check", "-q", "-e", ".", *constraints)
     stamp.write_text(digest.hexdigest())
 

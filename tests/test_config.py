@@ -82,6 +82,61 @@ def test_parse():
         IVRAConfig.parse("lam=1.5")
 
 
+@pytest.mark.parametrize(
+    "word, value",
+    [
+        ("true", True),
+        ("True", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("0", False),
+        ("NO", False),
+    ],
+)
+def test_parse_booleans_accept_only_the_usual_words(word, value):
+    assert IVRAConfig.parse(f"strict={word}").strict is value
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("strict=ture", "strict must be true/false/1/0/yes/no, got 'ture'"),
+        ("strict=", "strict must be true/false/1/0/yes/no, got ''"),
+        ("layer=x", "layer must be an integer, got 'x'"),
+        ("layer=1.5", "layer must be an integer, got '1.5'"),
+        (
+            "affinity_layer=top",
+            "affinity_layer must be an integer or none (the adapter's default), got 'top'",
+        ),
+        ("lam=high", "lam must be a number, got 'high'"),
+        ("temperature=0", "temperature must be a number > 0"),
+        ("layer=1,layer=2", "'layer' given twice"),
+        ("", "empty IVRA setting"),
+    ],
+)
+def test_parse_names_the_bad_value(spec, needle):
+    from ivra.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        IVRAConfig.parse(spec)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_strict_must_be_a_bool():
+    with pytest.raises(ValueError, match="strict must be a bool"):
+        IVRAConfig(strict="ture")
+
+
+def test_describe_is_what_a_person_reads():
+    from ivra.config import describe_setting
+
+    assert IVRAConfig(layer=0, lam=0.1).describe() == "layer=0, lam=0.1"
+    cfg = IVRAConfig(layer=-1, lam=0.3, affinity_mode="relu", affinity_layer=-2, strict=False)
+    assert cfg.describe() == "layer=-1, lam=0.3, affinity_layer=-2, affinity_mode=relu, strict=False"
+    assert describe_setting(None) == "off"
+
+
 def test_attach_overrides_validate():
     """attach(model, **overrides) goes through the same validation (before touching the model)."""
     import torch

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ivra
-from ivra import IVRAConfig, IVRAError
+from ivra import IVRAConfig, IVRAError, tiny
 from ivra.tiny import IMAGE_TOKEN
 
 FAMILIES = ("llava", "paligemma", "idefics3", "smolvlm", "qwen2_5_vl", "florence2")
@@ -247,6 +247,40 @@ def _check_alone(H, family, model, inputs, images_per_sample=1, lam=0.5):
 def test_batch_equals_samples_alone(H, family, attn):
     model, inputs = H.build(family, attn=attn)
     _check_alone(H, family, model, inputs, images_per_sample=2 if family in ("idefics3", "smolvlm") else 1)
+
+
+# several images per sample, batch of 3: each sample's keys pool only its own tokens (Florence-2's native class
+# takes one image per prompt; FLOWER's cameras are separate encoder calls, tested with its own adapter)
+@pytest.mark.parametrize(
+    "family, ips",
+    [("llava", 2), ("llava", 3), ("paligemma", 2), ("qwen2_5_vl", 2), ("idefics3", 3), ("smolvlm", 3)],
+)
+def test_several_images_per_sample_batch_equals_alone(H, family, ips):
+    model, inputs = tiny.build(family, batch=3, images_per_sample=ips)
+    with ivra.attach(model, layer=LAYER, lam=0.5) as h:
+        model(**inputs)
+    assert h.stats.images == 3 * ips - (
+        1 if family in ("idefics3", "smolvlm") else 0
+    )  # idefics: one padding image
+    _check_alone(H, family, model, inputs, images_per_sample=ips)
+
+
+def test_swapped_blocks_across_samples_are_caught(H):
+    """An adapter that hands blocks in the wrong sample order (camera-major records) cannot pool one sample's keys
+    into another's tokens when it names the samples, and is caught when block sizes differ per sample."""
+    from ivra.adapters.base import ImageBlock
+    from ivra.plan import assign
+
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[0, 1:5] = True  # sample 0: one image of 4 tokens
+    mask[1, 2:8] = True  # sample 1: one image of 6 tokens
+    k4, k6 = torch.randn(4, 3), torch.randn(6, 3)
+    placed = assign([ImageBlock(k6, sample=1), ImageBlock(k4, sample=0)], mask)
+    assert [(p.sample, p.rows.tolist()) for p in placed] == [(0, [1, 2, 3, 4]), (1, [12, 13, 14, 15, 16, 17])]
+    with pytest.raises(IVRAError, match=r"straddle samples 0 and 1"):
+        assign([ImageBlock(k6), ImageBlock(k4)], mask)  # unnamed, wrong order
+    with pytest.raises(IVRAError, match=r"sample 0 has 4 visual tokens but its image blocks take 6"):
+        assign([ImageBlock(k6, sample=0), ImageBlock(k4, sample=1)], mask)
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -618,3 +652,85 @@ def test_position_post_attn(H, family):
     o0, o1 = rec0.outputs[0], rec1.outputs[0]
     changed = (o1 != o0).any(-1)
     assert not (changed & ~vis).any() and changed[vis].any()  # only visual tokens change in layer L's output
+
+
+# -- 14: engine guarantees: per-sample arms, non-finite values, keys that pile up ----------------------------------
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "idefics3"])
+def test_active_samples_and_two_handles_give_each_row_its_arm(H, family):
+    model, inputs = tiny.build(family, batch=3, images_per_sample=2)
+    base = H.logits(model, inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.5):
+        all_a = H.logits(model, inputs)
+    with ivra.attach(model, layer=1, lam=0.3):
+        all_b = H.logits(model, inputs)
+    with ivra.attach(model, layer=LAYER, lam=0.5) as a, ivra.attach(model, layer=1, lam=0.3) as b:
+        a.set_active_samples([True, False, False])
+        b.set_active_samples(torch.tensor([False, False, True]))
+        mixed = H.logits(model, inputs)
+    assert torch.equal(mixed[1], base[1])  # the baseline row owned by no handle is bit-identical
+    assert torch.allclose(mixed[0], all_a[0], atol=1e-5) and torch.allclose(mixed[2], all_b[2], atol=1e-5)
+    assert not torch.allclose(mixed[0], base[0], atol=1e-4)
+    with pytest.raises(ValueError, match=r"1-D bool sequence .* torch.int64 \(3,\)"):
+        a.set_active_samples([1, 0, 1])
+
+
+def test_nan_key_names_image_sample_and_layer(H):
+    model, inputs = H.build("llava", images_per_sample=2)
+    inputs = dict(inputs)
+    pv = inputs["pixel_values"].clone()
+    pv[3, :, :8, :8] = float("nan")  # sample 1's second image
+    inputs["pixel_values"] = pv
+    with ivra.attach(model, layer=LAYER, lam=0.5):
+        with pytest.raises(IVRAError, match=r"non-finite keys .* image 1 of sample 1 from vision layer 2"):
+            model(**inputs)
+
+
+def test_nan_hidden_state_names_image_and_layer(H):
+    model, inputs = H.build("llava")
+    layer = H.lm_layers("llava", model)[LAYER - 1]
+
+    def poison(module, args, kwargs, out):
+        hidden = out[0] if isinstance(out, tuple) else out
+        vis = H.visual_mask(inputs)
+        hidden[1][vis[1]] = float("nan")  # every visual token of sample 1, before layer LAYER
+
+    hook = layer.register_forward_hook(poison, with_kwargs=True)
+    try:
+        with ivra.attach(model, layer=LAYER, lam=0.5):
+            with pytest.raises(
+                IVRAError, match=r"non-finite hidden states .* image 0 of sample 1 at language-model layer 2"
+            ):
+                model(**inputs)
+    finally:
+        hook.remove()
+
+
+def test_vision_keys_that_are_never_used_raise_under_strict(H):
+    """Keys captured in a pass whose layer-L hook never fired (the layer loop bypasses the hooked module):
+    strict raises at the end of that pass; non-strict counts it."""
+    model, inputs = H.build("llava")
+    for strict in (True, False):
+        with ivra.attach(model, layer=LAYER, lam=0.5, strict=strict) as h:
+            layers = H.lm_layers("llava", model)
+            real = layers[LAYER]
+            layers[LAYER] = _Bypass(real)
+            try:
+                if strict:
+                    with pytest.raises(IVRAError, match="the vision encoder ran but IVRA never edited"):
+                        model(**inputs)
+                else:
+                    model(**inputs)
+                    assert h.stats.unused_vision == 1 and h.stats.calls == 0
+            finally:
+                layers[LAYER] = real
+
+
+class _Bypass(torch.nn.Module):
+    """Runs a layer's forward without calling the layer module itself (like a hand-written layer loop)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.__dict__["inner"] = layer  # not registered as a submodule
+
+    def forward(self, *args, **kwargs):
+        return self.inner.forward(*args, **kwargs)

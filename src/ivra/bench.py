@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ivra.cliargs import UsageError, integer, nonneg_int, out_file, positive_int, unit_float
+
 PRESETS = {
     # a CLIP ViT-B/16 at 224 px + a 12-layer, 1536-wide Llama (random weights): a realistic shape that runs here
     "realistic": dict(
@@ -243,17 +245,30 @@ def format_result(r: dict) -> str:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency of baseline vs IVRA (interleaved pairs, paired ratio, FLOPs)")
     p.add_argument("--preset", default="realistic", choices=sorted(PRESETS))
-    p.add_argument("--pairs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--pairs", type=positive_int, default=10, help="interleaved pairs (>= 3 for an interval)")
+    p.add_argument("--warmup", type=nonneg_int, default=2)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--layer", type=int, default=None)
-    p.add_argument("--lam", type=float, default=0.3)
-    p.add_argument("--record", default=None, help="write the result as JSON to this path")
+    p.add_argument("--layer", type=integer, default=None, help="LM layer (default: the preset's)")
+    p.add_argument("--lam", type=unit_float, default=0.3)
+    p.add_argument(
+        "--record", default=None, type=out_file((".json",)), help="write the result as JSON to this path"
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
+    n_layers = PRESETS[args.preset]["t_layers"]
+    if args.layer is not None and not -n_layers <= args.layer < n_layers:
+        raise UsageError(
+            f"--layer {args.layer}: preset {args.preset} has {n_layers} LM layers, expected {-n_layers}..{n_layers - 1}"
+        )
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device {args.device!r}: expected cpu, cuda or cuda:N") from None
     r = run(args.preset, args.pairs, args.warmup, args.dtype, args.device, args.layer, args.lam)
     print(format_result(r))
     if args.record:

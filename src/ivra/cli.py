@@ -3,19 +3,26 @@
 Each verb lives in the module that owns the capability and contributes ``register(subparsers)``;
 this file only wires them together so that ``ivra --help`` stays fast (heavy imports happen in the
 verb's handler, not here).
+
+Exit statuses: 0 success; 1 the run finished but something in it failed (errored work units, a corrupt
+journal, IVRA could not act); 2 the command was wrong (usage, a bad setting, an unknown name, a missing file).
+Expected errors are answered in one line; anything else is a bug and keeps its traceback (``--debug`` shows
+the traceback of expected errors too).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+import warnings
 
 # verb -> module providing ``register(subparsers)``
 VERBS = {
-    "demo": "ivra.tabletop.cli",
-    "sweep": "ivra.tabletop.cli",
-    "viz": "ivra.tabletop.cli",
+    "demo": "ivra.experiment.cli",
+    "sweep": "ivra.experiment.cli",
+    "viz": "ivra.experiment.cli",
     "train": "ivra.minivla.cli",
     "eval": "ivra.eval.cli",
     "doctor": "ivra.eval.cli",
@@ -25,9 +32,33 @@ VERBS = {
 }
 
 
+_NEGATIVE_LIST = re.compile(r"^-\d")  # no ivra option starts with a digit
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage mistakes answered in one line (``ivra demo: error: ...``) and exit status 2; the
+    subcommand parsers inherit it."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        # argparse takes "-1,-2" (not a plain negative number) for an option: glue values that start with
+        # "-<digit>" to their option, so that `--affinity-layers -1,-2` means what it says
+        args = list(sys.argv[1:] if args is None else args)
+        out: list[str] = []
+        for tok in args:
+            if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_LIST.match(tok):
+                out[-1] = f"{out[-1]}={tok}"
+            else:
+                out.append(tok)
+        return super().parse_known_args(out, namespace)
+
+    def error(self, message: str):  # noqa: D102 -- argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ivra", description=__doc__.splitlines()[0])
+    parser = Parser(prog="ivra", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of expected errors too")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     seen: set[str] = set()
     for module_name in dict.fromkeys(VERBS.values()):
@@ -42,6 +73,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expected_errors() -> dict[type, int]:
+    """Errors that are the user's to fix (one line) -> exit status."""
+    from ivra.adapters import IVRAError
+    from ivra.cliargs import UsageError
+    from ivra.config import ConfigError
+    from ivra.eval.journal import JournalError
+
+    errors: dict[type, int] = {
+        UsageError: 2,
+        ConfigError: 2,
+        FileNotFoundError: 2,
+        NotADirectoryError: 2,
+        IsADirectoryError: 2,
+        PermissionError: 2,
+        JournalError: 1,
+        IVRAError: 1,
+    }
+    try:
+        from ivra.eval.libero.install import LiberoMissing
+
+        errors[LiberoMissing] = 2
+    except ImportError:  # pragma: no cover -- a build without the LIBERO harness
+        pass
+    return errors
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as ``warning: message`` (no source paths, no code line) for the person at the terminal."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split("\n"))  # one line, whatever the message
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,7 +122,24 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    prog = " ".join(
+        filter(None, ["ivra", args.verb, getattr(args, "benchmark", None), getattr(args, "stage", None)])
+    )
+    expected = _expected_errors()
+    try:
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except tuple(expected) as exc:
+        if args.debug:
+            raise
+        status = next(code for cls, code in expected.items() if isinstance(exc, cls))
+        print(f"{prog}: error: {_describe(exc)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ from dataclasses import asdict, dataclass, replace
 from ivra.core import AFFINITY_MODES
 
 AFFINITY_FEATURES = ("key", "query", "value", "hidden")
+
+
+class ConfigError(ValueError):
+    """An invalid IVRA setting (field, value and what was expected in the message)."""
+
+
 POSITIONS = ("pre", "post_attn", "post")
 
 
@@ -40,28 +46,34 @@ class IVRAConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
-            raise ValueError(f"layer must be an int (negative counts from the end), got {self.layer!r}")
+            raise ConfigError(f"layer must be an int (negative counts from the end), got {self.layer!r}")
         try:
             lam = float(self.lam)
         except (TypeError, ValueError):
-            raise ValueError(f"lam must be a number in [0, 1], got {self.lam!r}") from None
+            raise ConfigError(f"lam must be a number in [0, 1], got {self.lam!r}") from None
         if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {self.lam!r}")
+            raise ConfigError(f"lam must be in [0, 1], got {self.lam!r}")
         object.__setattr__(self, "lam", lam)
         if self.affinity_layer is not None and (
             isinstance(self.affinity_layer, bool) or not isinstance(self.affinity_layer, int)
         ):
-            raise ValueError(f"affinity_layer must be an int or None, got {self.affinity_layer!r}")
+            raise ConfigError(f"affinity_layer must be an int or None, got {self.affinity_layer!r}")
         if self.affinity_feature not in AFFINITY_FEATURES:
-            raise ValueError(
+            raise ConfigError(
                 f"affinity_feature must be one of {AFFINITY_FEATURES}, got {self.affinity_feature!r}"
             )
         if self.affinity_mode not in AFFINITY_MODES:
-            raise ValueError(f"affinity_mode must be one of {AFFINITY_MODES}, got {self.affinity_mode!r}")
-        if not float(self.temperature) > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+            raise ConfigError(f"affinity_mode must be one of {AFFINITY_MODES}, got {self.affinity_mode!r}")
+        try:
+            temperature = float(self.temperature)
+        except (TypeError, ValueError):
+            raise ConfigError(f"temperature must be a number > 0, got {self.temperature!r}") from None
+        if not temperature > 0 or temperature == float("inf"):
+            raise ConfigError(f"temperature must be a number > 0, got {self.temperature!r}")
         if self.position not in POSITIONS:
-            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
+            raise ConfigError(f"position must be one of {POSITIONS}, got {self.position!r}")
+        if not isinstance(self.strict, bool):
+            raise ConfigError(f"strict must be a bool, got {self.strict!r}")
 
     def replace(self, **changes) -> IVRAConfig:
         return replace(self, **changes)
@@ -69,22 +81,73 @@ class IVRAConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self, defaults: bool = False) -> str:
+        """``"layer=0, lam=0.1"``: the setting as a person reads it (``layer`` and ``lam`` always, every other field
+        only where it differs from its default, unless ``defaults``)."""
+        return describe_setting(self.to_dict(), defaults=defaults)
+
     @classmethod
     def parse(cls, spec: str) -> IVRAConfig:
-        """Build from a CLI string such as ``"layer=3,lam=0.3,affinity_mode=relu"``."""
-        fields = {}
+        """Build from a CLI string such as ``"layer=3,lam=0.3,affinity_mode=relu"``.
+
+        Every value is checked: ints for ``layer``/``affinity_layer`` (``none`` for the adapter default), numbers
+        for ``lam``/``temperature``, and only ``true/false/1/0/yes/no`` for ``strict``; a bad one raises
+        ``ValueError`` naming the field, the value and what was expected.
+        """
+        if not isinstance(spec, str) or not spec.strip():
+            raise ConfigError("empty IVRA setting: expected key=value pairs, e.g. 'layer=20,lam=0.3'")
+        fields: dict = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             if "=" not in part:
-                raise ValueError(f"bad IVRA setting {part!r}: expected key=value, e.g. 'layer=20,lam=0.3'")
+                raise ConfigError(f"bad IVRA setting {part!r}: expected key=value, e.g. 'layer=20,lam=0.3'")
             key, value = (s.strip() for s in part.split("=", 1))
             if key not in cls.__dataclass_fields__:
-                raise ValueError(f"unknown IVRA setting {key!r}; known: {sorted(cls.__dataclass_fields__)}")
-            if key in ("layer", "affinity_layer"):
-                fields[key] = None if value.lower() == "none" else int(value)
-            elif key in ("lam", "temperature"):
-                fields[key] = float(value)
-            elif key == "strict":
-                fields[key] = value.lower() in ("1", "true", "yes")
-            else:
-                fields[key] = value
+                raise ConfigError(
+                    f"unknown IVRA setting {key!r}; known: {', '.join(cls.__dataclass_fields__)}"
+                )
+            if key in fields:
+                raise ConfigError(f"IVRA setting {key!r} given twice in {spec!r}")
+            fields[key] = _parse_value(key, value)
         return cls(**fields)
+
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def parse_bool(value: str, what: str = "value") -> bool:
+    """``true/false/1/0/yes/no`` (any case) -> bool; anything else raises ``ValueError`` naming it."""
+    try:
+        return _BOOL_WORDS[str(value).strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{what} must be true/false/1/0/yes/no, got {value!r}") from None
+
+
+def _parse_value(key: str, value: str):
+    if key in ("layer", "affinity_layer"):
+        if key == "affinity_layer" and value.lower() == "none":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            extra = " or none (the adapter's default)" if key == "affinity_layer" else ""
+            raise ConfigError(f"{key} must be an integer{extra}, got {value!r}") from None
+    if key in ("lam", "temperature"):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if key == "strict":
+        return parse_bool(value, "strict")
+    return value
+
+
+def describe_setting(setting: dict | None, defaults: bool = False) -> str:
+    """An IVRA setting dict (or None: no IVRA) as ``"layer=0, lam=0.1"`` (non-default extras appended)."""
+    if not setting:
+        return "off"
+    base = IVRAConfig()
+    parts = []
+    for key, value in setting.items():
+        if key in ("layer", "lam") or defaults or getattr(base, key, object()) != value:
+            parts.append(f"{key}={'none' if value is None else value}")
+    return ", ".join(parts)

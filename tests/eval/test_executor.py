@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ivra.eval.executor import execute
+from ivra.eval.executor import error_summary, execute, format_errors
 from ivra.eval.journal import Journal, strip_volatile
 from ivra.eval.toy import ToyJob
 
@@ -83,7 +83,7 @@ def test_bad_units_rejected(tmp_path):
 
 _RUNNER = """
 import sys
-from ivra.eval.executor import execute
+from ivra.eval.executor import error_summary, execute, format_errors
 from ivra.eval.toy import ToyJob
 units = [{"key": f"u{i:02d}", "x": i} for i in range(int(sys.argv[2]))]
 execute(ToyJob(sleep_s=float(sys.argv[3])), units, sys.argv[1], executor="local", workers=2, progress=False)
@@ -159,3 +159,34 @@ def test_ray_matches_inline(tmp_path):
         ray.shutdown()
     assert _canon(Journal(tmp_path / "i.jsonl").records()) == _canon(Journal(tmp_path / "r.jsonl").records())
     assert {r["meta"]["executor"] for r in b} == {"ray"}
+
+
+def test_teardown_runs_once_in_every_process_that_ran_setup(tmp_path):
+    state = tmp_path / "inline"
+    execute(ToyJob(state_dir=state), _units(3), tmp_path / "a.jsonl", progress=False)
+    assert sorted(p.name for p in (state / "teardown").iterdir()) == [str(os.getpid())]
+    state = tmp_path / "local"
+    execute(
+        ToyJob(state_dir=state), _units(4), tmp_path / "b.jsonl", executor="local", workers=2, progress=False
+    )
+    setups = sorted(p.name for p in (state / "setup").iterdir())
+    assert setups and sorted(p.name for p in (state / "teardown").iterdir()) == setups
+    assert str(os.getpid()) not in setups
+
+
+def test_error_summary_counts_per_arm_and_names_the_first_error(tmp_path):
+    units = [{"key": f"{arm}/{i}", "arm": arm, "x": i} for arm in ("baseline", "ivra") for i in range(3)]
+    job = ToyJob(fail_always=("ivra/0", "ivra/2"))
+    recs = execute(job, units, tmp_path / "j.jsonl", retries=0, progress=False)
+    (row,) = error_summary(recs)
+    assert row == {
+        "arm": "ivra",
+        "units": 3,
+        "errors": 2,
+        "first_error": "RuntimeError: unit ivra/0 always fails",
+        "first_key": "ivra/0",
+    }
+    text = format_errors([row], tmp_path / "j.jsonl")
+    assert "arm ivra: 2 of 3 unit(s) failed" in text and "--rerun-errors" in text
+    assert error_summary([r for r in recs if r["unit"]["arm"] == "baseline"]) == []
+    assert format_errors([]) == ""

@@ -37,3 +37,19 @@ def test_corrupt_middle_line_is_an_error(tmp_path):
     path.write_text('{"key": "a", "final": true}\nnot json\n{"key": "b", "final": true}\n')
     with pytest.raises(ValueError, match="corrupt"):
         Journal(path).records()
+
+
+def test_corrupt_line_names_file_line_and_recovery(tmp_path):
+    from ivra.eval.journal import JournalError
+
+    path = tmp_path / "journal.jsonl"
+    good = json.dumps({"key": "a", "final": True, "status": "ok"})
+    path.write_text(good + "\n{not json\n" + good.replace('"a"', '"b"') + "\n")
+    with pytest.raises(JournalError) as info:
+        Journal(path).records()
+    msg = str(info.value)
+    assert f"{path}, line 2" in msg and f"sed -i '2d' {path}" in msg and "\n" not in msg
+    assert info.value.line == 2
+    path.write_text(good + "\n[1, 2]\n" + good + "\n")  # JSON, but not a record
+    with pytest.raises(JournalError, match="line 2: corrupt journal line .not a record"):
+        Journal(path).final_records()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from procs import ROOT, serve_process
 
 from ivra.config import IVRAConfig
 from ivra.eval.executor import execute
-from ivra.tabletop.ab import TabletopABJob, make_units
+from ivra.experiment.ab import TabletopABJob, make_units
 
 EXTRA = os.environ.get("IVRA_CROSS_ENV_PYTHONPATH")
 

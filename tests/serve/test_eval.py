@@ -12,8 +12,8 @@ import pytest
 from conftest import start
 from ivra.config import IVRAConfig
 from ivra.eval.executor import execute
+from ivra.experiment.ab import TabletopABJob, make_units
 from ivra.serve.client import ServerUnavailable
-from ivra.tabletop.ab import TabletopABJob, make_units
 
 CFG = IVRAConfig(layer=2, lam=0.5).to_dict()
 

@@ -1,10 +1,10 @@
 """Adapters: what IVRA needs to know about each model family, behind a registry.
 
-Built in: llava, paligemma, idefics3, smolvlm, qwen2_5_vl, florence2. Add your own with
+Built in: llava, paligemma, idefics3, smolvlm, qwen2_5_vl, florence2, and lerobot's smolvla and pi0 (pi0.5). Add your own with
 ``@ivra.adapters.register`` on an :class:`Adapter` subclass.
 """
 
-from ivra.adapters import florence2, idefics3, llava, paligemma, qwen2_vl  # noqa: F401  (register built-ins)
+from ivra.adapters import florence2, idefics3, lerobot, llava, paligemma, qwen2_vl  # noqa: F401  (built-ins)
 from ivra.adapters.base import (
     Adapter,
     CapturePoint,

@@ -22,13 +22,18 @@ the unit is retried up to ``retries`` more times; only the last attempt is ``fin
 *not* a task failure: reports count it separately. A rerun with the same journal skips every unit that
 has a final record, so a killed run resumes without losing or duplicating units.
 
-``inline``, ``local`` and ``ray`` produce the same records up to order and ``meta``.
+An optional ``teardown()`` of the job is called once in every process where ``setup()`` ran, before that
+process ends (close simulators and renderers there, so nothing is left for the interpreter's shutdown).
+
+``inline``, ``local`` and ``ray`` produce the same records up to order and ``meta``. :func:`error_summary`
+and :func:`format_errors` turn the final records into the per-arm error report every CLI prints.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import multiprocessing as mp
+import multiprocessing.util as mp_util
 import os
 import socket
 import time
@@ -74,6 +79,20 @@ def _ensure_setup(job: Any) -> None:
         _SETUP_DONE.add(job)
     except TypeError:
         _SETUP_DONE_STRONG.append(job)
+
+
+def _teardown(job: Any) -> None:
+    """Call ``job.teardown()`` once if ``setup()`` ran for it in this process."""
+    try:
+        was_setup = job in _SETUP_DONE
+        if was_setup:
+            _SETUP_DONE.discard(job)
+    except TypeError:
+        was_setup = any(j is job for j in _SETUP_DONE_STRONG)
+        _SETUP_DONE_STRONG[:] = [j for j in _SETUP_DONE_STRONG if j is not job]
+    teardown = getattr(job, "teardown", None)
+    if was_setup and teardown is not None:
+        teardown()
 
 
 def _now() -> str:
@@ -130,6 +149,9 @@ def _crash_record(unit: dict, attempt: int, executor: str, why: str) -> dict:
 def _local_init(job: Any) -> None:
     global _WORKER_JOB
     _WORKER_JOB = job
+    # run in multiprocessing's own exit hook, before the interpreter's atexit handlers (robosuite registers
+    # eglTerminate there: a simulator closed after it prints EGL tracebacks)
+    mp_util.Finalize(None, _teardown, args=(job,), exitpriority=10)
 
 
 def _local_run(unit: dict, attempt: int) -> dict:
@@ -144,6 +166,9 @@ class _RayWorker:
 
     def run(self, unit: dict, attempt: int) -> dict:
         return run_unit(self.job, unit, attempt, "ray")
+
+    def teardown(self) -> None:
+        _teardown(self.job)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,7 +257,10 @@ def execute(
         if pending:
             attempt0 = {u["key"]: prior.get(u["key"], 0) for u in pending}
             if executor == "inline":
-                _run_inline(job, pending, attempt0, driver)
+                try:
+                    _run_inline(job, pending, attempt0, driver)
+                finally:
+                    _teardown(job)
             elif executor == "local":
                 _run_local(job, pending, attempt0, driver, workers)
             else:
@@ -244,6 +272,42 @@ def execute(
 
     final = {**done, **driver.final}
     return [final[k] for k in keys if k in final]
+
+
+def _arm_of(rec: dict) -> str:
+    unit = rec.get("unit") or {}
+    return str(unit.get("arm", (rec.get("result") or {}).get("arm", "-")))
+
+
+def error_summary(records: Sequence[dict]) -> list[dict]:
+    """Per arm (``unit["arm"]``, in first-seen order) with at least one final error:
+    ``{"arm", "units", "errors", "first_error", "first_key"}``; empty when every unit succeeded."""
+    per: dict[str, dict] = {}
+    for rec in records:
+        row = per.setdefault(_arm_of(rec), {"units": 0, "errors": 0, "first_error": None, "first_key": None})
+        row["units"] += 1
+        if rec.get("status") != "ok":
+            row["errors"] += 1
+            if row["first_error"] is None:
+                row["first_error"] = rec.get("error") or "unknown error"
+                row["first_key"] = rec.get("key")
+    return [{"arm": arm, **row} for arm, row in per.items() if row["errors"]]
+
+
+def format_errors(summary: Sequence[dict], journal: str | os.PathLike | None = None) -> str:
+    """The lines a CLI prints (to stderr) when units ended in an error; '' when none did."""
+    if not summary:
+        return ""
+    n = sum(row["errors"] for row in summary)
+    lines = [f"error: {n} work unit(s) ended in an error and are not counted:"]
+    for row in summary:
+        first = str(row["first_error"]).strip().splitlines()[0] if row["first_error"] else "?"
+        lines.append(
+            f"  arm {row['arm']}: {row['errors']} of {row['units']} unit(s) failed; first ({row['first_key']}): {first}"
+        )
+    where = f" (tracebacks in {journal})" if journal else ""
+    lines.append(f"  fix the cause, then rerun the same command with --rerun-errors to run them again{where}")
+    return "\n".join(lines)
 
 
 def _next_attempt(driver: _Driver, attempt0: dict[str, int], key: str) -> int:
@@ -372,5 +436,9 @@ def _run_ray(
     finally:
         for ref in list(inflight):
             ray.cancel(ref, force=True)
+        try:  # let idle actors close their simulators before they are killed
+            ray.get([actor.teardown.remote() for actor in idle], timeout=120)
+        except Exception:  # noqa: BLE001 -- best effort; the actors are killed either way
+            pass
         for actor in list(idle) + [a for a, _, _ in inflight.values()]:
             ray.kill(actor, no_restart=True)

@@ -27,6 +27,19 @@ from typing import Any
 VOLATILE_FIELDS = ("meta",)
 
 
+class JournalError(ValueError):
+    """A journal line that is not a record (not the torn tail of a killed run): names the file, the line and
+    how to recover."""
+
+    def __init__(self, path: Path, line: int, why: str):
+        self.path, self.line = path, line
+        super().__init__(
+            f"{path}, line {line}: corrupt journal line ({why}). To recover, delete that line "
+            f"(sed -i '{line}d' {path}) and rerun: the unit it recorded runs again; or move the file away "
+            "to start the run over"
+        )
+
+
 def _json_default(obj: Any) -> Any:
     # numpy scalars/arrays and paths sneak into records easily; store them as plain JSON.
     if hasattr(obj, "tolist"):
@@ -62,13 +75,15 @@ class Journal:
                 continue
             try:
                 rec = json.loads(raw)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 if i == len(lines) - 1:  # the torn tail of a killed writer
                     warnings.warn(f"{self.path}: skipping a truncated last line", stacklevel=2)
                     continue
-                raise ValueError(f"{self.path}:{i + 1}: corrupt journal line") from None
-            if isinstance(rec, dict) and "key" in rec:
-                yield rec
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                raise JournalError(self.path, i + 1, f"not JSON: {why}") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+                raise JournalError(self.path, i + 1, "not a record with a 'key'")
+            yield rec
 
     def records(self) -> list[dict]:
         return list(self.iter_records())

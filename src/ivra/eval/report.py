@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ivra.config import describe_setting
 from ivra.eval.stats import paired_ab, wilson
 
 BASELINE_ARM = "baseline"
@@ -194,7 +195,7 @@ def render_markdown(
         cfg = manifest.get("config", {})
         lines += [
             f"- benchmark: **{manifest.get('benchmark', '?')}**, suite `{cfg.get('suite', '?')}`, policy `{cfg.get('policy', '?')}`",
-            f"- arms: {', '.join(f'`{a}`' + (f' (IVRA {json.dumps(v)})' if v else '') for a, v in (cfg.get('arms') or {}).items())}",
+            f"- arms: {', '.join(f'`{a}`' + (f' (IVRA {describe_setting(v)})' if v else '') for a, v in (cfg.get('arms') or {}).items())}",
             f"- renderer: `{manifest.get('renderer')}`, executor `{manifest.get('executor')}` x{manifest.get('workers')}, git `{manifest.get('git_revision')}`",
             f"- created: {manifest.get('created')}",
             "",

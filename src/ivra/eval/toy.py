@@ -2,7 +2,8 @@
 
 ``ToyJob.run`` computes a value from the unit alone; ``fail_once`` keys raise on their first attempt
 (remembered through marker files in ``state_dir``, so it works across processes), ``fail_always`` keys
-always raise, and ``sleep_s`` slows every unit down (to kill a run midway).
+always raise, and ``sleep_s`` slows every unit down (to kill a run midway). ``setup`` and ``teardown`` leave
+one marker file per process in ``state_dir``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class ToyJob:
         if self.state_dir:
             Path(self.state_dir, "setup").mkdir(parents=True, exist_ok=True)
             Path(self.state_dir, "setup", str(os.getpid())).touch()
+
+    def teardown(self) -> None:
+        if self.state_dir:
+            Path(self.state_dir, "teardown").mkdir(parents=True, exist_ok=True)
+            Path(self.state_dir, "teardown", str(os.getpid())).touch()
 
     def run(self, unit: dict) -> dict:
         key = unit["key"]

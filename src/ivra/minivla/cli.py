@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ivra.cliargs import UsageError, fraction, nonneg_int, out_dir, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -10,23 +13,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
 
     v = stages.add_parser("vision", help="stage 1: contrastive pre-training of the vision tower")
-    v.add_argument("--out", default="runs/train/vision")
-    v.add_argument("--steps", type=int, default=800)
-    v.add_argument("--batch", type=int, default=64)
-    v.add_argument("--pairs", type=int, default=20000)
-    v.add_argument("--lr", type=float, default=5e-4)
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--out", default="runs/train/vision", type=out_dir)
+    v.add_argument("--steps", type=positive_int, default=800)
+    v.add_argument("--batch", type=positive_int, default=64)
+    v.add_argument("--pairs", type=positive_int, default=20000)
+    v.add_argument("--lr", type=positive_float, default=5e-4)
+    v.add_argument("--seed", type=nonneg_int, default=0)
     v.set_defaults(func=_vision)
 
     q = stages.add_parser("policy", help="stage 2: projector + LM from expert demonstrations, vision frozen")
     q.add_argument("--vision", default="runs/train/vision/vision.safetensors")
-    q.add_argument("--out", default="runs/train/policy-low")
-    q.add_argument("--episodes", type=int, default=40000, help="episodes of the full data set")
-    q.add_argument("--fraction", type=float, default=0.12, help="fraction of them used (1.0 = full data)")
-    q.add_argument("--steps", type=int, default=2000)
-    q.add_argument("--batch", type=int, default=32)
-    q.add_argument("--lr", type=float, default=3e-4)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", default="runs/train/policy-low", type=out_dir)
+    q.add_argument("--episodes", type=positive_int, default=40000, help="episodes of the full data set")
+    q.add_argument("--fraction", type=fraction, default=0.12, help="fraction of them used (1.0 = full data)")
+    q.add_argument("--steps", type=positive_int, default=2000)
+    q.add_argument("--batch", type=positive_int, default=32)
+    q.add_argument("--lr", type=positive_float, default=3e-4)
+    q.add_argument("--seed", type=nonneg_int, default=0)
     q.set_defaults(func=_policy)
 
 
@@ -42,8 +45,8 @@ def _vision(args) -> int:
 def _policy(args) -> int:
     from ivra.minivla.train import train_policy
 
-    if not 0 < args.fraction <= 1:
-        raise SystemExit(f"--fraction must be in (0, 1], got {args.fraction}")
+    if not Path(args.vision).is_file():
+        raise UsageError(f"--vision {args.vision}: no such file (train it first: ivra train vision)")
     train_policy(
         args.out,
         args.vision,

@@ -8,13 +8,15 @@ import sys
 
 
 def _api_key(args) -> str | None:
+    from ivra.cliargs import UsageError
+
     if args.api_key_file:
         try:
             key = open(args.api_key_file, encoding="utf-8").read().strip()
         except OSError as exc:
-            raise SystemExit(f"--api-key-file {args.api_key_file!r}: {exc.strerror}") from None
+            raise UsageError(f"--api-key-file {args.api_key_file!r}: {exc.strerror}") from None
         if not key:
-            raise SystemExit(f"--api-key-file {args.api_key_file!r} is empty: expected the API key")
+            raise UsageError(f"--api-key-file {args.api_key_file!r} is empty: expected the API key")
         return key
     return os.environ.get("IVRA_SERVE_API_KEY") or None
 
@@ -24,19 +26,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from ivra.eval.cli import _parse_kv
+    from ivra.cliargs import UsageError
     from ivra.serve.policies import load_policy
     from ivra.serve.server import PolicyServer, ServeOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    default_ivra = None
-    if args.ivra:
-        from ivra.config import IVRAConfig
-
-        try:
-            default_ivra = IVRAConfig.parse(args.ivra).to_dict()
-        except ValueError as exc:
-            raise SystemExit(f"--ivra: {exc}") from None
+    default_ivra = args.ivra  # validated by argparse (ivra.cliargs.ivra_setting)
+    policy_kwargs = args.policy_kwargs or {}
     try:
         options = ServeOptions(
             host=args.host,
@@ -48,28 +44,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
             default_ivra=None if args.ab else default_ivra,
         )
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise UsageError(str(exc)) from None
     blind = None
     if args.ab:
         if default_ivra is None:
-            raise SystemExit("--ab blind needs --ivra layer=..,lam=.. (the treatment arm)")
+            raise UsageError("--ab blind needs --ivra layer=..,lam=.. (the treatment arm)")
         from ivra.serve.blind import BlindAB
 
         try:
             blind = BlindAB(args.ab_dir, treatment=default_ivra, seed=args.ab_seed, policy=args.policy)
         except ValueError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise UsageError(str(exc)) from None
     ray_handle = None
     if args.ray_replicas:
         try:
             from ivra.serve.ray_serve import RayServeFront, start_replicas
         except ImportError as exc:
-            raise SystemExit(f"--ray-replicas needs ray[serve] (pip install 'ray[serve]'): {exc}") from None
-        if args.ray_replicas < 1:
-            raise SystemExit(f"--ray-replicas must be >= 1, got {args.ray_replicas}")
+            raise UsageError(f"--ray-replicas needs ray[serve] (pip install 'ray[serve]'): {exc}") from None
         ray_handle = start_replicas(
             args.policy,
-            _parse_kv(args.policy_kwargs),
+            policy_kwargs,
             replicas=args.ray_replicas,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
@@ -80,9 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = RayServeFront(ray_handle, options, blind=blind)
     else:
         try:
-            policy, spec = load_policy(args.policy, _parse_kv(args.policy_kwargs))
-        except (ValueError, FileNotFoundError) as exc:
-            raise SystemExit(f"--policy: {exc}") from None
+            policy, spec = load_policy(args.policy, policy_kwargs)
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            raise UsageError(f"--policy {args.policy}: {exc}") from None
         server = PolicyServer(policy, options, spec, blind=blind)
 
     async def main():
@@ -121,6 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ivra.cliargs import ivra_setting, key_values, nonneg_int, positive_float, positive_int
+
     if "serve" in sub.choices:
         return
     p = sub.add_parser(
@@ -132,29 +128,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy", required=True, help="low | full | run dir | zero | tiny-vla | sim[:k=v,..] | module:Class"
     )
-    p.add_argument("--policy-kwargs", default=None, help="key=value,... passed to the policy constructor")
     p.add_argument(
-        "--ivra", default=None, help="default arm's IVRA settings, e.g. layer=4,lam=0.3 (default: baseline)"
+        "--policy-kwargs",
+        default=None,
+        type=key_values,
+        help="key=value,... passed to the policy constructor",
+    )
+    p.add_argument(
+        "--ivra",
+        default=None,
+        type=ivra_setting,
+        help="default arm's IVRA settings, e.g. layer=4,lam=0.3 (default: baseline)",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs an API key)")
-    p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
-    p.add_argument("--max-batch", type=int, default=16, help="most requests per policy call")
+    p.add_argument("--port", type=nonneg_int, default=8000, help="port (0: any free port)")
+    p.add_argument("--max-batch", type=positive_int, default=16, help="most requests per policy call")
     p.add_argument(
         "--max-wait-ms",
         type=float,
         default=10.0,
         help="longest wait for a batch to fill (a batch goes at once when every connected client is in it)",
     )
-    p.add_argument("--max-payload-mb", type=float, default=8.0, help="largest accepted frame (MiB)")
+    p.add_argument("--max-payload-mb", type=positive_float, default=8.0, help="largest accepted frame (MiB)")
     p.add_argument("--api-key-file", default=None, help="file holding the API key (else $IVRA_SERVE_API_KEY)")
     p.add_argument(
         "--ab", choices=("blind",), default=None, help="blind real-robot A/B: arm assigned per episode"
     )
     p.add_argument("--ab-dir", default="runs/blind", help="blind A/B folder (assignment journal, outcomes)")
-    p.add_argument("--ab-seed", type=int, default=0, help="seed of the balanced arm schedule")
+    p.add_argument("--ab-seed", type=nonneg_int, default=0, help="seed of the balanced arm schedule")
     p.add_argument(
         "--ray-replicas",
-        type=int,
+        type=nonneg_int,
         default=0,
         help="serve N Ray Serve replicas of the policy behind this websocket front (0: in this process)",
     )
@@ -173,6 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
+    from ivra.cliargs import UsageError
     from ivra.serve.blind import record_outcomes, report
 
     try:
@@ -180,6 +185,5 @@ def cmd_trials(args: argparse.Namespace) -> int:
             print(report(args.ab_dir)["markdown"])
             return 0
         return record_outcomes(args.ab_dir, sys.stdin, sys.stdout)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # a damaged journal line
+        raise UsageError(str(exc)) from None

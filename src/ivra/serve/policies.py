@@ -89,9 +89,14 @@ class SimLatencyPolicy:
 def _kwargs_from(spec: str) -> tuple[str, dict]:
     """``sim:fixed_ms=40,per_sample_ms=2`` -> ("sim", {...}); other names pass through."""
     if spec.startswith("sim:"):
-        from ivra.eval.cli import _parse_kv
+        import argparse
 
-        return "sim", _parse_kv(spec[4:])
+        from ivra.cliargs import key_values
+
+        try:
+            return "sim", key_values(spec[4:])
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
     return spec, {}
 
 
@@ -119,5 +124,5 @@ def load_policy(spec: str, kwargs: dict | None = None):
         return pol, ObsSpec(image_required=name != "zero", action_dim=int(getattr(pol, "action_dim", 7)))
     raise ValueError(
         f"unknown policy {spec!r}: expected low | full | a training run directory | zero | tiny-vla | sim[:k=v,..] "
-        "| package.module:Class"
+        "| lerobot:smolvla|pi0|pi05 | package.module:Class"
     )

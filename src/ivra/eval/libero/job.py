@@ -10,7 +10,9 @@ task); a worker keeps one environment (the last task's) and one policy, switchin
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import re
 import time
@@ -90,10 +92,17 @@ def build_policy(name: str, kwargs: dict | None = None):
         from ivra.serve.client import RemotePolicy
 
         return RemotePolicy(name, **kwargs)
+    if name.startswith("lerobot:"):  # lerobot:smolvla | lerobot:pi0 | lerobot:pi05 (the lerobot environment)
+        from ivra.policies.lerobot import LerobotPolicy
+
+        return LerobotPolicy(kind=name.split(":", 1)[1], **kwargs)
     if ":" in name:
         mod, cls = name.split(":", 1)
         return getattr(importlib.import_module(mod), cls)(**kwargs)
-    raise ValueError(f"unknown policy {name!r}: use zero, tiny-vla, ws://HOST:PORT or 'package.module:Class'")
+    raise ValueError(
+        f"unknown policy {name!r}: use zero, tiny-vla, lerobot:smolvla|pi0|pi05, ws://HOST:PORT or "
+        "'package.module:Class'"
+    )
 
 
 def flip(img: np.ndarray) -> np.ndarray:
@@ -161,7 +170,8 @@ class LiberoJob:
         import_libero()
         from libero.libero import benchmark
 
-        self._suite = benchmark.get_benchmark_dict()[cfg.suite]()
+        with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints "[info] using task orders ..." here
+            self._suite = benchmark.get_benchmark_dict()[cfg.suite]()
 
     def _get_env(self, task_id: int):
         if self._env is not None and self._env_task == task_id:
@@ -184,6 +194,15 @@ class LiberoJob:
             except Exception:  # noqa: BLE001 -- a broken env is dropped either way
                 pass
         self._env, self._env_task = None, None
+
+    def teardown(self) -> None:
+        """Close the simulator while its renderer's EGL/OSMesa display is still alive (the executor calls this
+        before the process ends; left to interpreter shutdown, robosuite's render-context ``__del__`` runs after
+        the display was terminated and prints an EGL_NOT_INITIALIZED traceback per context)."""
+        self._close_env()
+        import gc
+
+        gc.collect()
 
     def _get_policy(self):
         if self._policy is None:

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from ivra.cliargs import UsageError
 from ivra.eval.executor import execute
 from ivra.eval.libero import protocol
 from ivra.eval.libero.install import LiberoMissing, ensure_config, versions
@@ -72,6 +73,7 @@ def run_libero(
     torch_threads: int | None = None,
     progress: bool = True,
     policy_instance=None,
+    rerun_errors: bool = False,
 ) -> dict:
     """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``.
 
@@ -124,7 +126,7 @@ def run_libero(
     manifest_path = out / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     if previous and previous.get("fingerprint") != fingerprint:
-        raise SystemExit(
+        raise UsageError(
             f"{out} holds a run with a different configuration (fingerprint {previous.get('fingerprint')} != "
             f"{fingerprint}); resume it with the same options or pass another --out"
         )
@@ -184,6 +186,7 @@ def run_libero(
         retries=retries,
         desc=f"LIBERO {suite}",
         progress=progress,
+        rerun_errors=rerun_errors,
         ray_address=ray_address,
         ray_resources=ray_resources,
     )

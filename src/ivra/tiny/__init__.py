@@ -145,7 +145,7 @@ def _shorten_first(ids, mask, side):
 
 
 @_builder("paligemma")
-def _paligemma(batch=2, attn="eager", image_size=32, patch=8, **_):
+def _paligemma(batch=2, attn="eager", image_size=32, patch=8, images_per_sample=1, **_):
     from transformers import (
         GemmaConfig,
         PaliGemmaConfig,
@@ -178,10 +178,10 @@ def _paligemma(batch=2, attn="eager", image_size=32, patch=8, **_):
     n = (image_size // patch) ** 2
     g = torch.Generator().manual_seed(1)
     # PaliGemma's processor puts the image tokens first, then BOS and the prompt
-    text = [torch.cat([torch.full((n,), IMAGE_TOKEN), _text(6, g)]) for _ in range(batch)]
+    text = [torch.cat([torch.full((n * images_per_sample,), IMAGE_TOKEN), _text(6, g)]) for _ in range(batch)]
     ids = torch.stack(text)
     mask = torch.ones_like(ids)
-    pixel = torch.randn(batch, 3, image_size, image_size, generator=g)
+    pixel = torch.randn(batch * images_per_sample, 3, image_size, image_size, generator=g)
     return model, {
         "input_ids": ids,
         "attention_mask": mask,
@@ -232,7 +232,7 @@ def _smolvlm(batch=2, attn="eager", images_per_sample=2, pad_last=True, **_):
 
 
 @_builder("qwen2_5_vl")
-def _qwen(batch=2, attn="eager", grid=(1, 8, 12), **_):
+def _qwen(batch=2, attn="eager", grid=(1, 8, 12), images_per_sample=1, **_):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     vc = dict(
@@ -272,10 +272,11 @@ def _qwen(batch=2, attn="eager", grid=(1, 8, 12), **_):
     t, h, w = grid
     n = t * h * w // 4
     g = torch.Generator().manual_seed(1)
-    ids, mask = _ids(batch, [[[122] + [IMAGE_TOKEN] * n + [123]] for _ in range(batch)], g)
+    span = [122] + [IMAGE_TOKEN] * n + [123]
+    ids, mask = _ids(batch, [[span] * images_per_sample for _ in range(batch)], g)
     patch_dim = 3 * 2 * 4 * 4
-    pixel = torch.randn(batch * t * h * w, patch_dim, generator=g)
-    thw = torch.tensor([list(grid)] * batch)
+    pixel = torch.randn(batch * images_per_sample * t * h * w, patch_dim, generator=g)
+    thw = torch.tensor([list(grid)] * batch * images_per_sample)
     return model, {"input_ids": ids, "attention_mask": mask, "pixel_values": pixel, "image_grid_thw": thw}
 
 

@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivra.eval.stats import paired_ab, wilson
+from ivra.tabletop.tasks import SPLITS, TASKS
 
-TEST_SPLITS = ("placement", "combination", "novel_object", "novel_task")
+TUNING_SPLITS = ("train", "val")
+#: every split a setting is *reported* on: all but the ones used for training and tuning
+TEST_SPLITS = tuple(s for s in SPLITS if s not in TUNING_SPLITS)
 SETTING_FILE = Path(__file__).resolve().parent.parent / "minivla" / "weights" / "ivra_setting.json"
+SETTING_FILE_NAME = "ivra/minivla/weights/ivra_setting.json"  # how messages name it (no install paths)
 PAPER_DEFAULT = {"layer": 4, "lam": 0.3}  # 20 of 32 layers ~ 4 of 6 for the tiny policy, lam 0.3
 
 
@@ -23,7 +27,7 @@ def default_setting() -> tuple[dict, str]:
     """The IVRA setting the demo uses: the validation-sweep winner when one was recorded, else the paper's."""
     if SETTING_FILE.exists():
         data = json.loads(SETTING_FILE.read_text())
-        return data["ivra"], data.get("source", str(SETTING_FILE))
+        return data["ivra"], data.get("source", SETTING_FILE_NAME)
     return dict(PAPER_DEFAULT), "paper default (no sweep recorded)"
 
 
@@ -63,10 +67,11 @@ class TabletopABJob:
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        if is_server_url(self.policy):
-            self._policy = RemotePolicy(self.policy, **self.client_kwargs)
-        else:
-            self._policy = MiniVLAPolicy(self.policy)
+        if self._policy is None:  # the CLI's pre-flight may have loaded it in this process already
+            if is_server_url(self.policy):
+                self._policy = RemotePolicy(self.policy, **self.client_kwargs)
+            else:
+                self._policy = MiniVLAPolicy(self.policy)
 
     def resolution(self) -> int:
         spec = getattr(self._policy, "spec", None)
@@ -104,25 +109,24 @@ def episodes_by_arm(records: list[dict]) -> dict[str, dict[tuple[str, int], dict
     return out
 
 
-def summarize(records: list[dict], splits, baseline: str = "baseline", treatment: str = "ivra") -> dict:
-    """Per split and overall: success with Wilson 95 % intervals per arm, paired difference, exact McNemar."""
+def summarize(
+    records: list[dict], groups, baseline: str = "baseline", treatment: str = "ivra", by: str = "split"
+) -> dict:
+    """Per group (``by``: ``split`` or ``task``, the task family) and overall: success with Wilson 95 % intervals
+    per arm, paired difference (Newcombe CI), exact McNemar. Only episodes both arms finished are compared."""
     arms = episodes_by_arm(records)
     errors = [r["key"] for r in records if r.get("status") != "ok"]
+    base, treat = arms.get(baseline, {}), arms.get(treatment, {})
+    paired = sorted(k for k in base if k in treat)
     rows = []
-    for split in [*splits, "all"]:
-        keys = sorted(
-            k
-            for k in arms.get(baseline, {})
-            if (split == "all" or k[0] == split) and k in arms.get(treatment, {})
-        )
-        a = [arms[baseline][k]["success"] for k in keys]
-        b = [arms[treatment][k]["success"] for k in keys]
+    for group in [*groups, "all"]:
+        keys = [k for k in paired if group == "all" or base[k][by] == group]
         if not keys:
             continue
-        ab = paired_ab(a, b)
+        ab = paired_ab([base[k]["success"] for k in keys], [treat[k]["success"] for k in keys])
         rows.append(
             {
-                "split": split,
+                by: group,
                 "n": ab.n,
                 "baseline": ab.rate_a,
                 "baseline_ci": wilson(ab.k_a, ab.n),
@@ -133,25 +137,35 @@ def summarize(records: list[dict], splits, baseline: str = "baseline", treatment
                 "p_mcnemar": ab.p_mcnemar,
                 "ivra_only": ab.b_only,
                 "baseline_only": ab.a_only,
-                "malformed_baseline": sum(arms[baseline][k]["malformed"] for k in keys),
-                "malformed_ivra": sum(arms[treatment][k]["malformed"] for k in keys),
+                "malformed_baseline": sum(base[k]["malformed"] for k in keys),
+                "malformed_ivra": sum(treat[k]["malformed"] for k in keys),
             }
         )
-    return {"rows": rows, "errors": errors}
+    return {"by": by, "rows": rows, "errors": errors}
+
+
+def families(records: list[dict]) -> list[str]:
+    """The task families present in the records, in :data:`ivra.tabletop.TASKS` order."""
+    seen = {ep["task"] for rec in records if rec.get("status") == "ok" for ep in rec["result"]["episodes"]}
+    return [t for t in TASKS if t in seen] + sorted(seen - set(TASKS))
 
 
 def format_table(summary: dict) -> str:
-    head = "| split | n | baseline % [95% CI] | IVRA % [95% CI] | diff (pp) [95% CI] | McNemar p |\n"
+    by = summary.get("by", "split")
+    label = "task family" if by == "task" else by
+    head = f"| {label} | n | baseline % [95% CI] | IVRA % [95% CI] | diff (pp) [95% CI] | McNemar p |\n"
     head += "|---|---:|---|---|---|---:|\n"
     lines = []
     for r in summary["rows"]:
         lines.append(
-            f"| {r['split']} | {r['n']} | {100 * r['baseline']:.1f} [{100 * r['baseline_ci'][0]:.1f}, "
+            f"| {r[by]} | {r['n']} | {100 * r['baseline']:.1f} [{100 * r['baseline_ci'][0]:.1f}, "
             f"{100 * r['baseline_ci'][1]:.1f}] | {100 * r['ivra']:.1f} [{100 * r['ivra_ci'][0]:.1f}, "
             f"{100 * r['ivra_ci'][1]:.1f}] | {100 * r['diff']:+.1f} [{100 * r['diff_ci'][0]:+.1f}, "
             f"{100 * r['diff_ci'][1]:+.1f}] | {r['p_mcnemar']:.3g} |"
         )
+    if not lines:
+        lines.append(f"| (no {label} with episodes finished by both arms) | 0 | - | - | - | - |")
     text = head + "\n".join(lines)
     if summary["errors"]:
-        text += f"\n\n{len(summary['errors'])} unit(s) ended in an error and are not counted: {summary['errors'][:5]}"
+        text += f"\n\n{len(summary['errors'])} unit(s) ended in an error and are not counted."
     return text

@@ -1,0 +1,509 @@
+"""Tabletop experiment verbs: ``ivra demo`` (paired A/B of the shipped policy on the test splits), ``ivra sweep``
+(layer x lam [x affinity feature x mode x affinity layer] grid on the validation split), ``ivra viz`` (affinity
+overlays of one observation).
+
+Everything a user types is checked before the first episode runs: counts and lists by the parser, then a
+pre-flight that loads the policy and attaches every IVRA setting of the run once (a layer the model does not
+have, an unknown policy, a bad query index end here in one line with exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+from ivra.cliargs import (
+    EXIT_FAILED,
+    UsageError,
+    check_executor,
+    choice,
+    int_or_none,
+    integer,
+    ivra_setting,
+    list_of,
+    nonneg_int,
+    out_dir,
+    out_file,
+    positive_int,
+    unit_float,
+)
+
+EXECUTOR_HELP = "inline (this process, default: best on a small CPU), local (worker processes) or ray"
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def _splits() -> tuple[str, ...]:
+    from ivra.tabletop.tasks import SPLITS
+
+    return SPLITS
+
+
+def _split(text: str) -> str:
+    return choice(_splits(), "split")(text)
+
+
+def _common(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument(
+        "--policy",
+        default="low",
+        help="shipped regime (low | full), a training run directory, or ws://HOST:PORT (`ivra serve`)",
+    )
+    p.add_argument(
+        "--out", default=out, type=out_dir, help="output folder (its journal makes a rerun resume)"
+    )
+    p.add_argument("--executor", default="inline", choices=("inline", "local", "ray"), help=EXECUTOR_HELP)
+    p.add_argument("--workers", type=positive_int, default=1)
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--chunk", type=positive_int, default=50, help="episodes per work unit (batched together)")
+    p.add_argument(
+        "--rerun-errors",
+        action="store_true",
+        help="on resume, also rerun the units whose journaled result is an error",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ivra.experiment.ab import TEST_SPLITS
+
+    if "demo" in sub.choices:  # the main CLI may call register once per verb
+        return
+    p = sub.add_parser(
+        "demo", help="paired baseline vs IVRA episodes of the shipped policy on the tabletop test splits"
+    )
+    _common(p, "runs/demo")
+    p.add_argument("--episodes", type=positive_int, default=200, help="episodes per split (README: 1000)")
+    p.add_argument(
+        "--splits",
+        default=list(TEST_SPLITS),
+        type=list_of(_split, "splits"),
+        help=f"comma-separated splits (default: {','.join(TEST_SPLITS)})",
+    )
+    p.add_argument(
+        "--ivra",
+        default=None,
+        type=ivra_setting,
+        help="IVRA setting, e.g. 'layer=4,lam=0.3' (default: the recorded validation-sweep winner)",
+    )
+    p.set_defaults(func=demo)
+
+    s = sub.add_parser(
+        "sweep",
+        help="IVRA grid on the validation split (layer x lam, optionally x affinity feature, mode and layer): "
+        "heatmaps and table",
+    )
+    _common(s, "runs/sweep")
+    s.add_argument("--episodes", type=positive_int, default=500, help="validation episodes per grid cell")
+    s.add_argument("--split", default="val", type=_split, help="split to sweep on (default val)")
+    s.add_argument("--layers", default=[0, 1, 2, 3, 4, 5], type=list_of(integer, "integers"))
+    s.add_argument("--lams", default=[0.1, 0.2, 0.3, 0.5], type=list_of(unit_float, "numbers in [0, 1]"))
+    s.add_argument(
+        "--features",
+        default=["key"],
+        type=list_of(choice(_affinity_features(), "affinity feature"), "affinity features"),
+        help=f"affinity features to sweep ({' | '.join(_affinity_features())}; default key)",
+    )
+    s.add_argument(
+        "--modes",
+        default=["cosine"],
+        type=list_of(choice(_affinity_modes(), "affinity mode"), "affinity modes"),
+        help=f"affinity modes to sweep ({' | '.join(_affinity_modes())}; default cosine)",
+    )
+    s.add_argument(
+        "--affinity-layers",
+        default=[None],
+        type=list_of(int_or_none, "integers or none"),
+        help="vision layers whose feature is read, e.g. -1,-2 (default none = the adapter's default)",
+    )
+    s.add_argument(
+        "--write-default",
+        action="store_true",
+        help="record the winner as the shipped default IVRA setting (used by `ivra demo`; --split val only)",
+    )
+    s.set_defaults(func=sweep)
+
+    v = sub.add_parser(
+        "viz", help="affinity overlays of one tabletop observation (the paper's qualitative figure)"
+    )
+    v.add_argument("--policy", default="low", help="shipped regime (low | full) or a training run directory")
+    v.add_argument("--split", default="placement", type=_split)
+    v.add_argument("--seed", type=nonneg_int, default=0)
+    v.add_argument("--ivra", default=None, type=ivra_setting, help="IVRA setting (default: as `ivra demo`)")
+    v.add_argument(
+        "--queries",
+        default=None,
+        type=list_of(nonneg_int, "patch indices"),
+        help="comma-separated patch indices, 0 .. patches-1 (default: spread automatically)",
+    )
+    v.add_argument("--out", default="runs/viz/affinity.png", type=out_file(FIGURE_SUFFIXES))
+    v.set_defaults(func=viz)
+
+
+def _affinity_features() -> tuple[str, ...]:
+    from ivra.config import AFFINITY_FEATURES
+
+    return AFFINITY_FEATURES
+
+
+def _affinity_modes() -> tuple[str, ...]:
+    from ivra.core import AFFINITY_MODES
+
+    return tuple(AFFINITY_MODES)
+
+
+def _cfg(setting: dict | None) -> tuple[dict, str]:
+    from ivra.config import IVRAConfig
+    from ivra.experiment.ab import default_setting
+
+    if setting:
+        return setting, "command line"
+    recorded, source = default_setting()
+    return IVRAConfig(**recorded).to_dict(), source
+
+
+def _tag(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def preflight(policy: str, arms: dict[str, dict | None], executor: str = "inline"):
+    """Load the policy and attach (then detach) every arm's IVRA setting once: any mistake in them ends here,
+    as a :class:`UsageError`, before an episode runs. Returns the loaded policy."""
+    from ivra.adapters import IVRAError
+    from ivra.config import IVRAConfig, describe_setting
+    from ivra.minivla.policy import MiniVLAPolicy
+
+    check_executor(executor)
+    from ivra.serve.client import RemotePolicy, ServerUnavailable, is_server_url
+
+    if is_server_url(
+        policy
+    ):  # served by `ivra serve`: reachable now, settings valid (the server checks the rest)
+        for name, cfg in arms.items():
+            try:
+                cfg and IVRAConfig(**cfg)
+            except ValueError as exc:
+                raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {name}): {exc}") from None
+        try:
+            return RemotePolicy(policy, reconnect_s=5)
+        except ServerUnavailable as exc:
+            raise UsageError(f"--policy {policy}: {exc}") from None
+    try:
+        pol = MiniVLAPolicy(policy)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"--policy {policy}: {exc}") from None
+    import ivra
+
+    for name, cfg in arms.items():
+        if not cfg:
+            continue
+        try:
+            ivra.attach(pol.model, IVRAConfig(**cfg)).detach()
+        except (IVRAError, ValueError) as exc:
+            raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {name}): {exc}") from None
+    return pol
+
+
+def _execute(args, units, journal, desc, policy_obj=None):
+    from ivra.eval.executor import execute
+    from ivra.experiment.ab import TabletopABJob
+
+    job = TabletopABJob(policy=args.policy, threads=1 if args.executor != "inline" else None)
+    if args.executor == "inline":
+        job._policy = policy_obj  # already loaded by the pre-flight
+    return execute(
+        job,
+        units,
+        journal,
+        executor=args.executor,
+        workers=args.workers,
+        desc=desc,
+        ray_address=args.ray_address,
+        rerun_errors=args.rerun_errors,
+    ), job
+
+
+def _report_errors(records, journal) -> int:
+    """Print the per-arm error summary to stderr; the exit status (1 if any unit ended in an error)."""
+    from ivra.eval.executor import error_summary, format_errors
+
+    summary = error_summary(records)
+    if summary:
+        print(format_errors(summary, journal), file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def demo(args) -> int:
+    from ivra.config import describe_setting
+    from ivra.eval.executor import error_summary
+    from ivra.experiment.ab import families, format_table, make_units, summarize
+
+    t0 = time.time()
+    splits = args.splits
+    cfg, source = _cfg(args.ivra)
+    pol = preflight(args.policy, {"ivra": cfg}, args.executor)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = _tag(args.policy, cfg)
+    units = make_units(splits, args.episodes, {"baseline": None, "ivra": cfg}, chunk=args.chunk)
+    for u in units:
+        u["key"] = f"{args.policy}@{tag}/{u['key']}"
+    journal = out / "journal.jsonl"
+    print(
+        f"ivra demo: policy {args.policy}, IVRA {describe_setting(cfg)} ({source}); "
+        f"{args.episodes} paired episodes x {len(splits)} split(s); journal {journal}"
+    )
+    records, job = _execute(args, units, journal, "episode chunks", pol)
+    summary = summarize(records, splits)
+    by_family = summarize(records, families(records), by="task")
+    table = format_table(summary)
+    family_table = format_table(by_family)
+    print(table)
+    print(f"\nper task family ({', '.join(splits)} pooled):\n{family_table}")
+    fig = None
+    try:
+        fig = make_figure(args.policy, splits[0], 0, cfg, out / "affinity.png", job=job)
+    except Exception as exc:  # noqa: BLE001 -- the table is the result; a figure failure must not hide it
+        print(f"(figure not written: {exc})", file=sys.stderr)
+    result = {
+        "policy": args.policy,
+        "ivra": cfg,
+        "ivra_source": source,
+        "episodes_per_split": args.episodes,
+        "splits": splits,
+        "summary": summary,
+        "summary_by_family": by_family,
+        "errors": error_summary(records),
+        "figure": str(fig) if fig else None,
+        "seconds": round(time.time() - t0, 1),
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    (out / "table.md").write_text(table + "\n")
+    (out / "table_family.md").write_text(family_table + "\n")
+    print(
+        f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'table_family.md'}"
+        + (f", {fig}" if fig else "")
+        + f" in {time.time() - t0:.0f}s"
+    )
+    return _report_errors(records, journal)
+
+
+def _cell_name(layer, lam, feature, mode, affinity_layer) -> str:
+    """Arm name of one grid cell; the affinity axes appear only where they differ from the default, so the
+    journals of layer x lam sweeps keep their names."""
+    from ivra.config import IVRAConfig
+
+    d = IVRAConfig()
+    name = f"L{layer}-lam{lam}"
+    if feature != d.affinity_feature:
+        name += f"-{feature}"
+    if mode != d.affinity_mode:
+        name += f"-{mode}"
+    if affinity_layer != d.affinity_layer:
+        name += f"-aff{affinity_layer}"
+    return name
+
+
+def sweep(args) -> int:
+    import numpy as np
+
+    from ivra.config import IVRAConfig, describe_setting
+    from ivra.eval.executor import error_summary
+    from ivra.experiment.ab import SETTING_FILE, SETTING_FILE_NAME, TUNING_SPLITS, make_units, summarize
+    from ivra.viz import heatmap
+
+    t0 = time.time()
+    if args.write_default and args.split != "val":
+        raise UsageError(
+            f"--write-default records the setting `ivra demo` reports on the test splits, so it must be tuned on "
+            f"--split val, not {args.split!r}"
+        )
+    if args.split not in TUNING_SPLITS:
+        print(
+            f"warning: sweeping on the {args.split!r} split; tune on val, report test splits with `ivra demo`",
+            file=sys.stderr,
+        )
+    layers, lams = args.layers, args.lams
+    combos = list(itertools.product(args.features, args.modes, args.affinity_layers))
+    arms: dict[str, dict | None] = {"baseline": None}
+    cells = []
+    for feature, mode, aff in combos:
+        for layer in layers:
+            for lam in lams:
+                try:
+                    cfg = IVRAConfig(
+                        layer=layer, lam=lam, affinity_feature=feature, affinity_mode=mode, affinity_layer=aff
+                    ).to_dict()
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
+                name = _cell_name(layer, lam, feature, mode, aff)
+                arms[name] = cfg
+                cells.append((name, cfg))
+    preflight(args.policy, arms, args.executor)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    units = make_units([args.split], args.episodes, arms, chunk=args.chunk)
+    for u in units:
+        u["key"] = f"{args.policy}@{_tag(args.policy)}/{u['key']}"
+    journal = out / "journal.jsonl"
+    print(
+        f"ivra sweep: policy {args.policy}, {len(cells)} cells ({len(layers)} layers x {len(lams)} lams x "
+        f"{len(combos)} affinity choice(s)) + baseline, {args.episodes} {args.split} episodes each; journal {journal}"
+    )
+    records, _ = _execute(args, units, journal, "sweep chunks")
+    rows, base = [], None
+    for name, cfg in cells:
+        s = summarize(records, [args.split], treatment=name)["rows"]
+        if not s:  # every unit of this cell (or of the baseline) errored: reported below, not ranked
+            continue
+        s = s[0]
+        base = s["baseline"]
+        rows.append(
+            {
+                "layer": cfg["layer"],
+                "lam": cfg["lam"],
+                "affinity_feature": cfg["affinity_feature"],
+                "affinity_mode": cfg["affinity_mode"],
+                "affinity_layer": cfg["affinity_layer"],
+                "arm": name,
+                "success": s["ivra"],
+                "diff": s["diff"],
+                "diff_ci": s["diff_ci"],
+                "p_mcnemar": s["p_mcnemar"],
+                "n": s["n"],
+            }
+        )
+    status = _report_errors(records, journal)
+    if not rows:
+        print("error: no grid cell has episodes finished by both arms; nothing to rank", file=sys.stderr)
+        return EXIT_FAILED
+    best = max(rows, key=lambda r: (r["success"], -r["lam"]))
+    pngs = []
+    extra_axes = len(combos) > 1 or combos[0] != ("key", "cosine", None)
+    for feature, mode, aff in combos:
+        grid = np.full((len(layers), len(lams)), np.nan)
+        for r in rows:
+            if (r["affinity_feature"], r["affinity_mode"], r["affinity_layer"]) == (feature, mode, aff):
+                grid[layers.index(r["layer"]), lams.index(r["lam"])] = 100 * r["diff"]
+        combo = f"feature={feature}, mode={mode}, affinity_layer={'default' if aff is None else aff}"
+        fname = (
+            f"sweep_{feature}_{mode}_aff{'default' if aff is None else aff}.png"
+            if extra_axes
+            else "sweep.png"
+        )
+        pngs.append(
+            heatmap(
+                grid,
+                layers,
+                lams,
+                out / fname,
+                f"IVRA - baseline success (pp) on {args.split}, n={args.episodes}, baseline {100 * base:.1f} %"
+                + (f"\n{combo}" if extra_axes else ""),
+                "LM layer L",
+                "lam",
+            )
+        )
+    lines = [
+        "| layer | lam | feature | mode | affinity layer | success % | diff (pp) [95% CI] | McNemar p |",
+        "|---:|---:|---|---|---:|---:|---|---:|",
+    ]
+    lines += [
+        f"| {r['layer']} | {r['lam']} | {r['affinity_feature']} | {r['affinity_mode']} | "
+        f"{'default' if r['affinity_layer'] is None else r['affinity_layer']} | {100 * r['success']:.1f} | "
+        f"{100 * r['diff']:+.1f} [{100 * r['diff_ci'][0]:+.1f}, {100 * r['diff_ci'][1]:+.1f}] | "
+        f"{r['p_mcnemar']:.3g} |"
+        for r in rows
+    ]
+    table = f"baseline: {100 * base:.1f} % ({args.split}, n={args.episodes})\n\n" + "\n".join(lines)
+    best_cfg = {k: best[k] for k in ("layer", "lam", "affinity_feature", "affinity_mode", "affinity_layer")}
+    best_text = describe_setting(IVRAConfig(**best_cfg).to_dict())
+    print(table)
+    print(f"winner on {args.split}: {best_text} ({100 * best['success']:.1f} %)")
+    (out / "table.md").write_text(table + "\n")
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "baseline": base,
+                "rows": rows,
+                "best": best,
+                "split": args.split,
+                "episodes": args.episodes,
+                "policy": args.policy,
+                "errors": error_summary(records),
+            },
+            indent=2,
+        )
+    )
+    if args.write_default:
+        if status:
+            print("not recording a default: some units ended in an error", file=sys.stderr)
+        else:
+            defaults = IVRAConfig().to_dict()
+            setting = {k: v for k, v in best_cfg.items() if k in ("layer", "lam") or v != defaults[k]}
+            SETTING_FILE.write_text(
+                json.dumps(
+                    {
+                        "ivra": setting,
+                        "source": f"ivra sweep winner on the {args.split} split ({args.episodes} episodes per "
+                        f"cell, policy {Path(args.policy).name})",
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
+            print(f"recorded the default IVRA setting ({best_text}) in {SETTING_FILE_NAME}")
+    print(f"wrote {', '.join(str(p) for p in pngs)}, {out / 'table.md'} in {time.time() - t0:.0f}s")
+    return status
+
+
+def make_figure(policy: str, split: str, seed: int, cfg: dict, path, job=None, queries=None, pol=None):
+    """Observation of (split, seed), both arms' first actions, and the affinity of a few query patches."""
+    import ivra
+    from ivra.config import IVRAConfig
+    from ivra.minivla.policy import MiniVLAPolicy
+    from ivra.tabletop.env import TabletopEnv
+    from ivra.viz import figure
+
+    if policy.startswith(("ws://", "wss://")):
+        raise RuntimeError(
+            "the affinity figure needs the policy in this process (it is served over the network)"
+        )
+    pol = pol or getattr(job, "_policy", None) or MiniVLAPolicy(policy)
+    env = TabletopEnv(resolution=pol.spec.image_size, split=split)
+    obs, _ = env.reset(seed=seed)
+    base = pol.act([obs], [obs["instruction"]])[0]
+    with ivra.attach(pol.model, IVRAConfig(**cfg)) as h:
+        treated = pol.act([obs], [obs["instruction"]])[0]
+    A = h.last_affinity[0].cpu().numpy()
+    return figure(
+        obs["image"],
+        A,
+        path,
+        queries=queries,
+        actions={"baseline": base, "ivra": treated},
+        title=f"{split} seed {seed}: {obs['instruction']}",
+    )
+
+
+def viz(args) -> int:
+    cfg, _ = _cfg(args.ivra)
+    if args.policy.startswith(("ws://", "wss://")):
+        raise UsageError(
+            f"--policy {args.policy}: ivra viz needs the policy in this process (low | full | a run dir)"
+        )
+    pol = preflight(args.policy, {"ivra": cfg})
+    n_patches = (pol.spec.image_size // pol.spec.patch_size) ** 2
+    bad = [q for q in args.queries or () if not 0 <= q < n_patches]
+    if bad:
+        raise UsageError(
+            f"--queries {','.join(map(str, args.queries))}: patch index {bad[0]} out of range; this policy "
+            f"has {n_patches} patches, expected 0..{n_patches - 1}"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    path = make_figure(args.policy, args.split, args.seed, cfg, args.out, queries=args.queries, pol=pol)
+    print(f"wrote {path}")
+    return 0

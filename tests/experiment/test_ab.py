@@ -1,0 +1,312 @@
+"""Paired tabletop A/B: lockstep rollouts, malformed actions, summaries, and the demo/sweep/viz verbs (their
+results, their exit statuses, and the mistakes caught before any episode runs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ivra.experiment.ab import families, format_table, make_units, summarize
+from ivra.tabletop.env import TabletopEnv
+from ivra.tabletop.rollout import rollout
+
+
+class MirrorExpert:
+    """Knows the scenes because it replays the same (split, seeds) in envs of its own, in lockstep."""
+
+    name = "mirror-expert"
+
+    def __init__(self, split, seeds, spoil=()):
+        self.envs = [TabletopEnv(split=split) for _ in seeds]
+        for env, seed in zip(self.envs, seeds):
+            env.reset(seed=seed)
+        self.active = list(range(len(seeds)))
+        self.spoil = set(spoil)  # indices whose first action is malformed
+
+    def reset(self, seed=None):
+        pass
+
+    def act(self, observations, instructions):
+        out = []
+        for i in self.active:
+            out.append(np.full(4, np.nan, np.float32) if i in self.spoil else self.envs[i].expert_action())
+        still = []
+        for a, i in zip(out, self.active):
+            if i in self.spoil:
+                continue
+            _, _, term, trunc, _ = self.envs[i].step(a)
+            if not (term or trunc):
+                still.append(i)
+        self.active = still
+        return np.stack(out)
+
+
+def test_rollout_lockstep_expert_solves_everything_and_malformed_fails():
+    seeds = list(range(12))
+    res = rollout(MirrorExpert("combination", seeds, spoil={3}), "combination", seeds)
+    assert [r["seed"] for r in res] == seeds
+    assert all(r["success"] for i, r in enumerate(res) if i != 3)
+    assert res[3]["malformed"] and not res[3]["success"] and res[3]["steps"] == 0
+
+
+def _record(arm, split, seeds, successes):
+    return {
+        "key": f"{split}/{arm}",
+        "status": "ok",
+        "unit": {"arm": arm},
+        "result": {
+            "episodes": [
+                {"split": split, "seed": s, "success": ok, "malformed": False}
+                for s, ok in zip(seeds, successes)
+            ]
+        },
+    }
+
+
+def test_summary_pairs_episodes_and_counts_errors_separately():
+    seeds = list(range(10))
+    base = [True] * 5 + [False] * 5
+    treat = [True] * 4 + [False] + [True] * 3 + [False] * 2  # 1 lost, 3 gained
+    records = [
+        _record("baseline", "val", seeds, base),
+        _record("ivra", "val", seeds, treat),
+        {"key": "val/ivra/x", "status": "error", "unit": {"arm": "ivra"}},
+    ]
+    s = summarize(records, ["val"])
+    row = s["rows"][0]
+    assert row["n"] == 10 and row["baseline"] == 0.5 and row["ivra"] == 0.7
+    assert row["ivra_only"] == 3 and row["baseline_only"] == 1
+    assert row["p_mcnemar"] == pytest.approx(0.625)  # exact binomial, 4 discordant pairs, 1 vs 3
+    assert s["errors"] == ["val/ivra/x"]
+    assert "not counted" in format_table(s)
+
+
+def test_units_are_paired_and_unique():
+    units = make_units(
+        ["val", "placement"], 120, {"baseline": None, "ivra": {"layer": 1, "lam": 0.3}}, chunk=50
+    )
+    keys = [u["key"] for u in units]
+    assert len(set(keys)) == len(keys) == 2 * 3 * 2
+    by_arm = {}
+    for u in units:
+        by_arm.setdefault(u["arm"], []).append((u["split"], tuple(u["seeds"])))
+    assert by_arm["baseline"] == by_arm["ivra"]
+
+
+@pytest.fixture(scope="module")
+def tiny_policy_dir(tmp_path_factory):
+    """A real (very small, briefly trained) policy run directory, standing in for the shipped one."""
+    from ivra.minivla.model import MiniVLASpec
+    from ivra.minivla.train import pretrain_vision, train_policy
+
+    SMALL = MiniVLASpec.small()
+
+    root = tmp_path_factory.mktemp("policy")
+    vision = pretrain_vision(root / "vision", steps=1, batch=4, n_pairs=8, spec=SMALL)
+    return train_policy(root / "policy", vision, episodes=4, steps=1, batch=4, spec=SMALL)
+
+
+def test_demo_verb_end_to_end_and_resume(tiny_policy_dir, tmp_path):
+    from ivra.cli import main
+
+    args = [
+        "demo",
+        "--policy",
+        str(tiny_policy_dir),
+        "--episodes",
+        "6",
+        "--chunk",
+        "3",
+        "--splits",
+        "placement,novel_task",
+        "--ivra",
+        "layer=1,lam=0.3",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    rows = {r["split"]: r for r in result["summary"]["rows"]}
+    assert rows["placement"]["n"] == 6 and rows["all"]["n"] == 12
+    assert (tmp_path / "affinity.png").stat().st_size > 1000
+    journal = (tmp_path / "journal.jsonl").read_text().splitlines()
+    assert len(journal) == 8  # 2 splits x 2 chunks x 2 arms
+    assert main(args) == 0  # rerun: everything already journaled, nothing run twice
+    assert (tmp_path / "journal.jsonl").read_text().splitlines() == journal
+
+
+def test_sweep_verb_writes_heatmap_and_table(tiny_policy_dir, tmp_path):
+    from ivra.cli import main
+
+    assert (
+        main(
+            [
+                "sweep",
+                "--policy",
+                str(tiny_policy_dir),
+                "--episodes",
+                "3",
+                "--chunk",
+                "3",
+                "--layers",
+                "0,1",
+                "--lams",
+                "0.2,0.5",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert len(res["rows"]) == 4 and (tmp_path / "sweep.png").exists()
+    assert res["best"]["layer"] in (0, 1)
+
+
+def test_unknown_split_is_a_clear_error(tiny_policy_dir, tmp_path, capsys):
+    from ivra.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--policy", str(tiny_policy_dir), "--splits", "nope", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert "unknown split 'nope'; expected one of: train, val" in capsys.readouterr().err
+    assert not (tmp_path / "journal.jsonl").exists()
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_bad_setting_or_policy_is_caught_before_any_episode(tiny_policy_dir, tmp_path, capsys):
+    """The issue's `--ivra layer=99` used to run, error in every IVRA unit, print an empty table and exit 0."""
+    from ivra.cli import main
+
+    pol = str(tiny_policy_dir)
+    assert main(["demo", "--policy", pol, "--ivra", "layer=99,lam=0.3", "--out", str(tmp_path / "a")]) == 2
+    line = _one_line(capsys)
+    assert line.startswith(
+        "ivra demo: error: IVRA setting layer=99, lam=0.3 (arm ivra): layer 99 is out of range"
+    )
+    assert not (tmp_path / "a").exists()  # nothing ran, nothing written
+    assert main(["demo", "--policy", "nosuch", "--out", str(tmp_path / "b")]) == 2
+    assert "--policy nosuch: unknown policy 'nosuch'" in _one_line(capsys)
+    sweep = ["sweep", "--policy", pol, "--episodes", "2", "--layers", "0,1", "--out", str(tmp_path / "c")]
+    assert main([*sweep, "--affinity-layers", "-1,7"]) == 2
+    assert "affinity_layer 7 is out of range" in _one_line(capsys)
+    assert main([*sweep, "--split", "novel_task", "--write-default"]) == 2
+    assert "must be tuned on --split val, not 'novel_task'" in _one_line(capsys)
+    assert main(["viz", "--policy", pol, "--queries", "0,16", "--out", str(tmp_path / "v.png")]) == 2
+    assert "patch index 16 out of range; this policy has 16 patches, expected 0..15" in _one_line(capsys)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "v.png").exists()
+
+
+def test_errored_arm_exits_1_with_a_summary_and_rerun_errors_retries_it(
+    tiny_policy_dir, tmp_path, capsys, monkeypatch
+):
+    """An arm whose units all fail at run time (here: IVRA-arm episodes raise) is reported per arm, exit 1; a
+    plain resume keeps the errors, --rerun-errors runs them again."""
+    import ivra.tabletop.rollout as rollout_module
+    from ivra.cli import main
+
+    real = rollout_module.rollout
+
+    def ivra_arm_breaks(policy, *a, **kw):
+        if policy.ivra_handle is not None:
+            raise RuntimeError("simulated failure of the IVRA arm")
+        return real(policy, *a, **kw)
+
+    args = ["demo", "--policy", str(tiny_policy_dir), "--episodes", "4", "--chunk", "2", "--splits", "val"]
+    args += ["--ivra", "layer=1,lam=0.3", "--out", str(tmp_path)]
+    monkeypatch.setattr(rollout_module, "rollout", ivra_arm_breaks)
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "error: 2 work unit(s) ended in an error" in captured.err
+    assert "arm ivra: 2 of 2 unit(s) failed; first (" in captured.err
+    assert (
+        "RuntimeError: simulated failure of the IVRA arm" in captured.err and "--rerun-errors" in captured.err
+    )
+    assert "Traceback" not in captured.err + captured.out
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["errors"][0]["arm"] == "ivra" and result["errors"][0]["errors"] == 2
+    assert result["summary"]["rows"] == []
+    monkeypatch.setattr(rollout_module, "rollout", real)
+    assert main(args) == 1  # a plain resume does not rerun final errors
+    capsys.readouterr()
+    assert main([*args, "--rerun-errors"]) == 0
+    captured = capsys.readouterr()
+    assert "ended in an error" not in captured.err
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["errors"] == [] and result["summary"]["rows"][-1]["n"] == 4
+
+
+def test_corrupt_journal_is_one_line_naming_the_line_and_the_fix(tiny_policy_dir, tmp_path, capsys):
+    from ivra.cli import main
+
+    args = ["demo", "--policy", str(tiny_policy_dir), "--episodes", "2", "--chunk", "1", "--splits", "val"]
+    args += ["--ivra", "layer=1,lam=0.3", "--out", str(tmp_path)]
+    assert main(args) == 0
+    journal = tmp_path / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join([lines[0], lines[1][:40], *lines[2:]]) + "\n")
+    capsys.readouterr()
+    assert main(args) == 1
+    line = _one_line(capsys)
+    assert f"{journal}, line 2: corrupt journal line" in line and f"sed -i '2d' {journal}" in line
+    journal.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # the recovery the message names
+    assert main(args) == 0
+    assert len(journal.read_text().splitlines()) == len(lines)
+
+
+def test_per_family_summary_pairs_episodes_within_each_family():
+    def rec(arm, eps):
+        return {"key": arm, "status": "ok", "unit": {"arm": arm}, "result": {"episodes": eps}}
+
+    def ep(seed, task, ok):
+        return {"split": "val", "seed": seed, "task": task, "success": ok, "malformed": False}
+
+    base = [ep(0, "spatial", False), ep(1, "spatial", True), ep(2, "pick_place", True)]
+    treat = [ep(0, "spatial", True), ep(1, "spatial", True), ep(2, "pick_place", False)]
+    records = [rec("baseline", base), rec("ivra", treat)]
+    assert families(records) == ["pick_place", "spatial"]  # TASKS order
+    s = summarize(records, families(records), by="task")
+    rows = {r["task"]: r for r in s["rows"]}
+    assert rows["spatial"]["n"] == 2 and rows["spatial"]["baseline"] == 0.5 and rows["spatial"]["ivra"] == 1.0
+    assert rows["pick_place"]["diff"] == -1.0 and rows["all"]["n"] == 3
+    assert format_table(s).startswith("| task family | n |")
+
+
+def test_sweep_affinity_axes_give_one_cell_per_combination(tiny_policy_dir, tmp_path, capsys):
+    from ivra.cli import main
+
+    argv = ["sweep", "--policy", str(tiny_policy_dir), "--episodes", "2", "--chunk", "2", "--layers", "1"]
+    argv += [
+        "--lams",
+        "0.3",
+        "--features",
+        "key,hidden",
+        "--affinity-layers",
+        "-1,-2",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    cells = {(r["affinity_feature"], r["affinity_mode"], r["affinity_layer"]) for r in res["rows"]}
+    assert cells == {(f, "cosine", a) for f in ("key", "hidden") for a in (-1, -2)}
+    assert all(r["n"] == 2 for r in res["rows"])
+    pngs = sorted(p.name for p in tmp_path.glob("sweep_*.png"))
+    assert pngs == [
+        "sweep_hidden_cosine_aff-1.png",
+        "sweep_hidden_cosine_aff-2.png",
+        "sweep_key_cosine_aff-1.png",
+        "sweep_key_cosine_aff-2.png",
+    ]
+    out = capsys.readouterr().out
+    assert (
+        "| layer | lam | feature | mode | affinity layer |" in out
+        and "winner on val: layer=1, lam=0.3" in out
+    )
