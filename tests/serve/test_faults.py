@@ -50,6 +50,7 @@ BAD = [
     (wire.packb({**GOOD, "observation/image": [[1, 2]]}), "must be a numpy array"),
     (wire.packb({**GOOD, "ivra": {"lam": 3}}), "ivra: lam must be in [0, 1], got 3"),
     (wire.packb({**GOOD, "ivra": {"colour": 1}}), "ivra: "),
+    (wire.packb({**GOOD, "more": -1}), "more must be an integer >= 0"),
     (
         wire.packb({**GOOD, "observation/state": np.zeros((2, 2), np.float32)}),
         "observation/state must be a 1-D",

@@ -174,8 +174,9 @@ class RemotePolicy:
     ) -> np.ndarray:
         if ivra is not None and len(ivra) != len(observations):
             raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
+        n = len(observations)
         frames = [
-            wire.packb(self.request(o, s, _UNSET if ivra is None else ivra[i]))
+            wire.packb({**self.request(o, s, _UNSET if ivra is None else ivra[i]), "more": n - 1 - i})
             for i, (o, s) in enumerate(zip(observations, instructions))
         ]
         replies = self._exchange(frames)

@@ -16,15 +16,16 @@ Protocol (what the PyPI ``openpi-client`` ``WebsocketClientPolicy`` speaks):
 
 Observation keys follow openpi's LIBERO example: ``observation/image`` (HxWx3 uint8), ``observation/wrist_image``,
 ``observation/state``, ``prompt`` (str). Extensions: ``ivra`` (a map of :class:`ivra.IVRAConfig` fields, or nil
-for the baseline; absent = the server's default arm) and ``episode_id`` (blind A/B: a new value starts a new
-episode; without it one connection is one episode).
+for the baseline; absent = the server's default arm), ``episode_id`` (blind A/B: a new value starts a new
+episode; without it one connection is one episode) and ``more`` (a pipelining client's count of requests that
+follow this one at once, so that the batcher waits for them).
 
 Batching: requests from all connections go into one queue; the batch loop takes the first waiting request and
 gathers more until ``max_batch`` requests or ``max_wait_ms`` after the first one arrived (or after the previous
 call ended, if that was later: requests that queued during a call wait a little for the clients that call just
 answered), then makes one policy
 call (in one worker thread: one model copy, one call at a time) while the next batch gathers. A batch is sent at
-once when every connected client already has a request in it (nobody else could join), so a lone client never
+once when every connected client already has a request in it and none announced more (nobody else could join), so a lone client never
 waits ``max_wait_ms``, and clients that drift out of step are pulled back into one batch.
 """
 
@@ -110,6 +111,7 @@ class Request:
     arm: str | None = None  # blind A/B: the hidden arm name
     episode: str | None = None
     conn: int = -1
+    more: int = 0  # further requests this client announced right behind this one (pipelining)
     t_arrival: float = field(default_factory=time.perf_counter)
     future: asyncio.Future | None = None
 
@@ -164,6 +166,7 @@ class PolicyServer:
         }
         self._conn_ids = itertools.count()
         self._open: set[int] = set()  # connections now open
+        self._more: dict[int, int] = {}  # connection -> requests it announced and has not sent yet
         self._queue: asyncio.Queue[Request] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivra-policy")
         self._server = None
@@ -220,6 +223,9 @@ class PolicyServer:
             if PROMPT_KEY not in msg:
                 raise RequestError(f"missing key 'prompt' (got keys {sorted(map(str, msg))})")
             raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
+        more = msg.get("more", 0)
+        if isinstance(more, bool) or not isinstance(more, (int, np.integer)) or more < 0:
+            raise RequestError(f"more must be an integer >= 0 (requests that follow this one), got {more!r}")
         if self.blind is not None:
             if "ivra" in msg:
                 raise RequestError(
@@ -230,9 +236,9 @@ class PolicyServer:
                 raise RequestError(f"episode_id must be a string or an integer, got {type(ep).__name__}")
             episode = f"id:{ep}" if ep is not None else f"conn:{conn_id}"
             arm, cfg = self.blind.arm_for(episode)
-            return Request(obs, prompt, cfg, arm=arm, episode=episode)
+            return Request(obs, prompt, cfg, arm=arm, episode=episode, more=int(more))
         ivra_cfg = normalise_ivra(msg["ivra"]) if "ivra" in msg else self.default_ivra
-        return Request(obs, prompt, ivra_cfg)
+        return Request(obs, prompt, ivra_cfg, more=int(more))
 
     # -- batching ----------------------------------------------------------------------------------------------
     async def _batch_loop(self) -> None:
@@ -246,13 +252,13 @@ class PolicyServer:
             # wait at most max_wait once both the first request and the model are there
             deadline = max(first.t_arrival, t_free) + max_wait
             while len(batch) < self.options.max_batch:
-                if len({r.conn for r in batch}) >= len(self._open):
-                    break  # every connected client is waiting on this batch: nobody else can join it
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get_nowait())  # whatever is queued joins first
                     continue
                 except asyncio.QueueEmpty:
                     pass
+                if len({r.conn for r in batch}) >= len(self._open) and not any(self._more.values()):
+                    break  # every connected client is waiting on this batch: nobody else can join it
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -338,6 +344,7 @@ class PolicyServer:
                     fut.set_result(f"bad request: {exc}")
                 else:
                     req.future, req.conn = fut, conn_id
+                    self._more[conn_id] = req.more
                     self.stats["requests"] += 1
                     if self.blind is None:
                         arm = (
@@ -352,6 +359,7 @@ class PolicyServer:
             pass
         finally:
             self._open.discard(conn_id)
+            self._more.pop(conn_id, None)
             sender.cancel()
             while not pending.empty():
                 fut = pending.get_nowait()
