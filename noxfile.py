@@ -1,6 +1,8 @@
 """One session per pinned environment; `bash scripts/test.sh` runs them after the core suite.
 
     .venv/bin/nox -s lerobot        # lerobot 0.6.1 (SmolVLA, pi0, pi0.5) on Python 3.12
+    .venv/bin/nox -s openvla        # OpenVLA / OpenVLA-OFT's stack: timm 0.9.16, transformers 4.40.1, Python 3.11
+    .venv/bin/nox -s llara          # LLaRA's LLaVA-1.5 code (llava-torch) on transformers 4.37.2, Python 3.11
     .venv/bin/nox -l                # list the sessions
 
 Each session installs this package unchanged (``pip install -e .`` constrained by the environment's pins) and
@@ -20,7 +22,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lerobot"]
+nox.options.sessions = ["lerobot", "openvla", "llara"]
 
 ROOT = Path(__file__).parent
 
@@ -53,10 +55,19 @@ def interpreter(version: str) -> str:
     return version  # nox then reports that it cannot find it
 
 
-def install_once(session: nox.Session, *requirement_files: str, extra: tuple[str, ...] = ()) -> None:
-    """Install the pinned requirements unless this env already holds exactly them (a stamp in the env)."""
+def install_once(
+    session: nox.Session,
+    *requirement_files: str,
+    extra: tuple[str, ...] = (),
+    no_deps: tuple[str, ...] = (),
+) -> None:
+    """Install the pinned requirements unless this env already holds exactly them (a stamp in the env).
+
+    ``no_deps``: requirement files installed afterwards with ``--no-deps`` (packages whose metadata pins
+    versions their code does not need, e.g. llava-torch).
+    """
     digest = hashlib.sha256()
-    for name in requirement_files:
+    for name in (*requirement_files, *no_deps):
         path = ROOT / "requirements" / name
         digest.update(path.read_bytes())
         for line in path.read_text().splitlines():  # include files referenced with -c / -r
@@ -69,6 +80,8 @@ def install_once(session: nox.Session, *requirement_files: str, extra: tuple[str
         return
     for name in requirement_files:
         session.install("--disable-pip-version-check", "-q", "-r", f"requirements/{name}", *extra)
+    for name in no_deps:
+        session.install("--disable-pip-version-check", "-q", "--no-deps", "-r", f"requirements/{name}")
     constraints = []  # the -c files the requirements name: ivra's own dependencies may not move those pins
     for name in requirement_files:
         for line in (ROOT / "requirements" / name).read_text().splitlines():
@@ -97,3 +110,33 @@ def lerobot(session: nox.Session) -> None:
             },
         )
     session.run(*pytest_args(session, "lerobot"), env={"IVRA_ENV": "lerobot"})
+
+
+def libero(session: nox.Session, constraints: str) -> None:
+    """Install LIBERO into this session's env (skipped with IVRA_SKIP_LIBERO), as ``scripts/setup_libero.sh``."""
+    if os.environ.get("IVRA_SKIP_LIBERO") is None:
+        session.run(
+            "bash",
+            "scripts/setup_libero.sh",
+            external=True,
+            env={
+                "IVRA_PYTHON": f"{session.virtualenv.location}/bin/python",
+                "IVRA_LIBERO_CONSTRAINTS": constraints,
+            },
+        )
+
+
+@nox.session(python=interpreter("3.11"))
+def openvla(session: nox.Session) -> None:
+    """OpenVLA / OpenVLA-OFT's stack: adapter on a rebuilt Prismatic model (real timm ViTs + Llama), wrapper."""
+    install_once(session, "openvla.txt")
+    libero(session, "requirements/openvla.txt")
+    session.run(*pytest_args(session, "openvla"), env={"IVRA_ENV": "openvla"})
+
+
+@nox.session(python=interpreter("3.11"))
+def llara(session: nox.Session) -> None:
+    """LLaRA: llava-torch's real LlavaLlamaForCausalLM on transformers 4.37.2; adapter and policy wrapper."""
+    install_once(session, "llara.txt", no_deps=("llara-nodeps.txt",))
+    # no LIBERO here: LLaRA acts in VIMA's 2-D pick/place action space, it has no LIBERO policy wrapper
+    session.run(*pytest_args(session, "llara"), env={"IVRA_ENV": "llara"})

@@ -15,6 +15,31 @@ class ConfigError(ValueError):
 
 POSITIONS = ("pre", "post_attn", "post")
 
+#: Settings of the paper's systems (``IVRAConfig.preset(name)``). ``source`` says where each comes from.
+PRESETS: dict[str, dict] = {
+    "llara": {
+        "fields": {"layer": 20, "lam": 0.3},
+        "source": "the paper's LLaRA setting: LLaVA-7B language-model layer 20 of 32, lam about 0.3",
+    },
+    "flower": {
+        "fields": {
+            "layer": -1,
+            "position": "post",
+            "lam": 0.2,
+            "affinity_layer": -1,
+            "affinity_mode": "cosine",
+        },
+        "source": "the authors' released FLOWER integration: keys of the last DaViT stage's channel attention, "
+        "raw cosine, applied after the last of the 12 Florence-2 encoder layers, lam 0.2",
+    },
+    "openvla": {
+        "fields": {"layer": 20, "lam": 0.3},
+        "source": "OURS, not published and not tuned on OpenVLA: the paper gives no OpenVLA setting; its LLaRA "
+        "setting (layer 20 of the same 32-layer Llama-2-7B depth, lam 0.3) carried over; affinity from the DINOv2 "
+        "tower (the openvla adapter's default)",
+    },
+}
+
 
 @dataclass(frozen=True)
 class IVRAConfig:
@@ -75,6 +100,13 @@ class IVRAConfig:
         if not isinstance(self.strict, bool):
             raise ConfigError(f"strict must be a bool, got {self.strict!r}")
 
+    @classmethod
+    def preset(cls, name: str, **overrides) -> IVRAConfig:
+        """The setting of one of the paper's systems (see :data:`PRESETS`), optionally with some fields changed."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown IVRA preset {name!r}; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name]["fields"], **overrides})
+
     def replace(self, **changes) -> IVRAConfig:
         return replace(self, **changes)
 
@@ -88,7 +120,8 @@ class IVRAConfig:
 
     @classmethod
     def parse(cls, spec: str) -> IVRAConfig:
-        """Build from a CLI string such as ``"layer=3,lam=0.3,affinity_mode=relu"``.
+        """Build from a CLI string such as ``"layer=3,lam=0.3,affinity_mode=relu"`` or ``"preset=flower,lam=0.1"``
+        (a preset's fields first, the others override them).
 
         Every value is checked: ints for ``layer``/``affinity_layer`` (``none`` for the adapter default), numbers
         for ``lam``/``temperature``, and only ``true/false/1/0/yes/no`` for ``strict``; a bad one raises
@@ -97,10 +130,18 @@ class IVRAConfig:
         if not isinstance(spec, str) or not spec.strip():
             raise ConfigError("empty IVRA setting: expected key=value pairs, e.g. 'layer=20,lam=0.3'")
         fields: dict = {}
+        preset = None
         for part in filter(None, (p.strip() for p in spec.split(","))):
             if "=" not in part:
                 raise ConfigError(f"bad IVRA setting {part!r}: expected key=value, e.g. 'layer=20,lam=0.3'")
             key, value = (s.strip() for s in part.split("=", 1))
+            if key == "preset":
+                if value not in PRESETS:
+                    raise ConfigError(f"unknown IVRA preset {value!r}; known: {sorted(PRESETS)}")
+                if preset is not None:
+                    raise ConfigError(f"IVRA setting 'preset' given twice in {spec!r}")
+                preset = value
+                continue
             if key not in cls.__dataclass_fields__:
                 raise ConfigError(
                     f"unknown IVRA setting {key!r}; known: {', '.join(cls.__dataclass_fields__)}"
@@ -108,6 +149,8 @@ class IVRAConfig:
             if key in fields:
                 raise ConfigError(f"IVRA setting {key!r} given twice in {spec!r}")
             fields[key] = _parse_value(key, value)
+        if preset is not None:
+            return cls.preset(preset, **fields)
         return cls(**fields)
 
 

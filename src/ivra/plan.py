@@ -83,7 +83,11 @@ def assign(blocks: list[ImageBlock], mask: torch.Tensor) -> list[Placed]:
         positions = mask[s].nonzero().squeeze(1) + s * seq
         offset = 0
         for i, b in enumerate(sample_blocks):
-            start = offset + b.skip_before
-            placed.append(Placed(b, s, i, positions[start : start + b.keys.shape[0]]))
+            if b.index is not None:
+                rows = positions[offset : offset + b.n_positions][b.index.to(positions.device)]
+            else:
+                start = offset + b.skip_before
+                rows = positions[start : start + b.keys.shape[0]]
+            placed.append(Placed(b, s, i, rows))
             offset += b.n_positions
     return placed

@@ -1,6 +1,7 @@
 """Adapters: what IVRA needs to know about each model family, behind a registry.
 
-Built in: llava, paligemma, idefics3, smolvlm, qwen2_5_vl, florence2, and lerobot's smolvla and pi0 (pi0.5). Add your own with
+Built in: llava, paligemma, idefics3, smolvlm, qwen2_5_vl, florence2, lerobot's smolvla and pi0 (pi0.5), and the
+paper's systems openvla, llara and flower. Add your own with
 ``@ivra.adapters.register`` on an :class:`Adapter` subclass.
 """
 
@@ -17,3 +18,6 @@ from ivra.adapters.base import (
 )
 
 __all__ = ["Adapter", "CapturePoint", "ImageBlock", "IVRAError", "detect", "get", "list_adapters", "register"]
+
+# the paper's own systems (their model code lives in pinned environments; these modules import only torch)
+from ivra.adapters import flower, llara, openvla  # noqa: E402, F401

@@ -90,6 +90,9 @@ class ImageBlock:
     ``sample``: the batch row the image belongs to, where the adapter knows it (records that come camera-major,
     e.g. lerobot's one vision call per camera); None places blocks in sequence order (see :mod:`ivra.plan`).
     ``pool``: False for an image whose tokens are counted but left alone (a padding-masked empty camera).
+    ``index``: for blocks whose pooled tokens are not consecutive (e.g. letterbox padding columns left out of
+    the affinity): (n,) long offsets of the keys' tokens inside the block's ``n_positions`` positions, which are
+    then given by ``length``; ``skip_before`` / ``skip_after`` must be 0.
     """
 
     keys: torch.Tensor
@@ -97,9 +100,22 @@ class ImageBlock:
     skip_after: int = 0
     sample: int | None = None
     pool: bool = True
+    index: torch.Tensor | None = None
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.index is not None:
+            if self.length is None or self.skip_before or self.skip_after:
+                raise ValueError("an ImageBlock with `index` needs `length` and no skip_before/skip_after")
+            if self.index.shape != (self.keys.shape[0],):
+                raise ValueError(
+                    f"ImageBlock index {tuple(self.index.shape)} must have one offset per key ({self.keys.shape[0]})"
+                )
 
     @property
     def n_positions(self) -> int:
+        if self.index is not None:
+            return int(self.length)
         return self.skip_before + self.keys.shape[0] + self.skip_after
 
 
