@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from serve_helpers import start
 
-from conftest import start
 from ivra.config import IVRAConfig
 from ivra.engine import attach
 from ivra.minivla.model import prompt_batch

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from serve_helpers import start
 
-from conftest import start
 from ivra.serve.client import RemotePolicy
 from ivra.serve.policies import ObsSpec, SimLatencyPolicy
 

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from procs import ROOT, serve_process
+from serve_procs import ROOT, serve_process
 
 from ivra.config import IVRAConfig
 from ivra.eval.executor import execute

@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
+from serve_helpers import start
 
-from conftest import start
 from ivra.config import IVRAConfig
 from ivra.eval.executor import execute
 from ivra.experiment.ab import TabletopABJob, make_units

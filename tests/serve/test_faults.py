@@ -10,9 +10,9 @@ import time
 import msgpack
 import numpy as np
 import pytest
+from serve_helpers import run_openpi, start
 from websockets.sync.client import connect
 
-from conftest import run_openpi, start
 from ivra.serve import wire
 from ivra.serve.client import RemotePolicy, ServerError, ServerUnavailable
 from ivra.serve.policies import ObsSpec, SimLatencyPolicy

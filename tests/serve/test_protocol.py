@@ -7,8 +7,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-
-from conftest import run_openpi, start
+from serve_helpers import run_openpi, start
 
 
 def in_process(policy, obs):

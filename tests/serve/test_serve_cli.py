@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
-from procs import ROOT, serve_process
+from serve_procs import ROOT, serve_process
 
 from ivra.serve.client import RemotePolicy
 from ivra.serve.policies import SimLatencyPolicy
