@@ -49,6 +49,11 @@ def test_bad_arguments_are_one_line_errors():
         (["trials", "/nonexistent/ab"], "not a blind A/B folder"),
         (["serve", "--policy", "sim", "--ab", "blind"], "--ab blind needs --ivra"),
         (["serve", "--policy", "sim:fixed_ms=-1"], "latencies must be >= 0"),
+        (["serve", "--policy", "lerobot:smolvla"], "lerobot:smolvla cannot be served yet"),
+        (
+            ["serve", "--policy", "tiny-vla", "--policy-kwargs", "temperature=0.5"],
+            "serve it with temperature=0",
+        ),
     ]
     for args, needle in cases:
         res = run_cli(*args)

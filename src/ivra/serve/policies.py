@@ -5,6 +5,10 @@
 * ``zero`` | ``tiny-vla`` | ``package.module:Class``: the LIBERO-side policies (``observation/image`` HxWx3 uint8,
   optional ``observation/wrist_image``, ``observation/state``), built as ``ivra eval libero`` builds them;
 * ``sim``: :class:`SimLatencyPolicy`, a stand-in for a GPU policy with a documented latency model.
+
+The server calls ``act`` statelessly (one observation -> one action; ``reset`` is never called), so policies with
+per-episode state are refused: lerobot's (an action queue, seeded noise per episode) and sampling policies
+(temperature > 0). Serving them needs per-client sessions or action chunks returned to the client (openpi's way).
 """
 
 from __future__ import annotations
@@ -114,10 +118,21 @@ def load_policy(spec: str, kwargs: dict | None = None):
         pol = MiniVLAPolicy(name, **kwargs)
         s = pol.spec.image_size
         return pol, ObsSpec(image_shape=(s, s, 3), action_dim=4)
+    if name.startswith("lerobot:"):
+        raise ValueError(
+            f"{name} cannot be served yet: lerobot policies keep a per-episode action queue and per-episode seeded "
+            "noise (ivra.policies.lerobot), which one server shared by many clients would mix up; run it in the "
+            "evaluation workers (ivra eval libero --policy lerobot:...) instead"
+        )
     if name == "zero" or name == "tiny-vla" or ":" in name:
         from ivra.eval.libero.job import build_policy
 
         pol = build_policy(name, kwargs)
+        if float(getattr(pol, "temperature", 0) or 0) > 0:
+            raise ValueError(
+                f"{name} samples (temperature {pol.temperature}): its noise is seeded per episode by reset(seed), "
+                "which a server shared by many clients does not call; serve it with temperature=0"
+            )
         spec_obj = getattr(pol, "observation_spec", None)
         if isinstance(spec_obj, ObsSpec):
             return pol, spec_obj
