@@ -127,3 +127,51 @@ def test_unit_cut_off_is_journaled_and_retried(low_policy, reference, tmp_path):
     assert order.index(first) > 0
     for key in order[: order.index(first)]:
         assert keys.count(key) == 1
+
+
+def test_ivra_demo_verb_through_the_server(low_policy, tmp_path, capsys):
+    """`ivra demo --policy ws://...`: the pre-flight reaches the server, the episodes run through it, the table is
+    written; the affinity figure (it needs the model in this process) is skipped with a reason."""
+    from ivra.cli import main
+
+    policy, spec = low_policy
+    st = start(policy, spec, max_batch=8)
+    try:
+        code = main(
+            [
+                "demo",
+                "--policy",
+                st.url,
+                "--episodes",
+                "2",
+                "--splits",
+                "novel_task",
+                "--chunk",
+                "2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        requests = st.server.stats["requests"]
+    finally:
+        st.stop()
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, out
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["summary"]["rows"][0]["n"] == 2 and requests > 0
+    assert "figure not written: the affinity figure needs the policy in this process" in captured.err
+
+
+def test_ivra_demo_verb_with_no_server_is_a_usage_error(tmp_path, capsys):
+    import socket
+
+    from ivra.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert (
+        main(["demo", "--policy", f"ws://127.0.0.1:{port}", "--episodes", "2", "--out", str(tmp_path)]) == 2
+    )
+    assert f"ws://127.0.0.1:{port} unreachable" in capsys.readouterr().err
