@@ -13,6 +13,7 @@ dtype, or a forbidden dtype raise :class:`WireError` with a message that names t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -53,7 +54,7 @@ def _decode_hook(obj: dict) -> Any:
             raise WireError(f"array data must be bytes, got {type(data).__name__}")
         if any(s < 0 for s in shape):
             raise WireError(f"array shape {shape} has a negative dimension")
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        expected = math.prod(shape) * dtype.itemsize  # python ints: no overflow for absurd shapes
         if expected != len(data):
             raise WireError(
                 f"array of shape {shape} and dtype {dtype} needs {expected} bytes, the frame has {len(data)}"
