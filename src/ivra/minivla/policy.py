@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from ivra.minivla.model import MiniVLASpec, build_policy, predict
 from ivra.minivla.tokenizer import WordTokenizer
+from ivra.policies.base import IVRASwitch
 
 WEIGHTS = Path(__file__).parent / "weights"
 REGIMES = ("low", "full")
@@ -59,29 +60,16 @@ def _match_vision_prefix(state: dict, model_keys) -> dict:
     return state
 
 
-class MiniVLAPolicy:
+class MiniVLAPolicy(IVRASwitch):
     """Greedy text-action decoding; malformed outputs give NaN actions (the runner counts them as failures)."""
 
     def __init__(self, which: str = "low", weights_dir: str | Path | None = None):
         self.model, self.tokenizer, self.spec = load_model(which, weights_dir)
         self.name = f"minivla-{Path(which).name}"
         self.malformed = 0
-        self.ivra_handle = None
-        self.ivra_config: dict | None = None
-        self._arms = None
+        self.ivra_target = self.model
 
     per_sample_ivra = True  # act(..., ivra=[cfg or None per row]) runs both arms in one batch
-
-    def set_ivra(self, cfg: dict | None) -> None:
-        import ivra
-
-        if self.ivra_handle is not None:
-            self.ivra_handle.detach()
-            self.ivra_handle = None
-        self.ivra_config = None
-        if cfg:
-            self.ivra_handle = ivra.attach(self.model, ivra.IVRAConfig(**cfg))
-            self.ivra_config = dict(cfg)
 
     def reset(self, seed: int | None = None) -> None:  # deterministic policy: nothing to reseed
         return None
@@ -96,23 +84,7 @@ class MiniVLAPolicy:
         setting of :meth:`set_ivra`."""
         if ivra is None:
             return self._predict(observations, instructions)
-        from ivra.policies.arms import SampleArms
-
-        if len(ivra) != len(observations):
-            raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
-        if self._arms is None:
-            self._arms = SampleArms(self.model)
-        saved = self.ivra_config
-        if saved is not None:
-            self.set_ivra(None)
-        try:
-            return self._arms.run(
-                ivra,
-                lambda rows: self._predict([observations[i] for i in rows], [instructions[i] for i in rows]),
-            )
-        finally:
-            if saved is not None:
-                self.set_ivra(saved)
+        return self.act_per_sample(observations, instructions, ivra, self._predict)
 
     def _predict(self, observations, instructions) -> np.ndarray:
         images = np.stack([o["image"] for o in observations])

@@ -78,3 +78,59 @@ def act_with_arms(
         policy.set_ivra(None)
     assert out is not None
     return out
+
+
+class IVRASwitch:
+    """``set_ivra`` / ``ivra_counters`` / per-sample arms for a policy wrapper, in one place.
+
+    A wrapper sets ``self.ivra_target`` (the module IVRA attaches to: the VLM, or a lerobot policy) and, where
+    auto-detection is not enough, ``self.ivra_adapter`` (an adapter name or instance)."""
+
+    ivra_target: Any = None
+    ivra_adapter: Any = None
+    ivra_config: dict | None = None
+    ivra_handle: Any = None
+    _arms: Any = None
+
+    def set_ivra(self, cfg: dict | None) -> None:
+        """Attach IVRA with ``cfg`` (fields of :class:`ivra.IVRAConfig`), or detach it (``None``); one loaded
+        model serves both arms of an A/B."""
+        cfg = dict(cfg) if cfg else None
+        if cfg == self.ivra_config and (cfg is None) == (self.ivra_handle is None):
+            return
+        if self.ivra_handle is not None:
+            self.ivra_handle.detach()
+            self.ivra_handle = None
+        self.ivra_config = None
+        if cfg:
+            from ivra.config import IVRAConfig
+            from ivra.engine import attach
+
+            self.ivra_handle = attach(self.ivra_target, IVRAConfig(**cfg), adapter=self.ivra_adapter)
+            self.ivra_config = cfg
+
+    def ivra_counters(self) -> dict | None:
+        """Cumulative counters of the attached handle (passes edited, tokens edited, fallback rows), or None."""
+        if self.ivra_handle is None:
+            return None
+        st = self.ivra_handle.stats
+        return {"calls": int(st.calls), "tokens": int(st.tokens), "fallback_rows": int(st.fallback_rows)}
+
+    def act_per_sample(self, observations, instructions, ivra, predict) -> np.ndarray:
+        """``predict(observations, instructions)`` with one IVRA setting (or None) per row, in one batch."""
+        from ivra.policies.arms import SampleArms
+
+        if len(ivra) != len(observations):
+            raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
+        if self._arms is None:
+            self._arms = SampleArms(self.ivra_target)
+        saved = self.ivra_config
+        if saved is not None:
+            self.set_ivra(None)
+        try:
+            return self._arms.run(
+                ivra, lambda rows: predict([observations[i] for i in rows], [instructions[i] for i in rows])
+            )
+        finally:
+            if saved is not None:
+                self.set_ivra(saved)
