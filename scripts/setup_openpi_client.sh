@@ -18,4 +18,4 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$HASH" ]]; then
 fi
 .venv-openpi/bin/python -m pip install -q --disable-pip-version-check -r "$REQ"
 echo "$HASH" > "$STAMP"
-echo "== .venv-openpi ready: $(.venv-openpi/bin/python -c 'import openpi_client, numpy; print("openpi-client", numpy.__version__)')"
+echo "== .venv-openpi ready: $(.venv-openpi/bin/python -c 'import importlib.metadata as m, openpi_client; print("openpi-client", m.version("openpi-client"), "numpy", m.version("numpy"))')"
