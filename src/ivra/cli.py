@@ -27,6 +27,8 @@ VERBS = {
     "eval": "ivra.eval.cli",
     "doctor": "ivra.eval.cli",
     "bench": "ivra.bench",
+    "serve": "ivra.serve.cli",
+    "trials": "ivra.serve.cli",
 }
 
 

@@ -187,7 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument(
         "--policy",
         default="zero",
-        help="zero | tiny-vla | lerobot:smolvla|pi0|pi05 | package.module:Class (default zero)",
+        help="zero | tiny-vla | lerobot:smolvla|pi0|pi05 | package.module:Class | ws://HOST:PORT (a policy served "
+        "by `ivra serve`, any environment) (default zero)",
     )
     lib.add_argument(
         "--policy-kwargs",

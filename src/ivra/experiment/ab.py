@@ -51,19 +51,31 @@ def make_units(splits, n_episodes: int, arms: dict[str, dict | None], chunk: int
 
 @dataclass
 class TabletopABJob:
+    """``policy``: a shipped regime, a run directory, or ``ws://HOST:PORT`` (a policy served by ``ivra serve``;
+    ``client_kwargs`` go to :class:`ivra.serve.client.RemotePolicy`, e.g. ``reconnect_s``)."""
+
     policy: str = "low"
     threads: int | None = None
+    client_kwargs: dict = field(default_factory=dict)
     _policy: object = field(default=None, repr=False, compare=False)
 
     def setup(self) -> None:
         import torch
 
         from ivra.minivla.policy import MiniVLAPolicy
+        from ivra.serve.client import RemotePolicy, is_server_url
 
         if self.threads:
             torch.set_num_threads(self.threads)
         if self._policy is None:  # the CLI's pre-flight may have loaded it in this process already
-            self._policy = MiniVLAPolicy(self.policy)
+            if is_server_url(self.policy):
+                self._policy = RemotePolicy(self.policy, **self.client_kwargs)
+            else:
+                self._policy = MiniVLAPolicy(self.policy)
+
+    def resolution(self) -> int:
+        spec = getattr(self._policy, "spec", None)
+        return spec.image_size if spec is not None else int(self._policy.image_size)
 
     def __getstate__(self):
         return {**self.__dict__, "_policy": None}
@@ -74,8 +86,8 @@ class TabletopABJob:
         t0 = time.perf_counter()
         self._policy.set_ivra(unit["ivra"])
         try:
-            episodes = rollout(self._policy, unit["split"], unit["seeds"], self._policy.spec.image_size)
-            handle = self._policy.ivra_handle
+            episodes = rollout(self._policy, unit["split"], unit["seeds"], self.resolution())
+            handle = getattr(self._policy, "ivra_handle", None)
             meta = {"seconds": round(time.perf_counter() - t0, 3)}
             if handle is not None:
                 meta["ivra_calls"] = handle.stats.calls

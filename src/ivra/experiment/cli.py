@@ -48,7 +48,11 @@ def _split(text: str) -> str:
 
 
 def _common(p: argparse.ArgumentParser, out: str) -> None:
-    p.add_argument("--policy", default="low", help="shipped regime (low | full) or a training run directory")
+    p.add_argument(
+        "--policy",
+        default="low",
+        help="shipped regime (low | full), a training run directory, or ws://HOST:PORT (`ivra serve`)",
+    )
     p.add_argument(
         "--out", default=out, type=out_dir, help="output folder (its journal makes a rerun resume)"
     )
@@ -173,6 +177,20 @@ def preflight(policy: str, arms: dict[str, dict | None], executor: str = "inline
     from ivra.minivla.policy import MiniVLAPolicy
 
     check_executor(executor)
+    from ivra.serve.client import RemotePolicy, ServerUnavailable, is_server_url
+
+    if is_server_url(
+        policy
+    ):  # served by `ivra serve`: reachable now, settings valid (the server checks the rest)
+        for name, cfg in arms.items():
+            try:
+                cfg and IVRAConfig(**cfg)
+            except ValueError as exc:
+                raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {name}): {exc}") from None
+        try:
+            return RemotePolicy(policy, reconnect_s=5)
+        except ServerUnavailable as exc:
+            raise UsageError(f"--policy {policy}: {exc}") from None
     try:
         pol = MiniVLAPolicy(policy)
     except (ValueError, FileNotFoundError) as exc:
@@ -450,6 +468,10 @@ def make_figure(policy: str, split: str, seed: int, cfg: dict, path, job=None, q
     from ivra.tabletop.env import TabletopEnv
     from ivra.viz import figure
 
+    if policy.startswith(("ws://", "wss://")):
+        raise RuntimeError(
+            "the affinity figure needs the policy in this process (it is served over the network)"
+        )
     pol = pol or getattr(job, "_policy", None) or MiniVLAPolicy(policy)
     env = TabletopEnv(resolution=pol.spec.image_size, split=split)
     obs, _ = env.reset(seed=seed)
@@ -469,6 +491,10 @@ def make_figure(policy: str, split: str, seed: int, cfg: dict, path, job=None, q
 
 def viz(args) -> int:
     cfg, _ = _cfg(args.ivra)
+    if args.policy.startswith(("ws://", "wss://")):
+        raise UsageError(
+            f"--policy {args.policy}: ivra viz needs the policy in this process (low | full | a run dir)"
+        )
     pol = preflight(args.policy, {"ivra": cfg})
     n_patches = (pol.spec.image_size // pol.spec.patch_size) ** 2
     bad = [q for q in args.queries or () if not 0 <= q < n_patches]

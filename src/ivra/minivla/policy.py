@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from ivra.minivla.model import MiniVLASpec, build_policy, predict
 from ivra.minivla.tokenizer import WordTokenizer
+from ivra.policies.base import IVRASwitch
 
 WEIGHTS = Path(__file__).parent / "weights"
 REGIMES = ("low", "full")
@@ -50,32 +51,48 @@ def load_model(which: str = "low", weights_dir: str | Path | None = None):
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(str(f)))
+    state = _match_vision_prefix(state, model.state_dict().keys())
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval(), tok, spec
 
 
-class MiniVLAPolicy:
+def _match_vision_prefix(state: dict, model_keys) -> dict:
+    """Older transformers (e.g. 5.5, lerobot's environment) nest the CLIP vision tower one level deeper
+    (``vision_tower.vision_model.*``) than the version the weights were saved with (``vision_tower.*``)."""
+    flat, nested = "model.vision_tower.", "model.vision_tower.vision_model."
+    keys = set(model_keys)
+    if any(k.startswith(nested) for k in keys) and not any(k.startswith(nested) for k in state):
+        return {(nested + k[len(flat) :] if k.startswith(flat) else k): v for k, v in state.items()}
+    return state
+
+
+class MiniVLAPolicy(IVRASwitch):
     """Greedy text-action decoding; malformed outputs give NaN actions (the runner counts them as failures)."""
 
     def __init__(self, which: str = "low", weights_dir: str | Path | None = None):
         self.model, self.tokenizer, self.spec = load_model(which, weights_dir)
         self.name = f"minivla-{Path(which).name}"
         self.malformed = 0
-        self.ivra_handle = None
+        self.ivra_target = self.model
 
-    def set_ivra(self, cfg: dict | None) -> None:
-        import ivra
-
-        if self.ivra_handle is not None:
-            self.ivra_handle.detach()
-            self.ivra_handle = None
-        if cfg:
-            self.ivra_handle = ivra.attach(self.model, ivra.IVRAConfig(**cfg))
+    per_sample_ivra = True  # act(..., ivra=[cfg or None per row]) runs both arms in one batch
 
     def reset(self, seed: int | None = None) -> None:  # deterministic policy: nothing to reseed
         return None
 
-    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+    def act(
+        self,
+        observations: list[dict[str, Any]],
+        instructions: list[str],
+        ivra: list[dict | None] | None = None,
+    ) -> np.ndarray:
+        """Actions (B, 4); ``ivra``: one IVRA setting (or None) per row, all in one batch, instead of the
+        setting of :meth:`set_ivra`."""
+        if ivra is None:
+            return self._predict(observations, instructions)
+        return self.act_per_sample(observations, instructions, ivra, self._predict)
+
+    def _predict(self, observations, instructions) -> np.ndarray:
         images = np.stack([o["image"] for o in observations])
         actions, ok = predict(self.model, self.tokenizer, self.spec, images, instructions)
         self.malformed += ok.count(False)

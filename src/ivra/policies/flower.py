@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from ivra.policies.base import IVRASwitch
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class FlowerPolicy:
+class FlowerPolicy(IVRASwitch):
     name = "flower"
 
     def __init__(
@@ -62,29 +64,9 @@ class FlowerPolicy:
         self.adapter = FlowerAdapter(authors_spans=authors_spans)
         self.generator = torch.Generator(device="cpu").manual_seed(0)
         self._queue: list[np.ndarray] = []
-        self._handle = None
-        self.ivra_config: dict | None = None
+        self.ivra_target = self.model
+        self.ivra_adapter = self.adapter
         self.set_ivra(ivra)
-
-    def set_ivra(self, cfg: dict | None) -> None:
-        cfg = dict(cfg) if cfg else None
-        if cfg == self.ivra_config and (cfg is None) == (self._handle is None):
-            return
-        if self._handle is not None:
-            self._handle.detach()
-            self._handle = None
-        self.ivra_config = None
-        if cfg:
-            import ivra
-
-            self._handle = ivra.attach(self.model, ivra.IVRAConfig(**cfg), adapter=self.adapter)
-            self.ivra_config = cfg
-
-    def ivra_counters(self) -> dict | None:
-        if self._handle is None:
-            return None
-        st = self._handle.stats
-        return {"calls": int(st.calls), "tokens": int(st.tokens), "fallback_rows": int(st.fallback_rows)}
 
     def reset(self, seed: int | None = None) -> None:
         self.generator.manual_seed(0 if seed is None else int(seed))

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ivra.policies.base import IVRASwitch
+
 KINDS = ("smolvla", "pi0", "pi05")
 LIBERO_CAMERAS = ("observation.images.image", "observation.images.image2")
 
@@ -59,7 +61,7 @@ def _policy_class(kind: str):
     return PI05Policy
 
 
-class LerobotPolicy:
+class LerobotPolicy(IVRASwitch):
     """A lerobot flow-matching VLA for ivra's harness: ``reset(seed)``, ``act(observations, instructions)``,
     ``set_ivra(cfg)``."""
 
@@ -99,31 +101,9 @@ class LerobotPolicy:
                 self.policy.config, pretrained_path=path, preprocessor_overrides=overrides
             )
         self.preprocessor, self.postprocessor = processors
-        self.ivra_config: dict | None = None
-        self._handle = None
+        self.ivra_target = self.policy
         self._queue: list[np.ndarray] = []
         self._gen = torch.Generator().manual_seed(0)
-
-    # -- IVRA --------------------------------------------------------------------------------------
-    def set_ivra(self, cfg: dict | None) -> None:
-        cfg = dict(cfg) if cfg else None
-        if cfg == self.ivra_config and (cfg is None) == (self._handle is None):
-            return
-        if self._handle is not None:
-            self._handle.detach()
-            self._handle = None
-        self.ivra_config = None
-        if cfg:
-            import ivra
-
-            self._handle = ivra.attach(self.policy, ivra.IVRAConfig(**cfg))
-            self.ivra_config = cfg
-
-    def ivra_counters(self) -> dict | None:
-        if self._handle is None:
-            return None
-        st = self._handle.stats
-        return {"calls": int(st.calls), "tokens": int(st.tokens), "fallback_rows": int(st.fallback_rows)}
 
     # -- Policy protocol -----------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> None:

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ivra.policies.base import IVRASwitch
+
 DINO_MEAN, DINO_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 SIZE = 224
@@ -77,7 +79,7 @@ class ByteTokenizer:
         return [1] + [b + 3 for b in text.encode("utf-8")]
 
 
-class OpenVLAPolicy:
+class OpenVLAPolicy(IVRASwitch):
     name = "openvla"
 
     def __init__(
@@ -115,35 +117,14 @@ class OpenVLAPolicy:
             self.tokenizer = None
         self.model.eval()
         self.dtype = torch_dtype
-        self._handle = None
-        self.ivra_config: dict | None = None
+        self.ivra_target = self.model
+        self.ivra_adapter = self.adapter
         self.set_ivra(ivra)
 
     def _build_tiny(self, seed, stats, torch_dtype):
         from ivra.rebuilt.openvla import build_tiny
 
         return build_tiny(seed=seed, norm_stats=stats, dtype=torch_dtype)
-
-    # -- IVRA --------------------------------------------------------------------------------------------------------
-    def set_ivra(self, cfg: dict | None) -> None:
-        cfg = dict(cfg) if cfg else None
-        if cfg == self.ivra_config and (cfg is None) == (self._handle is None):
-            return
-        if self._handle is not None:
-            self._handle.detach()
-            self._handle = None
-        self.ivra_config = None
-        if cfg:
-            import ivra
-
-            self._handle = ivra.attach(self.model, ivra.IVRAConfig(**cfg), adapter=self.adapter)
-            self.ivra_config = cfg
-
-    def ivra_counters(self) -> dict | None:
-        if self._handle is None:
-            return None
-        st = self._handle.stats
-        return {"calls": int(st.calls), "tokens": int(st.tokens), "fallback_rows": int(st.fallback_rows)}
 
     # -- protocol ----------------------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ivra.policies.base import IVRASwitch
+
 N_BINS = 256
 ACTION_DIM = 7
 PAD, BOS, IMAGE = 0, 1, 259
@@ -90,7 +92,7 @@ def build_tiny_llava(
     return model
 
 
-class TinyVLAPolicy:
+class TinyVLAPolicy(IVRASwitch):
     """Random-weight LLaVA VLA emitting OpenVLA-style action tokens; see the module docstring."""
 
     name = "tiny-vla"
@@ -114,41 +116,13 @@ class TinyVLAPolicy:
         self.action_ids = torch.arange(self.vocab - N_BINS, self.vocab, device=device)
         self.centres = bin_centres()
         self.temperature = float(temperature)
-        self._handle = None
-        self.ivra_config: dict | None = None
+        self.ivra_target = self.model
         self.set_ivra(ivra)
 
     # -- IVRA ------------------------------------------------------------------------------------
-    def set_ivra(self, cfg: dict | None) -> None:
-        """Attach IVRA with ``cfg`` (a dict of :class:`ivra.IVRAConfig` fields), or detach it (``None``)."""
-        cfg = dict(cfg) if cfg else None
-        if cfg == self.ivra_config and (cfg is None) == (self._handle is None):
-            return
-        if self._handle is not None:
-            self._handle.detach()
-            self._handle = None
-        self.ivra_config = None
-        if cfg:
-            import ivra
-
-            attach = getattr(ivra, "attach", None)
-            config_cls = getattr(ivra, "IVRAConfig", None)
-            if attach is None or config_cls is None:  # package __init__ not wired yet
-                from ivra.config import IVRAConfig as config_cls  # noqa: N813
-                from ivra.engine import attach
-            self._handle = attach(self.model, config_cls(**cfg))
-            self.ivra_config = cfg
-
-    def ivra_counters(self) -> dict | None:
-        """Cumulative IVRA counters of the attached handle (forward passes edited, tokens edited), or None."""
-        if self._handle is None:
-            return None
-        st = self._handle.stats
-        return {"calls": int(st.calls), "tokens": int(st.tokens), "fallback_rows": int(st.fallback_rows)}
-
     def overlay(self) -> np.ndarray | None:
         """IVRA's last affinity as a patch-grid map (mean affinity each patch receives), for video overlays."""
-        aff = getattr(self._handle, "last_affinity", None) if self._handle is not None else None
+        aff = getattr(self.ivra_handle, "last_affinity", None) if self.ivra_handle is not None else None
         if not aff:
             return None
         a = aff[0].detach().float().cpu().numpy()
@@ -204,7 +178,21 @@ class TinyVLAPolicy:
             out = self.model(**self._inputs(observations, instructions))
         return out.logits[:, -1, self.vocab - N_BINS :].float().cpu().numpy()
 
-    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+    per_sample_ivra = True  # act(..., ivra=[cfg or None per row]) runs both arms in one batch
+
+    def act(
+        self,
+        observations: list[dict[str, Any]],
+        instructions: list[str],
+        ivra: list[dict | None] | None = None,
+    ) -> np.ndarray:
+        """Actions (B, 7); ``ivra``: one IVRA setting (or None) per row, all in one batch, instead of the
+        setting of :meth:`set_ivra`."""
+        if ivra is None:
+            return self._generate(observations, instructions)
+        return self.act_per_sample(observations, instructions, ivra, self._generate)
+
+    def _generate(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList
 

@@ -88,6 +88,10 @@ def build_policy(name: str, kwargs: dict | None = None):
         from ivra.policies.vla import TinyVLAPolicy
 
         return TinyVLAPolicy(**kwargs)
+    if name.startswith(("ws://", "wss://")):  # a policy served by `ivra serve` (any Python environment)
+        from ivra.serve.client import RemotePolicy
+
+        return RemotePolicy(name, **kwargs)
     if name.startswith("lerobot:"):  # lerobot:smolvla | lerobot:pi0 | lerobot:pi05 (the lerobot environment)
         from ivra.policies.lerobot import LerobotPolicy
 
@@ -96,7 +100,8 @@ def build_policy(name: str, kwargs: dict | None = None):
         mod, cls = name.split(":", 1)
         return getattr(importlib.import_module(mod), cls)(**kwargs)
     raise ValueError(
-        f"unknown policy {name!r}: use zero, tiny-vla, lerobot:smolvla|pi0|pi05 or 'package.module:Class'"
+        f"unknown policy {name!r}: use zero, tiny-vla, lerobot:smolvla|pi0|pi05, ws://HOST:PORT or "
+        "'package.module:Class'"
     )
 
 

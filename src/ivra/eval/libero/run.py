@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -97,7 +98,7 @@ def run_libero(
     if bad:
         raise ValueError(f"init states are 0-{protocol.NUM_INIT_STATES - 1}; got {bad}")
 
-    out = Path(out or f"runs/libero/{suite}_{policy.replace(':', '_')}_{'-'.join(arms)}")
+    out = Path(out or f"runs/libero/{suite}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', policy)}_{'-'.join(arms)}")
     out.mkdir(parents=True, exist_ok=True)
     if torch_threads is None:
         torch_threads = 1 if (executor != "inline" and workers > 1) else 0
@@ -160,6 +161,12 @@ def run_libero(
         "git_revision": git_revision(),
         "command": sys.argv,
     }
+    if policy.startswith(("ws://", "wss://")):  # served by `ivra serve`: record what answers there
+        from ivra.serve.client import RemotePolicy
+
+        remote = RemotePolicy(policy, **(policy_kwargs or {}))
+        manifest["policy_server"] = remote.metadata
+        remote.close()
     if policy == "zero" and any(arms.values()):
         manifest["deviations"].append(
             "note: the zero policy ignores IVRA; its arms are identical by construction"

@@ -1,0 +1,189 @@
+"""CLI verbs ``ivra serve`` (the policy server) and ``ivra trials`` (operator outcomes of a blind A/B)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _api_key(args) -> str | None:
+    from ivra.cliargs import UsageError
+
+    if args.api_key_file:
+        try:
+            key = open(args.api_key_file, encoding="utf-8").read().strip()
+        except OSError as exc:
+            raise UsageError(f"--api-key-file {args.api_key_file!r}: {exc.strerror}") from None
+        if not key:
+            raise UsageError(f"--api-key-file {args.api_key_file!r} is empty: expected the API key")
+        return key
+    return os.environ.get("IVRA_SERVE_API_KEY") or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from ivra.cliargs import UsageError
+    from ivra.serve.policies import load_policy
+    from ivra.serve.server import PolicyServer, ServeOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    default_ivra = args.ivra  # validated by argparse (ivra.cliargs.ivra_setting)
+    policy_kwargs = args.policy_kwargs or {}
+    try:
+        options = ServeOptions(
+            host=args.host,
+            port=args.port,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_payload_bytes=int(args.max_payload_mb * 2**20),
+            api_key=_api_key(args),
+            default_ivra=None if args.ab else default_ivra,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    blind = None
+    if args.ab:
+        if default_ivra is None:
+            raise UsageError("--ab blind needs --ivra layer=..,lam=.. (the treatment arm)")
+        from ivra.serve.blind import BlindAB
+
+        try:
+            blind = BlindAB(args.ab_dir, treatment=default_ivra, seed=args.ab_seed, policy=args.policy)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    ray_handle = None
+    if args.ray_replicas:
+        try:
+            from ivra.serve.ray_serve import RayServeFront, start_replicas
+        except ImportError as exc:
+            raise UsageError(f"--ray-replicas needs ray[serve] (pip install 'ray[serve]'): {exc}") from None
+        ray_handle = start_replicas(
+            args.policy,
+            policy_kwargs,
+            replicas=args.ray_replicas,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            num_cpus=args.ray_cpus_per_replica,
+            num_gpus=args.ray_gpus_per_replica,
+            address=args.ray_address,
+        )
+        server = RayServeFront(ray_handle, options, blind=blind)
+    else:
+        try:
+            policy, spec = load_policy(args.policy, policy_kwargs)
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            raise UsageError(f"--policy {args.policy}: {exc}") from None
+        server = PolicyServer(policy, options, spec, blind=blind)
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        print(
+            f"ivra serve: {server.metadata()['policy']} on ws://{options.host}:{server.port} "
+            f"(max batch {options.max_batch}, max wait {options.max_wait_ms} ms"
+            + (
+                ", blind A/B"
+                if blind
+                else f", default arm {'IVRA ' + args.ivra if default_ivra else 'baseline'}"
+            )
+            + "); health: /healthz",
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+            print(
+                f"ivra serve: stopped after {server.stats['requests']} requests in {server.stats['batches']} batches"
+            )
+
+    try:
+        asyncio.run(main())
+    finally:
+        if ray_handle is not None:
+            from ivra.serve.ray_serve import shutdown_replicas
+
+            shutdown_replicas()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ivra.cliargs import ivra_setting, key_values, nonneg_int, positive_float, positive_int
+
+    if "serve" in sub.choices:
+        return
+    p = sub.add_parser(
+        "serve",
+        help="batched policy server speaking openpi's websocket protocol (openpi-client connects unchanged)",
+        description="One model copy for many simulators or robots: requests from all clients are batched; each "
+        "request may carry its own IVRA arm ('ivra': settings or nil).",
+    )
+    p.add_argument(
+        "--policy", required=True, help="low | full | run dir | zero | tiny-vla | sim[:k=v,..] | module:Class"
+    )
+    p.add_argument(
+        "--policy-kwargs",
+        default=None,
+        type=key_values,
+        help="key=value,... passed to the policy constructor",
+    )
+    p.add_argument(
+        "--ivra",
+        default=None,
+        type=ivra_setting,
+        help="default arm's IVRA settings, e.g. layer=4,lam=0.3 (default: baseline)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs an API key)")
+    p.add_argument("--port", type=nonneg_int, default=8000, help="port (0: any free port)")
+    p.add_argument("--max-batch", type=positive_int, default=16, help="most requests per policy call")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=10.0,
+        help="longest wait for a batch to fill (a batch goes at once when every connected client is in it)",
+    )
+    p.add_argument("--max-payload-mb", type=positive_float, default=8.0, help="largest accepted frame (MiB)")
+    p.add_argument("--api-key-file", default=None, help="file holding the API key (else $IVRA_SERVE_API_KEY)")
+    p.add_argument(
+        "--ab", choices=("blind",), default=None, help="blind real-robot A/B: arm assigned per episode"
+    )
+    p.add_argument("--ab-dir", default="runs/blind", help="blind A/B folder (assignment journal, outcomes)")
+    p.add_argument("--ab-seed", type=nonneg_int, default=0, help="seed of the balanced arm schedule")
+    p.add_argument(
+        "--ray-replicas",
+        type=nonneg_int,
+        default=0,
+        help="serve N Ray Serve replicas of the policy behind this websocket front (0: in this process)",
+    )
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
+    p.add_argument("--ray-cpus-per-replica", type=float, default=1.0)
+    p.add_argument("--ray-gpus-per-replica", type=float, default=0.0, help="1 for one replica per GPU")
+    p.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser(
+        "trials",
+        help="record operator outcomes of a blind A/B episode by episode; --report unblinds and computes statistics",
+    )
+    t.add_argument("ab_dir", nargs="?", default="runs/blind", help="the server's --ab-dir")
+    t.add_argument("--report", action="store_true", help="unblind: paired and unpaired statistics per arm")
+    t.set_defaults(func=cmd_trials)
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    from ivra.cliargs import UsageError
+    from ivra.serve.blind import record_outcomes, report
+
+    try:
+        if args.report:
+            print(report(args.ab_dir)["markdown"])
+            return 0
+        return record_outcomes(args.ab_dir, sys.stdin, sys.stdout)
+    except ValueError as exc:  # a damaged journal line
+        raise UsageError(str(exc)) from None

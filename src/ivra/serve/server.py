@@ -1,0 +1,481 @@
+"""The policy server: openpi's websocket protocol, dynamic batching, per-sample IVRA arms.
+
+Protocol (what the PyPI ``openpi-client`` ``WebsocketClientPolicy`` speaks):
+
+* on connect the server sends one binary frame: the metadata map (policy name, observation spec, action
+  dimension, default arm, batching limits, A/B mode);
+* then each binary frame from the client is one observation map, answered by one binary frame
+  ``{"actions": (1, action_dim) array, "server_timing": {...}}``, in order; a client may send several requests
+  before reading (pipelining), answers still come back in request order;
+* a request the server cannot serve (not msgpack, missing keys, wrong image shape or dtype, bad IVRA settings) is
+  answered with a *text* frame naming the problem; the connection stays open and every other client is unaffected;
+* ``GET /healthz`` answers 200 ``OK`` (no websocket upgrade); a frame larger than ``max_payload_bytes`` closes
+  that connection with code 1009 (websockets' size limit);
+* a non-loopback bind needs an API key; the client then sends ``Authorization: Api-Key <key>`` (as
+  ``openpi-client`` does with ``api_key=``), anything else is refused with 401 before the upgrade.
+
+Observation keys follow openpi's LIBERO example: ``observation/image`` (HxWx3 uint8), ``observation/wrist_image``,
+``observation/state``, ``prompt`` (str). Extensions: ``ivra`` (a map of :class:`ivra.IVRAConfig` fields, or nil
+for the baseline; absent = the server's default arm), ``episode_id`` (blind A/B: a new value starts a new
+episode; without it one connection is one episode) and ``more`` (a pipelining client's count of requests that
+follow this one at once, so that the batcher waits for them).
+
+Batching: requests from all connections go into one queue; the batch loop takes the first waiting request and
+gathers more until ``max_batch`` requests or ``max_wait_ms`` after the first one arrived (or after the previous
+call ended, if that was later: requests that queued during a call wait a little for the clients that call just
+answered), then makes one policy
+call (in one worker thread: one model copy, one call at a time) while the next batch gathers. A batch is sent at
+once when every connected client already has a request in it and none announced more (nobody else could join), so a lone client never
+waits ``max_wait_ms``, and clients that drift out of step are pulled back into one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import ipaddress
+import itertools
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+import numpy as np
+
+from ivra.serve import wire
+from ivra.serve.policies import ObsSpec
+
+log = logging.getLogger("ivra.serve")
+
+IMAGE_KEYS = {"observation/image": "image", "observation/wrist_image": "wrist_image"}
+STATE_KEY = "observation/state"
+PROMPT_KEY = "prompt"
+PROTOCOL = "openpi-websocket-msgpack-numpy"
+
+
+class RequestError(ValueError):
+    """A request that cannot be served; its message goes back to the client as a text frame."""
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 16
+    max_wait_ms: float = 10.0
+    max_payload_bytes: int = 8 * 2**20
+    api_key: str | None = None
+    default_ivra: dict | None = None
+    max_pending_per_client: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_payload_bytes < 1024:
+            raise ValueError(f"max_payload_bytes must be >= 1024, got {self.max_payload_bytes}")
+        check_bind(self.host, self.api_key)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(a[4][0]).is_loopback for a in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    if not is_loopback(host) and not api_key:
+        raise ValueError(
+            f"refusing to bind to non-loopback host {host!r} without an API key: set IVRA_SERVE_API_KEY or "
+            "--api-key-file (clients send 'Authorization: Api-Key <key>')"
+        )
+
+
+@dataclass
+class Request:
+    obs: dict[str, Any]
+    instruction: str
+    ivra: dict | None
+    arm: str | None = None  # blind A/B: the hidden arm name
+    episode: str | None = None
+    conn: int = -1
+    more: int = 0  # further requests this client announced right behind this one (pipelining)
+    t_arrival: float = field(default_factory=time.perf_counter)
+    future: asyncio.Future | None = None
+
+
+def _check_image(key: str, value: Any, shape: tuple) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise RequestError(f"{key} must be a numpy array (HxWx3 uint8), got {type(value).__name__}")
+    if value.dtype != np.uint8:
+        raise RequestError(f"{key} must have dtype uint8, got {value.dtype}")
+    want = tuple(shape)
+    if value.ndim != 3 or any(w is not None and w != g for w, g in zip(want, value.shape)):
+        pretty = "x".join("H" if w is None else str(w) for w in want)
+        raise RequestError(f"{key} has shape {tuple(value.shape)}, expected {pretty}")
+    return value
+
+
+def normalise_ivra(value: Any) -> dict | None:
+    """A request's ``ivra`` entry -> a full, validated settings dict, or None (baseline)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RequestError(f"ivra must be a map of IVRA settings or nil, got {type(value).__name__}")
+    from ivra.config import IVRAConfig
+
+    try:
+        return IVRAConfig(
+            **{str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in value.items()}
+        ).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"ivra: {exc}") from None
+
+
+class PolicyServer:
+    """Serve one policy object to many websocket clients (see the module docstring)."""
+
+    def __init__(self, policy, options: ServeOptions | None = None, spec: ObsSpec | None = None, blind=None):
+        self.policy = policy
+        self.options = options or ServeOptions()
+        self.spec = spec or ObsSpec()
+        self.blind = blind
+        if self.blind is not None and self.options.default_ivra is not None:
+            raise ValueError("a blind A/B server takes its arms from the A/B settings, not --ivra")
+        self.default_ivra = normalise_ivra(self.options.default_ivra) if self.options.default_ivra else None
+        self.stats = {
+            "requests": 0,
+            "errors": 0,
+            "batches": 0,
+            "batch_sizes": {},
+            "policy_s": 0.0,
+            "clients": 0,
+            "arms": {},  # requests per arm: "baseline" or "layer=..,lam=.." (not in blind mode: arms stay hidden)
+        }
+        self._conn_ids = itertools.count()
+        self._open: set[int] = set()  # connections now open
+        self._more: dict[int, int] = {}  # connection -> requests it announced and has not sent yet
+        self._queue: asyncio.Queue[Request] | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ivra-policy")
+        self._server = None
+        self._batch_task: asyncio.Task | None = None
+        self.port: int | None = None
+
+    # -- metadata and validation -----------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        from ivra import __version__
+
+        meta = {
+            "protocol": PROTOCOL,
+            "server": f"ivra {__version__}",
+            "policy": getattr(self.policy, "name", type(self.policy).__name__),
+            "observation": self.spec.to_dict(),
+            "observation_keys": [*IMAGE_KEYS, STATE_KEY, PROMPT_KEY],
+            "action_dim": self.spec.action_dim,
+            "action_horizon": 1,
+            "max_batch": self.options.max_batch,
+            "max_wait_ms": self.options.max_wait_ms,
+            "max_payload_bytes": self.options.max_payload_bytes,
+            "ab": None if self.blind is None else "blind",
+        }
+        if self.blind is None:
+            meta["default_ivra"] = self.default_ivra
+        return meta
+
+    def parse(self, frame: bytes | str, conn_id: int) -> Request:
+        if isinstance(frame, str):
+            raise RequestError("expected a binary msgpack frame, got a text frame")
+        try:
+            msg = wire.unpackb(frame)
+        except wire.WireError as exc:
+            raise RequestError(str(exc)) from None
+        if not isinstance(msg, dict):
+            raise RequestError(f"a request must be a map of observation keys, got {type(msg).__name__}")
+        obs: dict[str, Any] = {}
+        for key, ours in IMAGE_KEYS.items():
+            if key in msg:
+                obs[ours] = _check_image(
+                    key, msg[key], self.spec.image_shape if ours == "image" else (None, None, 3)
+                )
+        if self.spec.image_required and "image" not in obs:
+            raise RequestError(f"missing key 'observation/image' (got keys {sorted(map(str, msg))})")
+        if STATE_KEY in msg:
+            state = msg[STATE_KEY]
+            if not isinstance(state, np.ndarray) or state.dtype.kind not in "fiu" or state.ndim != 1:
+                raise RequestError(
+                    f"{STATE_KEY} must be a 1-D numeric array, got {getattr(state, 'shape', state)!r}"
+                )
+            obs["state"] = state.astype(np.float32)
+        prompt = msg.get(PROMPT_KEY)
+        if not isinstance(prompt, str):
+            if PROMPT_KEY not in msg:
+                raise RequestError(f"missing key 'prompt' (got keys {sorted(map(str, msg))})")
+            raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
+        more = msg.get("more", 0)
+        if isinstance(more, bool) or not isinstance(more, (int, np.integer)) or more < 0:
+            raise RequestError(f"more must be an integer >= 0 (requests that follow this one), got {more!r}")
+        if self.blind is not None:
+            if "ivra" in msg:
+                raise RequestError(
+                    "this server runs a blind A/B: the arm is assigned per episode, a request may not set 'ivra'"
+                )
+            ep = msg.get("episode_id")
+            if ep is not None and not isinstance(ep, (str, int)):
+                raise RequestError(f"episode_id must be a string or an integer, got {type(ep).__name__}")
+            episode = f"id:{ep}" if ep is not None else f"conn:{conn_id}"
+            arm, cfg = self.blind.arm_for(episode)
+            return Request(obs, prompt, cfg, arm=arm, episode=episode, more=int(more))
+        ivra_cfg = normalise_ivra(msg["ivra"]) if "ivra" in msg else self.default_ivra
+        return Request(obs, prompt, ivra_cfg, more=int(more))
+
+    # -- batching ----------------------------------------------------------------------------------------------
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._queue is not None
+        max_wait = self.options.max_wait_ms / 1000.0
+        t_free = 0.0
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            # wait at most max_wait once both the first request and the model are there
+            deadline = max(first.t_arrival, t_free) + max_wait
+            while len(batch) < self.options.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())  # whatever is queued joins first
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                if len({r.conn for r in batch}) >= len(self._open) and not any(self._more.values()):
+                    break  # every connected client is waiting on this batch: nobody else can join it
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            batch = [r for r in batch if r.future is not None and not r.future.done()]  # clients gone
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                actions = await loop.run_in_executor(self._pool, self._call_policy, batch)
+            except Exception as exc:  # noqa: BLE001 -- every request of the batch gets the error, the server lives
+                t_free = time.perf_counter()
+                log.exception("policy call failed on a batch of %d", len(batch))
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_result(f"policy error: {type(exc).__name__}: {exc}")
+                continue
+            t_free = time.perf_counter()
+            dt = t_free - t0
+            self.stats["batches"] += 1
+            self.stats["policy_s"] += dt
+            sizes = self.stats["batch_sizes"]
+            sizes[len(batch)] = sizes.get(len(batch), 0) + 1
+            for i, r in enumerate(batch):
+                if r.future.done():
+                    continue
+                reply = {
+                    "actions": np.asarray(actions[i])[None, :],
+                    "server_timing": {
+                        "infer_ms": 1000.0 * dt,
+                        "queue_ms": 1000.0 * (t0 - r.t_arrival),
+                        "batch_size": len(batch),
+                    },
+                }
+                r.future.set_result(wire.packb(reply))
+
+    def _call_policy(self, batch: list[Request]) -> np.ndarray:
+        from ivra.policies.base import act_with_arms
+
+        actions = act_with_arms(
+            self.policy, [r.obs for r in batch], [r.instruction for r in batch], [r.ivra for r in batch]
+        )
+        actions = np.asarray(actions)
+        if actions.ndim != 2 or actions.shape[0] != len(batch):
+            raise RuntimeError(
+                f"policy returned actions of shape {actions.shape} for a batch of {len(batch)}"
+            )
+        return actions
+
+    # -- connections -------------------------------------------------------------------------------------------
+    def _process_request(self, connection, request):
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "OK\n")
+        if self.options.api_key:
+            got = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(got.encode(), f"Api-Key {self.options.api_key}".encode()):
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong API key\n")
+        if path == "/stats":
+            return connection.respond(HTTPStatus.OK, json.dumps(self.stats, default=str) + "\n")
+        return None
+
+    async def _handler(self, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        conn_id = next(self._conn_ids)
+        self._open.add(conn_id)
+        self.stats["clients"] += 1
+        pending: asyncio.Queue = asyncio.Queue(maxsize=self.options.max_pending_per_client)
+        sender = asyncio.create_task(self._sender(ws, pending))
+        loop = asyncio.get_running_loop()
+        try:
+            await ws.send(wire.packb(self.metadata()))
+            async for frame in ws:
+                fut = loop.create_future()
+                try:
+                    req = self.parse(frame, conn_id)
+                except RequestError as exc:
+                    self.stats["errors"] += 1
+                    fut.set_result(f"bad request: {exc}")
+                else:
+                    req.future, req.conn = fut, conn_id
+                    self._more[conn_id] = req.more
+                    self.stats["requests"] += 1
+                    if self.blind is None:
+                        arm = (
+                            "baseline"
+                            if req.ivra is None
+                            else f"layer={req.ivra['layer']},lam={req.ivra['lam']}"
+                        )
+                        self.stats["arms"][arm] = self.stats["arms"].get(arm, 0) + 1
+                    await self._queue.put(req)
+                await pending.put(fut)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._open.discard(conn_id)
+            self._more.pop(conn_id, None)
+            sender.cancel()
+            while not pending.empty():
+                fut = pending.get_nowait()
+                if not fut.done():
+                    fut.cancel()  # the batch loop skips requests of a client that left
+            if self.blind is not None:
+                self.blind.connection_closed(f"conn:{conn_id}")
+
+    async def _sender(self, ws, pending: asyncio.Queue) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            while True:
+                fut = await pending.get()
+                reply = await fut
+                await ws.send(reply)
+        except (ConnectionClosed, asyncio.CancelledError):
+            return
+
+    # -- lifetime ----------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        from websockets.asyncio.server import serve
+
+        self._queue = asyncio.Queue()
+        self._batch_task = asyncio.create_task(self._batch_loop())
+        self._server = await serve(
+            self._handler,
+            self.options.host,
+            self.options.port,
+            process_request=self._process_request,
+            max_size=self.options.max_payload_bytes,
+            compression=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("ivra serve: %s on ws://%s:%d", self.metadata()["policy"], self.options.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._batch_task is not None:
+            self._batch_task.cancel()
+            try:
+                await self._batch_task
+            except asyncio.CancelledError:
+                pass
+            self._batch_task = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def serve_forever(self, stop: asyncio.Event | None = None) -> None:
+        await self.start()
+        try:
+            await (stop.wait() if stop is not None else asyncio.Future())
+        finally:
+            await self.stop()
+
+
+class ServerThread:
+    """Run a :class:`PolicyServer` in a background thread (tests, benchmarks, notebooks)::
+
+    with ServerThread(server) as st:
+        url = st.url
+    """
+
+    def __init__(self, server: PolicyServer, timeout: float = 30.0):
+        self.server = server
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ivra-serve", daemon=True)
+
+    def _run(self) -> None:
+        async def main():
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            try:
+                await self.server.start()
+            except BaseException as exc:
+                self._error = exc
+                self._ready.set()
+                raise
+            self._ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await self.server.stop()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 -- reported by start()
+            self._error = self._error or exc
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(self.timeout):
+            raise TimeoutError(f"server did not start within {self.timeout}s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.server.options.host}:{self.server.port}"
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(self.timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"server thread did not stop within {self.timeout}s")
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,119 @@
+"""Blind real-robot A/B: balanced seeded assignment per episode, applied by the server but never shown, operator
+outcomes from the terminal, unblinded paired and unpaired statistics."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from ivra.config import IVRAConfig
+from ivra.serve import wire
+from ivra.serve.blind import BlindAB, arm_of, record_outcomes, report
+from ivra.serve.client import RemotePolicy, ServerError
+from ivra.serve.policies import ObsSpec, SimLatencyPolicy
+from ivra.serve.server import PolicyServer, ServeOptions, ServerThread
+
+CFG = IVRAConfig(layer=2, lam=0.25).to_dict()
+SPEC = ObsSpec(image_shape=(8, 8, 3), action_dim=7)
+
+
+def test_schedule_is_balanced_seeded_and_varied():
+    for seed in range(5):
+        arms = [arm_of(seed, i) for i in range(200)]
+        assert all({arms[2 * p], arms[2 * p + 1]} == {"baseline", "ivra"} for p in range(100))
+        assert arms == [arm_of(seed, i) for i in range(200)]  # reproducible
+        firsts = [arms[2 * p] for p in range(100)]
+        assert 30 < firsts.count("ivra") < 70  # the order within a pair is random
+    assert [arm_of(0, i) for i in range(40)] != [arm_of(1, i) for i in range(40)]
+
+
+def test_server_applies_the_hidden_arm_per_episode(tmp_path):
+    blind = BlindAB(tmp_path / "ab", CFG, seed=3, policy="sim")
+    st = ServerThread(PolicyServer(SimLatencyPolicy(0, 0), ServeOptions(port=0), SPEC, blind=blind)).start()
+    try:
+        rp = RemotePolicy(st.url)
+        assert rp.metadata["ab"] == "blind" and "default_ivra" not in rp.metadata
+        obs = {"image": np.full((8, 8, 3), 50, np.uint8)}
+        for e in range(6):
+            rp.reset(e)
+            for _ in range(3):  # several steps of one episode keep its arm
+                got = rp.act([obs], ["stack the cups"])[0]
+                want = SimLatencyPolicy.expected(
+                    obs, "stack the cups", 7, CFG if arm_of(3, e) == "ivra" else None
+                )
+                np.testing.assert_array_equal(got, want)
+        with pytest.raises(ServerError, match="blind A/B: the arm is assigned per episode"):
+            ws = connect(st.url, legacy=True)
+            ws.recv(timeout=10)
+            ws.send(wire.packb({"observation/image": obs["image"], "prompt": "x", "ivra": None}))
+            reply = ws.recv(timeout=10)
+            ws.close()
+            raise ServerError(reply)
+        # an openpi-style client without episode_id: one connection = one episode
+        for _ in range(2):
+            ws = connect(st.url, legacy=True)
+            ws.recv(timeout=10)
+            for _ in range(2):
+                ws.send(wire.packb({"observation/image": obs["image"], "prompt": "x"}))
+                assert not isinstance(ws.recv(timeout=10), str)
+            ws.close()
+        rp.close()
+    finally:
+        st.stop()
+    lines = [json.loads(s) for s in (tmp_path / "ab" / "episodes.jsonl").read_text().splitlines()]
+    assert [e["episode"] for e in lines] == list(range(8))
+    assert all("arm" not in e for e in lines)  # nothing the operator sees holds the arm
+    # resuming continues the numbering; another seed in the same folder is refused
+    again = BlindAB(tmp_path / "ab", CFG, seed=3, policy="sim")
+    assert again.arm_for("new")[0] == arm_of(3, 8)
+    with pytest.raises(ValueError, match="another seed, treatment or policy"):
+        BlindAB(tmp_path / "ab", CFG, seed=4, policy="sim")
+
+
+def test_trials_records_outcomes_and_report_unblinds(tmp_path):
+    folder = tmp_path / "ab"
+    blind = BlindAB(folder, CFG, seed=7, policy="sim")
+    for e in range(10):
+        blind.arm_for(f"ep{e}")
+    # the operator's answers; episode 9 is skipped (its pair stays incomplete), one typo is asked again
+    answers = ["y", "n", "y", "y", "n", "y", "maybe", "y", "n", "y", "s"]
+    out = io.StringIO()
+    assert record_outcomes(folder, io.StringIO("\n".join(answers) + "\n"), out) == 0
+    assert "expected y, n, s or q, got 'maybe'" in out.getvalue()
+    assert "ivra" not in out.getvalue() and "baseline" not in out.getvalue()
+    success = {0: True, 1: False, 2: True, 3: True, 4: False, 5: True, 6: True, 7: False, 8: True, 9: None}
+    rec = {
+        json.loads(s)["episode"]: json.loads(s)["success"]
+        for s in (folder / "outcomes.jsonl").read_text().splitlines()
+    }
+    assert rec == {k: v for k, v in success.items() if v is not None}
+    # a second session asks only for the skipped episode
+    out2 = io.StringIO()
+    record_outcomes(folder, io.StringIO("q\n"), out2)
+    assert "1 episode(s) waiting" in out2.getvalue() and "episode 9 " in out2.getvalue()
+
+    r = report(folder)
+    arms = {i: arm_of(7, i) for i in range(10)}
+    for a in ("baseline", "ivra"):
+        vals = [success[i] for i in range(9) if arms[i] == a]
+        assert r["arms"][a]["n"] == len(vals) and r["arms"][a]["successes"] == sum(vals)
+    pairs = range(4)  # pairs 0-3 complete, pair 4 lacks episode 9
+    base = [success[i] for p in pairs for i in (2 * p, 2 * p + 1) if arms[i] == "baseline"]
+    treat = [success[i] for p in pairs for i in (2 * p, 2 * p + 1) if arms[i] == "ivra"]
+    assert r["paired"]["n"] == 4
+    assert r["paired"]["rate_a"] == sum(base) / 4 and r["paired"]["rate_b"] == sum(treat) / 4
+    assert r["paired"]["b_only"] == sum(1 for x, y in zip(base, treat) if y and not x)
+    lo, hi = r["unpaired"]["diff_ci"]
+    assert lo <= r["unpaired"]["diff"] <= hi and 0 <= r["unpaired"]["p_fisher"] <= 1
+    assert (folder / "report.md").read_text().startswith("# Blind A/B (unblinded)")
+
+
+def test_trials_cli_errors(tmp_path):
+    from ivra.cli import main
+
+    assert main(["trials", str(tmp_path / "nothing")]) == 2
+    assert main(["trials", str(tmp_path / "nothing"), "--report"]) == 2

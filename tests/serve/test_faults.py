@@ -1,0 +1,212 @@
+"""Faults and bad input: error frames that name the problem while other clients keep being served, payload
+limits, clients that vanish mid-request, server restarts survived by clients, API keys off loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+from serve_helpers import run_openpi, start
+from websockets.sync.client import connect
+
+from ivra.serve import wire
+from ivra.serve.client import RemotePolicy, ServerError, ServerUnavailable
+from ivra.serve.policies import ObsSpec, SimLatencyPolicy
+from ivra.serve.server import PolicyServer, ServeOptions, ServerThread
+
+SPEC = ObsSpec(image_shape=(32, 32, 3), action_dim=7)
+GOOD = {"observation/image": np.zeros((32, 32, 3), np.uint8), "prompt": "push the block"}
+
+
+def sim_server(**opts):
+    return start(SimLatencyPolicy(fixed_ms=1, per_sample_ms=0), SPEC, **opts)
+
+
+def raw(url):
+    ws = connect(url, compression=None, max_size=None, legacy=True)
+    meta = wire.unpackb(ws.recv(timeout=10))
+    return ws, meta
+
+
+BAD = [
+    (b"\xc1\x00garbage", "not valid msgpack"),
+    ("a text frame", "expected a binary msgpack frame"),
+    (wire.packb([1, 2, 3]), "must be a map of observation keys, got list"),
+    (wire.packb({"prompt": "x"}), "missing key 'observation/image'"),
+    (wire.packb({"observation/image": GOOD["observation/image"]}), "missing key 'prompt'"),
+    (wire.packb({**GOOD, "prompt": 3}), "prompt must be a string, got int"),
+    (
+        wire.packb({**GOOD, "observation/image": np.zeros((32, 31, 3), np.uint8)}),
+        "has shape (32, 31, 3), expected 32x32x3",
+    ),
+    (
+        wire.packb({**GOOD, "observation/image": np.zeros((32, 32, 3), np.float32)}),
+        "must have dtype uint8, got float32",
+    ),
+    (wire.packb({**GOOD, "observation/image": [[1, 2]]}), "must be a numpy array"),
+    (wire.packb({**GOOD, "ivra": {"lam": 3}}), "ivra: lam must be in [0, 1], got 3"),
+    (wire.packb({**GOOD, "ivra": {"colour": 1}}), "ivra: "),
+    (wire.packb({**GOOD, "more": -1}), "more must be an integer >= 0"),
+    (
+        wire.packb({**GOOD, "observation/state": np.zeros((2, 2), np.float32)}),
+        "observation/state must be a 1-D",
+    ),
+    (
+        msgpack.packb(
+            {
+                "observation/image": {
+                    b"__ndarray__": True,
+                    b"data": b"\x00" * 5,
+                    b"dtype": "|u1",
+                    b"shape": (32, 32, 3),
+                },
+                "prompt": "x",
+            }
+        ),
+        "needs 3072 bytes, the frame has 5",
+    ),
+    (
+        msgpack.packb(
+            {
+                "observation/image": {b"__ndarray__": True, b"data": b"", b"dtype": "|O", b"shape": (0,)},
+                "prompt": "x",
+            }
+        ),
+        "dtype object is not allowed",
+    ),
+]
+
+
+def test_bad_requests_get_error_frames_and_the_server_keeps_serving():
+    st = sim_server()
+    try:
+        other = RemotePolicy(st.url)
+        ws, _ = raw(st.url)
+        for frame, needle in BAD:
+            ws.send(frame)
+            reply = ws.recv(timeout=10)
+            assert isinstance(reply, str), f"{needle}: expected a text (error) frame"
+            assert needle in reply, (needle, reply)
+            # the same connection still serves a good request, and so does another client
+            ws.send(wire.packb(GOOD))
+            ok = wire.unpackb(ws.recv(timeout=10))
+            assert ok["actions"].shape == (1, 7)
+        obs = {"image": GOOD["observation/image"]}
+        np.testing.assert_array_equal(other.act([obs], ["x"])[0], SimLatencyPolicy.expected(obs, "x"))
+        assert st.server.stats["errors"] == len(BAD)
+        ws.close()
+        other.close()
+    finally:
+        st.stop()
+
+
+def test_remote_policy_raises_server_errors_naming_the_problem():
+    st = sim_server()
+    try:
+        rp = RemotePolicy(st.url)
+        with pytest.raises(ServerError, match=r"has shape \(8, 8, 3\), expected 32x32x3"):
+            rp.act([{"image": np.zeros((8, 8, 3), np.uint8)}], ["x"])
+        assert rp.act([{"image": GOOD["observation/image"]}], ["x"]).shape == (1, 7)
+        rp.close()
+    finally:
+        st.stop()
+
+
+def test_payload_limit_closes_only_that_connection():
+    st = sim_server(max_payload_bytes=4096)
+    try:
+        ws, meta = raw(st.url)
+        assert meta["max_payload_bytes"] == 4096
+        ws.send(wire.packb({**GOOD, "observation/state": np.zeros(4096, np.float32)}))
+        from websockets.exceptions import ConnectionClosed
+
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+        assert info.value.rcvd.code == 1009  # message too big
+        rp = RemotePolicy(st.url)
+        assert rp.act([{"image": GOOD["observation/image"]}], ["x"]).shape == (1, 7)
+        rp.close()
+    finally:
+        st.stop()
+
+
+def test_client_vanishing_mid_request_does_not_disturb_others():
+    st = start(SimLatencyPolicy(fixed_ms=200, per_sample_ms=0), SPEC, max_wait_ms=1)
+    try:
+        for _ in range(3):
+            ws, _ = raw(st.url)
+            for _ in range(4):
+                ws.send(wire.packb(GOOD))
+            ws.close()  # gone before the answers
+        rp = RemotePolicy(st.url)
+        obs = {"image": np.full((32, 32, 3), 7, np.uint8)}
+        np.testing.assert_array_equal(
+            rp.act([obs] * 3, ["y"] * 3), np.stack([SimLatencyPolicy.expected(obs, "y")] * 3)
+        )
+        rp.close()
+    finally:
+        st.stop()
+
+
+def test_client_survives_a_server_restart():
+    policy = SimLatencyPolicy(fixed_ms=1, per_sample_ms=0)
+    st = start(policy, SPEC)
+    port = st.server.port
+    rp = RemotePolicy(st.url, reconnect_s=30)
+    obs = {"image": GOOD["observation/image"]}
+    assert rp.act([obs], ["x"]).shape == (1, 7)
+    st.stop()
+    holder = {}
+
+    def restart():
+        time.sleep(1.0)
+        holder["st"] = start(policy, SPEC, port=port)
+
+    t = threading.Thread(target=restart)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        np.testing.assert_array_equal(rp.act([obs], ["x"])[0], SimLatencyPolicy.expected(obs, "x"))
+        assert rp.reconnects == 1 and time.monotonic() - t0 >= 0.9
+    finally:
+        t.join()
+        rp.close()
+        holder["st"].stop()
+
+
+def test_unreachable_server_raises_after_the_reconnect_budget():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ServerUnavailable, match=f"ws://127.0.0.1:{port} unreachable"):
+        RemotePolicy(f"ws://127.0.0.1:{port}", reconnect_s=1.0)
+    assert time.monotonic() - t0 < 10
+
+
+def test_non_loopback_bind_needs_an_api_key():
+    with pytest.raises(ValueError, match="non-loopback host '0.0.0.0' without an API key"):
+        ServeOptions(host="0.0.0.0")
+    ServeOptions(host="0.0.0.0", api_key="k")  # accepted (not bound here: tests stay on loopback)
+
+
+def test_api_key_is_checked(openpi_py, tmp_path):
+    server = PolicyServer(SimLatencyPolicy(fixed_ms=1), ServeOptions(port=0, api_key="s3cret"), SPEC)
+    st = ServerThread(server).start()
+    try:
+        with pytest.raises(ServerUnavailable, match="refused the connection"):
+            RemotePolicy(st.url, api_key="wrong")
+        with pytest.raises(ServerUnavailable, match="refused the connection"):
+            RemotePolicy(st.url)
+        rp = RemotePolicy(st.url, api_key="s3cret")
+        assert rp.metadata["action_dim"] == 7
+        rp.close()
+        img = np.full((1, 32, 32, 3), 9, np.uint8)
+        got, meta = run_openpi(openpi_py, st.url, tmp_path, img, ["x"], api_key="s3cret")
+        np.testing.assert_array_equal(got[0, 0], SimLatencyPolicy.expected({"image": img[0]}, "x"))
+    finally:
+        st.stop()
