@@ -176,3 +176,13 @@ def test_shipped_policy_solves_some_validation_episodes(regime):
     episodes = rollout(policy, "val", list(range(40)))
     rate = np.mean([e["success"] for e in episodes])
     assert rate >= 0.05, f"{regime}: {rate:.2f} success on 40 val episodes"
+
+
+def test_a_regime_that_is_not_shipped_is_named_as_such():
+    from ivra.minivla.policy import REGIMES
+
+    missing = [r for r in REGIMES if r not in shipped()]
+    if not missing or not (WEIGHTS / "vision.safetensors").exists():
+        pytest.skip("every regime is shipped")
+    with pytest.raises(FileNotFoundError, match=f"policy '{missing[0]}' is not shipped in this version"):
+        load_model(missing[0])
