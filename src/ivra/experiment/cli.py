@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument(
         "--policy",
         default="low",
-        help="shipped regime (low | full), a training run directory, or ws://HOST:PORT (`ivra serve`)",
+        help="shipped regime (low; full is not shipped in this version), a training run directory, or ws://HOST:PORT (`ivra serve`)",
     )
     p.add_argument(
         "--out", default=out, type=out_dir, help="output folder (its journal makes a rerun resume)"
@@ -129,7 +129,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser(
         "viz", help="affinity overlays of one tabletop observation (the paper's qualitative figure)"
     )
-    v.add_argument("--policy", default="low", help="shipped regime (low | full) or a training run directory")
+    v.add_argument(
+        "--policy",
+        default="low",
+        help="shipped regime (low; full is not shipped in this version) or a training run directory",
+    )
     v.add_argument("--split", default="placement", type=_split)
     v.add_argument("--seed", type=nonneg_int, default=0)
     v.add_argument("--ivra", default=None, type=ivra_setting, help="IVRA setting (default: as `ivra demo`)")
@@ -493,7 +497,7 @@ def viz(args) -> int:
     cfg, _ = _cfg(args.ivra)
     if args.policy.startswith(("ws://", "wss://")):
         raise UsageError(
-            f"--policy {args.policy}: ivra viz needs the policy in this process (low | full | a run dir)"
+            f"--policy {args.policy}: ivra viz needs the policy in this process (low | a run dir)"
         )
     pol = preflight(args.policy, {"ivra": cfg})
     n_patches = (pol.spec.image_size // pol.spec.patch_size) ** 2

@@ -126,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "request may carry its own IVRA arm ('ivra': settings or nil).",
     )
     p.add_argument(
-        "--policy", required=True, help="low | full | run dir | zero | tiny-vla | sim[:k=v,..] | module:Class"
+        "--policy", required=True, help="low | run dir | zero | tiny-vla | sim[:k=v,..] | module:Class"
     )
     p.add_argument(
         "--policy-kwargs",
