@@ -14,7 +14,7 @@ from ivra.minivla.model import prompt_batch
 from ivra.policies.arms import SampleArms
 
 A = IVRAConfig(layer=2, lam=0.5).to_dict()
-B = IVRAConfig(layer=4, lam=0.3, affinity_mode="relu").to_dict()
+B = IVRAConfig(layer=3, lam=0.3, affinity_mode="relu").to_dict()
 ARMS = [None, A, None, B, A, None, B, A]
 
 
