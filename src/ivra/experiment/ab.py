@@ -23,7 +23,7 @@ EXTRA_SPLITS = ("placement_extrapolation",)
 TEST_SPLITS = tuple(s for s in SPLITS if s not in TUNING_SPLITS + EXTRA_SPLITS)
 SETTING_FILE = Path(__file__).resolve().parent.parent / "minivla" / "weights" / "ivra_setting.json"
 SETTING_FILE_NAME = "ivra/minivla/weights/ivra_setting.json"  # how messages name it (no install paths)
-PAPER_DEFAULT = {"layer": 4, "lam": 0.3}  # 20 of 32 layers ~ 4 of 6 for the tiny policy, lam 0.3
+PAPER_DEFAULT = {"layer": 2, "lam": 0.3}  # 20 of 32 layers ~ 2 of 4 for the tiny policy (2.5), lam 0.3
 
 
 def default_setting() -> tuple[dict, str]:

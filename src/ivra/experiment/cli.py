@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ivra",
         default=None,
         type=ivra_setting,
-        help="IVRA setting, e.g. 'layer=4,lam=0.3' (default: the recorded validation-sweep winner)",
+        help="IVRA setting, e.g. 'layer=2,lam=0.3' (default: the recorded validation-sweep winner)",
     )
     p.set_defaults(func=demo)
 

@@ -138,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ivra",
         default=None,
         type=ivra_setting,
-        help="default arm's IVRA settings, e.g. layer=4,lam=0.3 (default: baseline)",
+        help="default arm's IVRA settings, e.g. layer=2,lam=0.3 (default: baseline)",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs an API key)")
     p.add_argument("--port", type=nonneg_int, default=8000, help="port (0: any free port)")
