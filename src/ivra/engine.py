@@ -339,10 +339,9 @@ class IVRAHandle:
         blocks = self.adapter.image_blocks(self.model, records)
         try:
             placed = plan.assign(blocks, mask.to(hidden.device))
-        except IVRAError as exc:
+        except IVRAError:
             if self.config.strict:
                 raise
-            del exc
             return None
         return self._plan_groups(placed, hidden.device)
 

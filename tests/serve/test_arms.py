@@ -43,7 +43,6 @@ def test_one_batch_carries_every_arm_exactly(low_policy, tabletop_obs):
         with attach(policy.model, IVRAConfig(**cfg)):
             per_arm[str(cfg)] = fn(rows)
     arms = SampleArms(policy.model)
-    assert arms.batched, "the engine offers IVRAHandle.set_active_samples"
     mixed = arms.run(ARMS, fn)
     assert arms.passes == 1  # one forward pass for three arms
     for i, cfg in enumerate(ARMS):

@@ -55,12 +55,6 @@ class _LerobotAdapter(Adapter):
         embeds = kwargs.get("inputs_embeds")
         return embeds is not None and embeds[0] is None  # a denoising step: suffix only, prefix cache reused
 
-    def embedding(self, model):
-        raise NotImplementedError
-
-    def visual_token_ids(self, model):
-        return []
-
     def locate_points(self, model):
         def lang(module, args, kwargs):
             ids = first_arg(args, kwargs, "input")

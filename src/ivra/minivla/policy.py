@@ -36,7 +36,7 @@ def load_model(which: str = "low", weights_dir: str | Path | None = None):
     else:
         if which not in REGIMES:
             raise ValueError(
-                f"unknown policy {which!r}: expected one of {REGIMES} or a training run directory"
+                f"unknown policy {which!r}: expected a shipped regime ({' | '.join(shipped(weights_dir)) or 'none'}) or a training run directory"
             )
         folder = Path(weights_dir) if weights_dir else WEIGHTS
         files = [folder / "vision.safetensors", folder / f"{which}.safetensors"]
