@@ -1,4 +1,4 @@
-"""One session per pinned environment; `bash scripts/test.sh` runs them after the core suite.
+"""One session per pinned environment; `bash scripts/test.sh` runs them around the core suite.
 
     .venv/bin/nox -s lerobot        # lerobot 0.6.1 (SmolVLA, pi0, pi0.5) on Python 3.12
     .venv/bin/nox -s openvla        # OpenVLA / OpenVLA-OFT's stack: timm 0.9.16, transformers 4.40.1, Python 3.11

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The test command: set up .venv (core + test tools + the LIBERO simulator), lint, run the suites of the pinned
-# environments (nox: lerobot, openvla, llara; each builds its own environment on first use), then the core suite
-# (whose cross-environment serve tests use the lerobot environment built just before).
+# The test command: set up .venv (core + test tools + the LIBERO simulator), lint, then the suites:
+#   nox lerobot -> core pytest (its cross-environment serve tests use the lerobot environment) -> nox openvla -> nox llara
+# Each nox session builds its pinned environment on first use (.nox/<name>, several GB each).
 #   IVRA_SKIP_LIBERO=1 bash scripts/test.sh   # without installing LIBERO (its tests then skip, saying why)
 #   IVRA_SKIP_OPENPI=1 ...                   # without the openpi-client environment (tests/serve parity tests skip)
 #   IVRA_SKIP_ENVS=1 bash scripts/test.sh     # the core suite only
+#   IVRA_PRUNE_ENVS=1 ...                    # delete each pinned environment once its suites ran (peak disk: one env)
+# Every suite runs even when an earlier one failed; the exit code is non-zero if any failed.
 # Extra arguments go to the core pytest run.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+echo "== disk free at $ROOT: $(df -h --output=avail . | tail -1 | tr -d ' ') (the full run needs about 15 GB)"
 bash scripts/setup.sh dev
 # the unmodified PyPI openpi-client in its own environment (numpy 1.x), for tests/serve
 if [[ -z "${IVRA_SKIP_OPENPI:-}" ]]; then
@@ -19,9 +22,29 @@ if [[ -z "${IVRA_SKIP_LIBERO:-}" ]]; then
 fi
 echo "== ruff"
 .venv/bin/ruff check src tests benchmarks noxfile.py
+
+failed=()
+env_session() {  # run one nox session; prune its environment afterwards when asked
+  echo "== nox -s $1 (disk free: $(df -h --output=avail . | tail -1 | tr -d ' '))"
+  .venv/bin/nox -s "$1" || failed+=("nox -s $1")
+}
+prune() {
+  if [[ -n "${IVRA_PRUNE_ENVS:-}" ]]; then rm -rf ".nox/$1"; fi
+}
 if [[ -z "${IVRA_SKIP_ENVS:-}" ]]; then
-  echo "== nox (pinned environments: $(.venv/bin/nox -l 2>/dev/null | grep -E '^\* ' | cut -c3- | cut -d' ' -f1 | tr '\n' ' '))"
-  .venv/bin/nox
+  env_session lerobot
 fi
 echo "== pytest (core environment)"
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@" || failed+=("core pytest")
+if [[ -z "${IVRA_SKIP_ENVS:-}" ]]; then
+  prune lerobot
+  for name in openvla llara; do
+    env_session "$name"
+    prune "$name"
+  done
+fi
+if (( ${#failed[@]} )); then
+  echo "== FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "== all suites passed"
