@@ -47,11 +47,14 @@ else
 fi
 
 # robomimic needs egl_probe, which PyPI has only as source; its isolated build fails on Python 3.12 (the build
-# environment's cmake does not run), so build it against the machine's cmake without isolation.
+# environment's cmake does not run), so build it against the environment's cmake without isolation. Its
+# CMakeLists asks for CMake < 3.5 compatibility, which CMake 4 (lerobot's environment pins cmake 4.1.3) refuses
+# unless CMAKE_POLICY_VERSION_MINIMUM is set.
 if ! "$PY" -m pip show egl_probe >/dev/null 2>&1; then
   echo "== pip: egl_probe (built without isolation)"
   "$PY" -m pip install -q --disable-pip-version-check setuptools wheel
-  "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation egl_probe==1.0.2 hf-egl-probe==1.0.2
+  CMAKE_POLICY_VERSION_MINIMUM=3.5 PATH="$(dirname "$PY"):$PATH" \
+    "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation egl_probe==1.0.2 hf-egl-probe==1.0.2
 fi
 echo "== pip: LIBERO + assets (torch kept by $CONSTRAINTS)"
 "$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -r requirements/libero.txt

@@ -27,7 +27,7 @@ if which.endswith("ckpt.pt"):  # a checkpoint of a run in progress: its folder h
     policy = MiniVLAPolicy.__new__(MiniVLAPolicy)
     policy.spec, policy.tokenizer = MiniVLASpec(), WordTokenizer.for_tabletop()
     policy.model = build_policy(policy.spec, policy.tokenizer)
-    policy.model.load_state_dict(torch.load(which, weights_only=False)["module"])
+    policy.model.load_state_dict(torch.load(which, weights_only=True)["module"])
     policy.model.eval()
     policy.malformed, policy.ivra_handle, policy.name = 0, None, "ckpt"
 else:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ivra.cliargs import UsageError, fraction, nonneg_int, out_dir, positive_float, positive_int
+from ivra.minivla.dense import HEADS
 
 STOP_HELP = "end after this many steps of the --steps schedule (reproduces a run stopped early)"
 
@@ -30,6 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--lr", type=positive_float, default=2e-3)
     v.add_argument("--seed", type=nonneg_int, default=0)
     v.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
+    v.add_argument("--init", default=None, help="dense: a vision.safetensors to continue from (new schedule)")
+    v.add_argument(
+        "--head-weight",
+        action="append",
+        default=[],
+        type=head_weight,
+        metavar="HEAD=W",
+        help="dense: loss weight of one head (repeatable), e.g. obj_shape=3; heads: " + ", ".join(HEADS),
+    )
     v.set_defaults(func=_vision)
 
     q = stages.add_parser("policy", help="stage 2: projector + LM from expert demonstrations, vision frozen")
@@ -48,8 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_policy)
 
 
+def head_weight(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or name not in HEADS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEAD=W with HEAD one of {', '.join(HEADS)}")
+    return name, positive_float(value)
+
+
 def _vision(args) -> int:
     from ivra.minivla.train import pretrain_vision
+
+    if args.init is not None and not Path(args.init).is_file():
+        raise UsageError(f"--init {args.init}: no such file (expected a vision.safetensors)")
+    if args.objective != "dense" and (args.init or args.head_weight):
+        raise UsageError(f"--init / --head-weight apply to --objective dense, not {args.objective}")
 
     pretrain_vision(
         args.out,
@@ -60,6 +82,8 @@ def _vision(args) -> int:
         seed=args.seed,
         objective=args.objective,
         stop=args.stop,
+        init=args.init,
+        head_weights=dict(args.head_weight) or None,
     )
     return 0
 

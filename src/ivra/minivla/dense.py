@@ -84,9 +84,18 @@ def labelled_frames(n_episodes: int, split: str, seed: int, resolution: int, gri
 
 
 class DenseHeads(torch.nn.Module):
-    def __init__(self, width: int):
+    """One linear head per :data:`HEADS` entry; the loss is the weighted mean of the heads' cross-entropies
+    (``weights``: head name -> weight, 1 for heads not named)."""
+
+    def __init__(self, width: int, weights: dict[str, float] | None = None):
         super().__init__()
+        unknown = sorted(set(weights or {}) - set(HEADS))
+        if unknown:
+            raise ValueError(f"unknown dense head(s) {unknown}; expected names from {sorted(HEADS)}")
         self.heads = torch.nn.ModuleDict({k: torch.nn.Linear(width, n) for k, n in HEADS.items()})
+        self.register_buffer(
+            "weights", torch.tensor([float((weights or {}).get(k, 1.0)) for k in HEADS]), persistent=False
+        )
 
     def forward(self, feats: torch.Tensor, labels: torch.Tensor | None = None):
         """``feats`` (B, P, width); ``labels`` (B, len(HEADS), P). Returns (mean loss, {head: logits})."""
@@ -97,7 +106,7 @@ class DenseHeads(torch.nn.Module):
             torch.nn.functional.cross_entropy(lg.flatten(0, 1), labels[:, i].flatten(), ignore_index=-100)
             for i, lg in enumerate(logits.values())
         ]
-        return torch.stack(losses).mean(), logits
+        return (torch.stack(losses) * self.weights).sum() / self.weights.sum(), logits
 
 
 def patch_features(tower, pixel_values: torch.Tensor, layer: int = -2) -> torch.Tensor:

@@ -86,7 +86,7 @@ def fit(
     log, ckpt = out / "log.jsonl", out / "ckpt.pt"
     first, spent = 0, 0.0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=True)  # tensors and plain containers only, no pickled code
         module.load_state_dict(state["module"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -149,8 +149,13 @@ def pretrain_vision(
     spec: MiniVLASpec | None = None,
     objective: str = "dense",
     stop: int | None = None,
+    init: str | Path | None = None,
+    head_weights: dict[str, float] | None = None,
 ) -> Path:
-    """Stage 1. ``n_pairs``: episodes (dense: every expert step of each) or (image, caption) pairs (clip)."""
+    """Stage 1. ``n_pairs``: episodes (dense: every expert step of each) or (image, caption) pairs (clip).
+
+    ``init``: a ``vision.safetensors`` of an earlier dense run to continue from (fresh heads, new schedule);
+    ``head_weights``: dense-loss weight per head (e.g. ``{"obj_shape": 3}``)."""
     from transformers import CLIPVisionModel
 
     from ivra.minivla import dense
@@ -158,6 +163,8 @@ def pretrain_vision(
 
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown vision objective {objective!r}; expected one of {OBJECTIVES}")
+    if objective != "dense" and (init is not None or head_weights):
+        raise ValueError(f"init / head_weights apply to the dense objective only, not {objective!r}")
     spec = spec or MiniVLASpec()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,8 +195,13 @@ def pretrain_vision(
         grid = spec.image_size // spec.patch_size
         images, labels = dense.labelled_frames(n_pairs, "train", 10_000_000 + seed, spec.image_size, grid)
         labels = torch.as_tensor(labels)
-        vision = CLIPVisionModel(vision_config(spec)).train()
-        heads = dense.DenseHeads(spec.vision_width)
+        vision = CLIPVisionModel(vision_config(spec))
+        if init is not None:
+            # a run's vision.safetensors, or the shipped one (fp16, keys under the LLaVA model's prefix)
+            state = {k.removeprefix("model.vision_tower."): v.float() for k, v in load_file(str(init)).items()}
+            vision.load_state_dict(state)
+        vision.train()
+        heads = dense.DenseHeads(spec.vision_width, head_weights)
         model = torch.nn.ModuleDict({"vision": vision, "heads": heads})
         tower = vision
 
@@ -235,6 +247,8 @@ def pretrain_vision(
         n_images=len(images),
         lr=lr,
         seed=seed,
+        init=None if init is None else str(init),
+        head_weights=head_weights,
         spec=spec.to_dict(),
         seconds=round(seconds, 1),
         val_patch_accuracy=held_out,
