@@ -62,6 +62,53 @@ def test_short_training_run_writes_safetensors_that_load(tmp_path):
     assert all(np.isnan(a).all() for a, good in zip(actions, ok) if not good)
 
 
+def test_vision_stage_continues_from_a_tower_and_weights_a_head(tmp_path):
+    from safetensors.torch import load_file
+
+    from ivra.minivla.dense import HEADS, DenseHeads
+    from ivra.minivla.train import pretrain_vision
+
+    first = pretrain_vision(tmp_path / "a", steps=1, batch=4, n_pairs=4, spec=SMALL)
+    again = pretrain_vision(
+        tmp_path / "b", steps=1, batch=4, n_pairs=4, spec=SMALL, init=first, head_weights={"obj_shape": 3.0}
+    )
+    a, b = load_file(str(first)), load_file(str(again))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)  # it trained on from `first`
+    # the loss is the weighted mean of the heads' cross-entropies
+    heads = DenseHeads(8, {"obj_shape": 3.0})
+    feats, labels = torch.randn(2, 4, 8), torch.randint(0, 3, (2, len(HEADS), 4))
+    total, logits = heads(feats, labels)
+    ce = [
+        torch.nn.functional.cross_entropy(lg.flatten(0, 1), labels[:, i].flatten(), ignore_index=-100)
+        for i, lg in enumerate(logits.values())
+    ]
+    w = torch.tensor([3.0 if k == "obj_shape" else 1.0 for k in HEADS])
+    assert torch.allclose(total, (torch.stack(ce) * w).sum() / w.sum())
+    with pytest.raises(ValueError, match="obj_shap"):
+        DenseHeads(8, {"obj_shap": 2.0})
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--head-weight", "shape=3"], "'shape=3': expected HEAD=W"),
+        (["--head-weight", "obj_shape=-1"], "expected a number > 0, got '-1'"),
+        (["--init", "nowhere.safetensors"], "--init nowhere.safetensors: no such file"),
+        (["--objective", "clip", "--head-weight", "obj_shape=2"], "apply to --objective dense"),
+    ],
+)
+def test_vision_stage_refuses_bad_options_in_one_line(args, expected, capsys):
+    from ivra.cli import main
+
+    try:
+        code = main(["train", "vision", *args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+
+
 def test_dense_labels_name_the_object_and_its_absolute_bin():
     from ivra.minivla.dense import HEADS, patch_labels
     from ivra.tabletop.scene import COLORS, SHAPES, Container, Obj
