@@ -233,3 +233,24 @@ def test_a_regime_that_is_not_shipped_is_named_as_such():
         pytest.skip("every regime is shipped")
     with pytest.raises(FileNotFoundError, match=f"policy '{missing[0]}' is not shipped in this version"):
         load_model(missing[0])
+
+
+def test_ship_copies_the_vision_runs_the_policy_was_trained_on(tmp_path):
+    import json
+
+    from ivra.minivla.ship import ship
+    from ivra.minivla.train import pretrain_vision, train_policy
+
+    runs = tmp_path / "runs"
+    first = pretrain_vision(runs / "vision-a", steps=1, batch=4, n_pairs=4, spec=SMALL)
+    second = pretrain_vision(runs / "vision-b", steps=1, batch=4, n_pairs=4, spec=SMALL, init=first)
+    train_policy(runs / "policy-low", second, episodes=4, steps=1, batch=4, spec=SMALL)
+    dest = tmp_path / "weights"
+    ship(runs, dest)
+    assert json.loads((dest / "run-vision.json").read_text())["init"] == str(first)
+    assert json.loads((dest / "run-vision-cycle1.json").read_text()).get("init") is None
+    assert (dest / "train-log-vision-cycle1.jsonl").exists() and (dest / "low.safetensors").exists()
+    from safetensors.torch import load_file
+
+    shipped, trained = load_file(str(dest / "vision.safetensors")), load_file(str(second))
+    assert all(torch.equal(shipped[f"model.vision_tower.{k}"], v.half()) for k, v in trained.items())

@@ -62,25 +62,43 @@ def write_card(result: dict, episodes: int) -> None:
         "## Training (reproduce with `bash scripts/train_minivla.sh`)",
         "",
     ]
-    if v.get("objective", "clip") == "dense":
-        acc = v.get("val_patch_accuracy", {})
+    earlier_v = sorted(
+        WEIGHTS.glob("run-vision-cycle*.json"), key=lambda p: int(p.stem.rpartition("cycle")[2])
+    )
+    stages = [json.loads(p.read_text()) for p in earlier_v] + [v]
+    for i, r in enumerate(stages):
+        cycle = f" cycle {i + 1}" if len(stages) > 1 else ""
+        if r.get("objective", "clip") != "dense":
+            lines.append(
+                f"1. Vision tower{cycle}: contrastive (CLIP loss) on {r['n_pairs']} generated train-split scenes and "
+                f"their captions, {r['steps']} steps of batch {r['batch']}, {r['seconds'] / 60:.0f} min."
+            )
+            continue
+        acc = r.get("val_patch_accuracy", {})
+        start = "continued from the cycle above, " if r.get("init") else "from scratch, "
+        weights = r.get("head_weights") or {}
+        weighted = (
+            " (loss weights: " + ", ".join(f"{k} x{w:g}" for k, w in weights.items()) + ")" if weights else ""
+        )
+        what = (
+            "position-aware pre-training (`ivra.minivla.dense`): linear heads on the patch features the LLaVA "
+            "projector reads learn, per patch, the colour/shape/size of the object there and the absolute bin of "
+            "its centre (and the same for containers); "
+            if i == 0
+            else "the same dense objective; "
+        )
         lines.append(
-            f"1. Vision tower, position-aware pre-training (`ivra.minivla.dense`): linear heads on the patch features "
-            "the LLaVA projector reads learn, per patch, the colour/shape/size of the object there and the absolute "
-            "bin of its centre (and the same for containers), on every expert step of "
-            f"{v['n_pairs']} train-split episodes ({v['n_images']} images), {v['steps']} steps of batch {v['batch']}, "
-            f"lr {v['lr']}, {v['seconds'] / 60:.0f} min; then frozen. On val scenes its heads read the object-centre "
-            f"bin within 2 bins on {100 * acc.get('obj_x_within2', float('nan')):.0f} % (x) / "
+            f"1. Vision tower{cycle}, {what}{start}on every expert step of {r['n_pairs']} fresh train-split "
+            f"episodes ({r['n_images']} images), {r['steps']} steps of batch {r['batch']}, lr {r['lr']}{weighted}, "
+            f"{r['seconds'] / 60:.0f} min. On val scenes its heads then read the object-centre bin within 2 bins on "
+            f"{100 * acc.get('obj_x_within2', float('nan')):.0f} % (x) / "
             f"{100 * acc.get('obj_y_within2', float('nan')):.0f} % (y) of object patches, the colour on "
             f"{100 * acc.get('obj_color', float('nan')):.0f} %, the shape on "
-            f"{100 * acc.get('obj_shape', float('nan')):.0f} %."
+            f"{100 * acc.get('obj_shape', float('nan')):.0f} %, the size on "
+            f"{100 * acc.get('obj_size', float('nan')):.0f} %."
         )
-    else:
-        lines.append(
-            f"1. Vision tower: contrastive (CLIP loss) on {v['n_pairs']} generated train-split scenes and "
-            f"their captions, {v['steps']} steps of batch {v['batch']}, {v['seconds'] / 60:.0f} min; then frozen."
-        )
-    total = v["seconds"]
+    lines.append("   The tower is then frozen.")
+    total = sum(r["seconds"] for r in stages)
     for regime in regimes:
         earlier = sorted(
             WEIGHTS.glob(f"run-{regime}-cycle*.json"), key=lambda p: int(p.stem.rpartition("cycle")[2])
@@ -100,8 +118,8 @@ def write_card(result: dict, episodes: int) -> None:
     total /= 60
     lines += [
         "",
-        f"Machine: {runs[regimes[0]].get('machine', 'x86_64, 2 CPU cores')} (shared with other jobs, training under "
-        f"`nice -n 19`), torch {runs[regimes[0]]['torch']}, transformers {runs[regimes[0]]['transformers']}; "
+        f"Machine: {runs[regimes[0]].get('machine', 'x86_64, 2 CPU cores')} (the cores shared with other jobs at "
+        "times), torch {runs[regimes[0]]['torch']}, transformers {runs[regimes[0]]['transformers']}; "
         f"training time {total:.0f} min in all (data generation not included). Training logs: `train-log-*.jsonl`; "
         "run settings: `run-*.json`. What was tried before this recipe, with numbers: `docs/minivla-experiments.md`.",
         f"Weights: fp16 safetensors, vision tower stored once, {size_mb:.1f} MB in all (loaded as float32).",

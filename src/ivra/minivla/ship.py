@@ -53,8 +53,19 @@ def ship(runs: Path, dest: Path = WEIGHTS) -> None:
             shutil.copy(earlier / "run.json", dest / f"run-{regime}-cycle{i}.json")
     for name in ("spec.json", "tokenizer.json"):
         shutil.copy(runs / f"policy-{trained[0]}" / name, dest / name)
-    shutil.copy(runs / "vision" / "log.jsonl", dest / "train-log-vision.jsonl")
-    shutil.copy(runs / "vision" / "run.json", dest / "run-vision.json")
+    # the vision run the policies were trained on (recorded in their run.json; older runs: runs/vision), and the
+    # earlier runs it continued from (``init``), shipped as vision cycles like the policy's schedule cycles
+    recorded = json.loads((runs / f"policy-{trained[0]}" / "run.json").read_text()).get("vision")
+    vision_run = Path(recorded).parent if recorded else runs / "vision"
+    shutil.copy(vision_run / "log.jsonl", dest / "train-log-vision.jsonl")
+    shutil.copy(vision_run / "run.json", dest / "run-vision.json")
+    chain, init = [], json.loads((vision_run / "run.json").read_text()).get("init")
+    while init:
+        chain.append(Path(init).parent)
+        init = json.loads((Path(init).parent / "run.json").read_text()).get("init")
+    for i, earlier in enumerate(reversed(chain), start=1):
+        shutil.copy(earlier / "log.jsonl", dest / f"train-log-vision-cycle{i}.jsonl")
+        shutil.copy(earlier / "run.json", dest / f"run-vision-cycle{i}.json")
     print(f"shipped {', '.join(trained)}: {sorted(p.name for p in dest.iterdir())} to {dest}")
 
 

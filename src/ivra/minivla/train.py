@@ -198,7 +198,9 @@ def pretrain_vision(
         vision = CLIPVisionModel(vision_config(spec))
         if init is not None:
             # a run's vision.safetensors, or the shipped one (fp16, keys under the LLaVA model's prefix)
-            state = {k.removeprefix("model.vision_tower."): v.float() for k, v in load_file(str(init)).items()}
+            state = {
+                k.removeprefix("model.vision_tower."): v.float() for k, v in load_file(str(init)).items()
+            }
             vision.load_state_dict(state)
         vision.train()
         heads = dense.DenseHeads(spec.vision_width, head_weights)
@@ -366,6 +368,7 @@ def train_policy(
         lr=lr,
         seed=seed,
         init=None if init is None else str(init),
+        vision=str(vision),
         spec=spec.to_dict(),
         seconds=round(seconds, 1),
     )
