@@ -41,6 +41,44 @@ def test_policy_is_a_llava_with_one_image_token_per_patch():
     assert ids.count(tok.image_id) == SMALL.n_patches == 16
 
 
+def test_instruction_first_prompt_puts_the_visual_tokens_after_the_words_and_ivra_finds_them():
+    import dataclasses
+
+    import ivra
+
+    tok = WordTokenizer.for_tabletop()
+    spec = dataclasses.replace(SMALL, prompt="instruction_first")
+    words = tok.encode("put the red star into the blue bowl")
+    ids = prompt_ids(tok, spec, "put the red star into the blue bowl")
+    assert ids == [tok.bos_id] + words + [tok.image_id] * spec.n_patches + [tok.sep_id]
+    with pytest.raises(ValueError, match="'sideways'"):
+        dataclasses.replace(SMALL, prompt="sideways")
+    # IVRA edits the visual tokens wherever they sit: after the edited layer, the words before them are unchanged
+    torch.manual_seed(0)
+    model = build_policy(spec, tok).eval()
+    images = np.random.default_rng(0).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
+    from ivra.minivla.model import prompt_batch
+
+    batch = prompt_batch(tok, spec, images, ["put the red star into the blue bowl"] * 2)
+    seen = {}
+    layer = model.model.language_model.layers[1]
+    hook = layer.register_forward_hook(
+        lambda m, a, out: seen.setdefault(len(seen), (out[0] if isinstance(out, tuple) else out).clone())
+    )
+    try:
+        with torch.no_grad():
+            model(**batch)
+            with ivra.attach(model, ivra.IVRAConfig(layer=1, lam=0.5)):
+                model(**batch)
+    finally:
+        hook.remove()
+    base, edited = seen[0], seen[1]
+    visual = batch["input_ids"] == tok.image_id
+    before = torch.cumsum(visual.long(), dim=1) == 0  # padding, BOS and the words
+    assert not torch.allclose(base[visual], edited[visual])
+    assert torch.equal(base[before], edited[before])
+
+
 def test_short_training_run_writes_safetensors_that_load(tmp_path):
     from ivra.minivla.train import pretrain_vision, train_policy
 

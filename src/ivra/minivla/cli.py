@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--init", default=None, help="a finished run directory to continue from (a new schedule cycle)"
     )
+    q.add_argument(
+        "--prompt",
+        default=None,
+        choices=("image_first", "instruction_first"),
+        help="prompt token order (default: image_first, or the --init run's)",
+    )
     q.set_defaults(func=_policy)
 
 
@@ -106,5 +112,6 @@ def _policy(args) -> int:
         seed=args.seed,
         stop=args.stop,
         init=args.init,
+        prompt=args.prompt,
     )
     return 0

@@ -16,6 +16,8 @@ import torch
 
 from ivra.minivla.tokenizer import WordTokenizer
 
+PROMPTS = ("image_first", "instruction_first")
+
 
 @dataclass(frozen=True)
 class MiniVLASpec:
@@ -31,6 +33,13 @@ class MiniVLASpec:
     clip_text_width: int = 128
     clip_text_layers: int = 2
     projection_dim: int = 128
+    #: token order of the prompt: "image_first" (LLaVA's ``<image>`` then the instruction; the visual tokens
+    #: cannot see the instruction) or "instruction_first" (the visual tokens follow, and can attend to, it)
+    prompt: str = "image_first"
+
+    def __post_init__(self):
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt order {self.prompt!r}; expected one of {PROMPTS}")
 
     @property
     def n_patches(self) -> int:
@@ -135,7 +144,10 @@ def pixels(images) -> torch.Tensor:
 
 
 def prompt_ids(tok: WordTokenizer, spec: MiniVLASpec, instruction: str) -> list[int]:
-    return [tok.image_id] * spec.n_patches + [tok.bos_id] + tok.encode(instruction) + [tok.sep_id]
+    image, words = [tok.image_id] * spec.n_patches, tok.encode(instruction)
+    if spec.prompt == "instruction_first":
+        return [tok.bos_id] + words + image + [tok.sep_id]
+    return image + [tok.bos_id] + words + [tok.sep_id]
 
 
 def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

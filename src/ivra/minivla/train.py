@@ -319,12 +319,20 @@ def train_policy(
     spec: MiniVLASpec | None = None,
     stop: int | None = None,
     init: str | Path | None = None,
+    prompt: str | None = None,
 ) -> Path:
     """Stage 2. ``episodes``: size of the full data set; the first ``fraction`` of it is used. ``init``: a
-    finished run directory to start from (a further warm-restart cycle of the schedule), else from scratch."""
+    finished run directory to start from (a further warm-restart cycle of the schedule), else from scratch.
+    ``prompt``: the prompt order (:data:`ivra.minivla.model.PROMPTS`; default: the spec's, or that of ``init``)."""
+    import dataclasses
+
     from ivra.tabletop.dataset import expert_demos
 
     spec = spec or MiniVLASpec()
+    if init is not None and prompt is None:  # a further cycle keeps the prompt order it was trained with
+        prompt = json.loads((Path(init) / "spec.json").read_text()).get("prompt")
+    if prompt is not None:
+        spec = dataclasses.replace(spec, prompt=prompt)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
