@@ -23,4 +23,4 @@ R=runs/train
     $IVRA train policy --vision $R/vision-3/vision.safetensors --out $R/policy-low --prompt instruction_first \
         --episodes 300000 --fraction 0.12 --steps 4000 --batch 32 --lr 1e-3 --seed 0
 .venv/bin/python -m ivra.minivla.ship $R
-.venv/bin/python -m ivra.minivla.card --episodes 200
+.venv/bin/python -m ivra.minivla.card --episodes 1000

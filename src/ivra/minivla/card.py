@@ -119,7 +119,7 @@ def write_card(result: dict, episodes: int) -> None:
     lines += [
         "",
         f"Machine: {runs[regimes[0]].get('machine', 'x86_64, 2 CPU cores')} (the cores shared with other jobs at "
-        "times), torch {runs[regimes[0]]['torch']}, transformers {runs[regimes[0]]['transformers']}; "
+        f"times), torch {runs[regimes[0]]['torch']}, transformers {runs[regimes[0]]['transformers']}; "
         f"training time {total:.0f} min in all (data generation not included). Training logs: `train-log-*.jsonl`; "
         "run settings: `run-*.json`. What was tried before this recipe, with numbers: `docs/minivla-experiments.md`.",
         f"Weights: fp16 safetensors, vision tower stored once, {size_mb:.1f} MB in all (loaded as float32).",

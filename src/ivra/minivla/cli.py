@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = stages.add_parser("policy", help="stage 2: projector + LM from expert demonstrations, vision frozen")
     q.add_argument("--vision", default="runs/train/vision/vision.safetensors")
     q.add_argument("--out", default="runs/train/policy-low", type=out_dir)
-    q.add_argument("--episodes", type=positive_int, default=100000, help="episodes of the full data set")
+    q.add_argument("--episodes", type=positive_int, default=300000, help="episodes of the full data set")
     q.add_argument("--fraction", type=fraction, default=0.12, help="fraction of them used (1.0 = full data)")
-    q.add_argument("--steps", type=positive_int, default=2000)
+    q.add_argument("--steps", type=positive_int, default=4000)
     q.add_argument("--batch", type=positive_int, default=32)
     q.add_argument("--lr", type=positive_float, default=1e-3)
     q.add_argument("--seed", type=nonneg_int, default=0)
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--prompt",
         default=None,
         choices=("image_first", "instruction_first"),
-        help="prompt token order (default: image_first, or the --init run's)",
+        help="prompt token order (default: instruction_first as shipped, or the --init run's)",
     )
     q.set_defaults(func=_policy)
 
@@ -112,6 +112,6 @@ def _policy(args) -> int:
         seed=args.seed,
         stop=args.stop,
         init=args.init,
-        prompt=args.prompt,
+        prompt=args.prompt or (None if args.init else "instruction_first"),
     )
     return 0
