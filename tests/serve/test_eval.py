@@ -50,6 +50,13 @@ def test_tabletop_ab_through_the_server_matches_in_process(low_policy, reference
     )
 
 
+def first_call_of_second_unit(reference) -> int:
+    """The policy call that starts the second unit: units run in order, a unit's episodes advance in lockstep
+    (one call per step until its longest episode ends), so this call exists whatever the policy's skill."""
+    first = reference[units()[0]["key"]]
+    return max(len(ep["actions"]) + ep["malformed"] for ep in first) + 1
+
+
 class _Restarter:
     """Stops the server from another thread once the policy has made ``after`` calls; restarts it on demand."""
 
@@ -77,7 +84,7 @@ class _Restarter:
 
 def test_client_rides_through_a_server_restart(low_policy, reference, tmp_path):
     policy, spec = low_policy
-    r = _Restarter(policy, spec, after=5)
+    r = _Restarter(policy, spec, after=first_call_of_second_unit(reference))
     r.st = start(r, spec, port=0, max_batch=8)
     r.port = r.st.server.port
     t = threading.Thread(target=r.restart, kwargs={"delay": 1.0})
@@ -95,7 +102,7 @@ def test_client_rides_through_a_server_restart(low_policy, reference, tmp_path):
 
 def test_unit_cut_off_is_journaled_and_retried(low_policy, reference, tmp_path):
     policy, spec = low_policy
-    r = _Restarter(policy, spec, after=4)
+    r = _Restarter(policy, spec, after=first_call_of_second_unit(reference))
     r.st = start(r, spec, port=0, max_batch=8)
     r.port = r.st.server.port
 
