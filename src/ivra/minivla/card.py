@@ -43,12 +43,17 @@ def measure(episodes: int, chunk: int = 100) -> dict:
     return out
 
 
+def cycles(name: str) -> list[dict]:
+    """The shipped settings of run ``name`` (``vision`` or a regime): its earlier cycles oldest first, then it."""
+    earlier = sorted(WEIGHTS.glob(f"run-{name}-cycle*.json"), key=lambda p: int(p.stem.rpartition("cycle")[2]))
+    return [json.loads(p.read_text()) for p in [*earlier, WEIGHTS / f"run-{name}.json"]]
+
+
 def write_card(result: dict, episodes: int) -> None:
     regimes = tuple(result)
-    runs = {name: json.loads((WEIGHTS / f"run-{name}.json").read_text()) for name in ("vision", *regimes)}
+    last = json.loads((WEIGHTS / f"run-{regimes[0]}.json").read_text())  # machine and versions
     size_mb = sum(p.stat().st_size for p in WEIGHTS.glob("*.safetensors")) / 1e6
     spec = json.loads((WEIGHTS / "spec.json").read_text())
-    v = runs["vision"]
     lines = [
         "# minivla: the tiny LLaRA-style policy shipped with ivra",
         "",
@@ -62,10 +67,7 @@ def write_card(result: dict, episodes: int) -> None:
         "## Training (reproduce with `bash scripts/train_minivla.sh`)",
         "",
     ]
-    earlier_v = sorted(
-        WEIGHTS.glob("run-vision-cycle*.json"), key=lambda p: int(p.stem.rpartition("cycle")[2])
-    )
-    stages = [json.loads(p.read_text()) for p in earlier_v] + [v]
+    stages = cycles("vision")
     for i, r in enumerate(stages):
         cycle = f" cycle {i + 1}" if len(stages) > 1 else ""
         if r.get("objective", "clip") != "dense":
@@ -100,14 +102,11 @@ def write_card(result: dict, episodes: int) -> None:
     lines.append("   The tower is then frozen.")
     total = sum(r["seconds"] for r in stages)
     for regime in regimes:
-        earlier = sorted(
-            WEIGHTS.glob(f"run-{regime}-cycle*.json"), key=lambda p: int(p.stem.rpartition("cycle")[2])
-        )
-        cycles = [json.loads(p.read_text()) for p in earlier] + [runs[regime]]
-        for i, r in enumerate(cycles):
+        schedule = cycles(regime)
+        for i, r in enumerate(schedule):
             stop = f" (stopped at step {r['stop']} of that schedule)" if r.get("stop") else ""
             start = "continued from the cycle above (warm restart), " if r.get("init") else "from scratch, "
-            cycle = f" cycle {i + 1}" if len(cycles) > 1 else ""
+            cycle = f" cycle {i + 1}" if len(schedule) > 1 else ""
             lines.append(
                 f"2. `{regime}`{cycle}: projector + Llama, {start}on expert demonstrations of {r['episodes']} "
                 f"train-split episodes ({r['demo_steps']} steps; fraction {r['fraction']} of a "
@@ -118,8 +117,8 @@ def write_card(result: dict, episodes: int) -> None:
     total /= 60
     lines += [
         "",
-        f"Machine: {runs[regimes[0]].get('machine', 'x86_64, 2 CPU cores')} (the cores shared with other jobs at "
-        f"times), torch {runs[regimes[0]]['torch']}, transformers {runs[regimes[0]]['transformers']}; "
+        f"Machine: {last.get('machine', 'x86_64, 2 CPU cores')} (the cores shared with other jobs at "
+        f"times), torch {last['torch']}, transformers {last['transformers']}; "
         f"training time {total:.0f} min in all (data generation not included). Training logs: `train-log-*.jsonl`; "
         "run settings: `run-*.json`. What was tried before this recipe, with numbers: `docs/minivla-experiments.md`.",
         f"Weights: fp16 safetensors, vision tower stored once, {size_mb:.1f} MB in all (loaded as float32).",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ivra.cliargs import UsageError, fraction, nonneg_int, out_dir, positive_float, positive_int
 from ivra.minivla.dense import HEADS
+from ivra.minivla.model import PROMPTS
 
 STOP_HELP = "end after this many steps of the --steps schedule (reproduces a run stopped early)"
 
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--prompt",
         default=None,
-        choices=("image_first", "instruction_first"),
+        choices=PROMPTS,
         help="prompt token order (default: instruction_first as shipped, or the --init run's)",
     )
     q.set_defaults(func=_policy)

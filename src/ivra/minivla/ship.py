@@ -20,6 +20,26 @@ from ivra.minivla.policy import REGIMES, WEIGHTS
 VISION_PREFIX = "model.vision_tower."
 
 
+def _run_dir(init: str) -> Path:
+    """A run's ``init``: a policy run's directory, or a vision run's ``vision.safetensors`` inside its directory."""
+    path = Path(init)
+    return path if path.is_dir() else path.parent
+
+
+def copy_run_logs(run: Path, dest: Path, name: str) -> None:
+    """``run``'s log and settings as ``train-log-NAME.jsonl`` / ``run-NAME.json``, and those of the earlier runs
+    it continued from (its ``init`` chain) as ``...-NAME-cycleK``, oldest first."""
+    shutil.copy(run / "log.jsonl", dest / f"train-log-{name}.jsonl")
+    shutil.copy(run / "run.json", dest / f"run-{name}.json")
+    chain, init = [], json.loads((run / "run.json").read_text()).get("init")
+    while init:  # newest first
+        chain.append(_run_dir(init))
+        init = json.loads((chain[-1] / "run.json").read_text()).get("init")
+    for i, earlier in enumerate(reversed(chain), start=1):
+        shutil.copy(earlier / "log.jsonl", dest / f"train-log-{name}-cycle{i}.jsonl")
+        shutil.copy(earlier / "run.json", dest / f"run-{name}-cycle{i}.json")
+
+
 def ship(runs: Path, dest: Path = WEIGHTS) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     trained = [r for r in REGIMES if (runs / f"policy-{r}" / "model.safetensors").exists()]
@@ -42,30 +62,12 @@ def ship(runs: Path, dest: Path = WEIGHTS) -> None:
             raise ValueError("the regimes were trained on different vision towers")
         rest = {k: t for k, t in state.items() if not k.startswith(VISION_PREFIX)}
         save_file(rest, str(dest / f"{regime}.safetensors"))
-        shutil.copy(run / "log.jsonl", dest / f"train-log-{regime}.jsonl")
-        shutil.copy(run / "run.json", dest / f"run-{regime}.json")
-        chain, init = [], json.loads((run / "run.json").read_text()).get("init")
-        while init:  # the earlier schedule cycles this run continued from, newest first
-            chain.append(Path(init))
-            init = json.loads((Path(init) / "run.json").read_text()).get("init")
-        for i, earlier in enumerate(reversed(chain), start=1):
-            shutil.copy(earlier / "log.jsonl", dest / f"train-log-{regime}-cycle{i}.jsonl")
-            shutil.copy(earlier / "run.json", dest / f"run-{regime}-cycle{i}.json")
+        copy_run_logs(run, dest, regime)
     for name in ("spec.json", "tokenizer.json"):
         shutil.copy(runs / f"policy-{trained[0]}" / name, dest / name)
-    # the vision run the policies were trained on (recorded in their run.json; older runs: runs/vision), and the
-    # earlier runs it continued from (``init``), shipped as vision cycles like the policy's schedule cycles
+    # the vision run the policies were trained on (recorded in their run.json; older runs: runs/vision)
     recorded = json.loads((runs / f"policy-{trained[0]}" / "run.json").read_text()).get("vision")
-    vision_run = Path(recorded).parent if recorded else runs / "vision"
-    shutil.copy(vision_run / "log.jsonl", dest / "train-log-vision.jsonl")
-    shutil.copy(vision_run / "run.json", dest / "run-vision.json")
-    chain, init = [], json.loads((vision_run / "run.json").read_text()).get("init")
-    while init:
-        chain.append(Path(init).parent)
-        init = json.loads((Path(init).parent / "run.json").read_text()).get("init")
-    for i, earlier in enumerate(reversed(chain), start=1):
-        shutil.copy(earlier / "log.jsonl", dest / f"train-log-vision-cycle{i}.jsonl")
-        shutil.copy(earlier / "run.json", dest / f"run-vision-cycle{i}.json")
+    copy_run_logs(Path(recorded).parent if recorded else runs / "vision", dest, "vision")
     print(f"shipped {', '.join(trained)}: {sorted(p.name for p in dest.iterdir())} to {dest}")
 
 
