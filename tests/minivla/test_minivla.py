@@ -132,11 +132,20 @@ def test_vision_stage_continues_from_a_tower_and_weights_a_head(tmp_path):
         (["--head-weight", "shape=3"], "'shape=3': expected HEAD=W"),
         (["--head-weight", "obj_shape=-1"], "expected a number > 0, got '-1'"),
         (["--init", "nowhere.safetensors"], "--init nowhere.safetensors: no such file"),
+        (["--init", "NOT_SAFETENSORS"], "not a safetensors file"),
+        (["--init", "OTHER_WEIGHTS"], "not a vision tower of this spec"),
         (["--objective", "clip", "--head-weight", "obj_shape=2"], "apply to --objective dense"),
     ],
 )
-def test_vision_stage_refuses_bad_options_in_one_line(args, expected, capsys):
+def test_vision_stage_refuses_bad_options_in_one_line(args, expected, capsys, tmp_path):
+    from safetensors.torch import save_file
+
     from ivra.cli import main
+
+    (tmp_path / "text.safetensors").write_text("not weights")
+    save_file({"weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
+    files = {"NOT_SAFETENSORS": tmp_path / "text.safetensors", "OTHER_WEIGHTS": tmp_path / "other.safetensors"}
+    args = [str(files.get(a, a)) for a in args]
 
     try:
         code = main(["train", "vision", *args])

@@ -79,6 +79,14 @@ def _vision(args) -> int:
         raise UsageError(f"--init {args.init}: no such file (expected a vision.safetensors)")
     if args.objective != "dense" and (args.init or args.head_weight):
         raise UsageError(f"--init / --head-weight apply to --objective dense, not {args.objective}")
+    if args.init is not None:
+        from ivra.minivla.model import MiniVLASpec
+        from ivra.minivla.train import vision_state
+
+        try:
+            vision_state(args.init, MiniVLASpec())
+        except ValueError as exc:  # not safetensors at all, or another model's weights
+            raise UsageError(f"--init {exc}") from None
 
     pretrain_vision(
         args.out,

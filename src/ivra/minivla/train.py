@@ -139,6 +139,26 @@ def caption_pairs(n: int, seed: int, resolution: int) -> tuple[np.ndarray, list[
 OBJECTIVES = ("dense", "clip")
 
 
+def vision_state(path: str | Path, spec: MiniVLASpec) -> dict[str, torch.Tensor]:
+    """A vision tower's weights for ``spec`` as float32: a run's ``vision.safetensors``, or the shipped one (fp16,
+    keys under the LLaVA model's prefix). ``ValueError`` when the file holds no such tower."""
+    from transformers import CLIPVisionModel
+
+    from ivra.minivla.model import vision_config
+
+    try:
+        raw = load_file(str(path))
+    except Exception as exc:  # safetensors' own error type for a file that is not safetensors
+        raise ValueError(f"{path}: not a safetensors file ({exc})") from None
+    state = {k.removeprefix("model.vision_tower."): v.float() for k, v in raw.items()}
+    want = CLIPVisionModel(vision_config(spec)).state_dict()
+    if state.keys() != want.keys() or any(state[k].shape != want[k].shape for k in want):
+        raise ValueError(
+            f"{path}: not a vision tower of this spec (expected a vision.safetensors of `ivra train vision`)"
+        )
+    return state
+
+
 def pretrain_vision(
     out: str | Path,
     steps: int = 400,
@@ -166,6 +186,7 @@ def pretrain_vision(
     if objective != "dense" and (init is not None or head_weights):
         raise ValueError(f"init / head_weights apply to the dense objective only, not {objective!r}")
     spec = spec or MiniVLASpec()
+    init_state = None if init is None else vision_state(init, spec)  # checked before any data is generated
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -197,11 +218,7 @@ def pretrain_vision(
         labels = torch.as_tensor(labels)
         vision = CLIPVisionModel(vision_config(spec))
         if init is not None:
-            # a run's vision.safetensors, or the shipped one (fp16, keys under the LLaVA model's prefix)
-            state = {
-                k.removeprefix("model.vision_tower."): v.float() for k, v in load_file(str(init)).items()
-            }
-            vision.load_state_dict(state)
+            vision.load_state_dict(init_state)
         vision.train()
         heads = dense.DenseHeads(spec.vision_width, head_weights)
         model = torch.nn.ModuleDict({"vision": vision, "heads": heads})
