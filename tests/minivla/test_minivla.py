@@ -144,7 +144,10 @@ def test_vision_stage_refuses_bad_options_in_one_line(args, expected, capsys, tm
 
     (tmp_path / "text.safetensors").write_text("not weights")
     save_file({"weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
-    files = {"NOT_SAFETENSORS": tmp_path / "text.safetensors", "OTHER_WEIGHTS": tmp_path / "other.safetensors"}
+    files = {
+        "NOT_SAFETENSORS": tmp_path / "text.safetensors",
+        "OTHER_WEIGHTS": tmp_path / "other.safetensors",
+    }
     args = [str(files.get(a, a)) for a in args]
 
     try:

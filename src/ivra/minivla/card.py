@@ -45,11 +45,26 @@ def measure(episodes: int, chunk: int = 100) -> dict:
 
 def cycles(name: str) -> list[dict]:
     """The shipped settings of run ``name`` (``vision`` or a regime): its earlier cycles oldest first, then it."""
-    earlier = sorted(WEIGHTS.glob(f"run-{name}-cycle*.json"), key=lambda p: int(p.stem.rpartition("cycle")[2]))
+    earlier = sorted(
+        WEIGHTS.glob(f"run-{name}-cycle*.json"), key=lambda p: int(p.stem.rpartition("cycle")[2])
+    )
     return [json.loads(p.read_text()) for p in [*earlier, WEIGHTS / f"run-{name}.json"]]
 
 
-def write_card(result: dict, episodes: int) -> None:
+def measure_locate(scenes: int) -> dict:
+    """Each shipped regime's answers to referring questions about held-out world scenes (:mod:`ivra.minivla.locate`)."""
+    from ivra.minivla.locate import locate_accuracy
+    from ivra.minivla.policy import load_model
+
+    out = {}
+    for regime in shipped():
+        model, tok, spec = load_model(regime)
+        out[regime] = locate_accuracy(model.eval(), tok, spec, scenes)
+        print(regime, "locate", out[regime], flush=True)
+    return out
+
+
+def write_card(result: dict, episodes: int, locate: dict | None = None) -> None:
     regimes = tuple(result)
     last = json.loads((WEIGHTS / f"run-{regimes[0]}.json").read_text())  # machine and versions
     size_mb = sum(p.stat().st_size for p in WEIGHTS.glob("*.safetensors")) / 1e6
@@ -89,30 +104,55 @@ def write_card(result: dict, episodes: int) -> None:
             if i == 0
             else "the same dense objective; "
         )
+        data = (
+            f"{r['n_pairs']} world scenes of every colour and shape (`ivra.minivla.world`; {r['n_images']} images)"
+            if r.get("scenes") == "world"
+            else f"every expert step of {r['n_pairs']} fresh train-split episodes ({r['n_images']} images)"
+        )
+        novel = r.get("world_novel_accuracy") or {}
+        novel_text = (
+            f" On world scenes: pink read on {100 * novel['pink_color']:.0f} % of pink-object patches, heart on "
+            f"{100 * novel['heart_shape']:.0f} % of heart patches."
+            if novel
+            else ""
+        )
         lines.append(
-            f"1. Vision tower{cycle}, {what}{start}on every expert step of {r['n_pairs']} fresh train-split "
-            f"episodes ({r['n_images']} images), {r['steps']} steps of batch {r['batch']}, lr {r['lr']}{weighted}, "
+            f"1. Vision tower{cycle}, {what}{start}on {data}, {r['steps']} steps of batch {r['batch']}, "
+            f"lr {r['lr']}{weighted}, "
             f"{r['seconds'] / 60:.0f} min. On val scenes its heads then read the object-centre bin within 2 bins on "
             f"{100 * acc.get('obj_x_within2', float('nan')):.0f} % (x) / "
             f"{100 * acc.get('obj_y_within2', float('nan')):.0f} % (y) of object patches, the colour on "
             f"{100 * acc.get('obj_color', float('nan')):.0f} %, the shape on "
             f"{100 * acc.get('obj_shape', float('nan')):.0f} %, the size on "
-            f"{100 * acc.get('obj_size', float('nan')):.0f} %."
+            f"{100 * acc.get('obj_size', float('nan')):.0f} %.{novel_text}"
         )
     lines.append("   The tower is then frozen.")
     total = sum(r["seconds"] for r in stages)
     for regime in regimes:
         schedule = cycles(regime)
-        for i, r in enumerate(schedule):
+        for r in schedule:
             stop = f" (stopped at step {r['stop']} of that schedule)" if r.get("stop") else ""
-            start = "continued from the cycle above (warm restart), " if r.get("init") else "from scratch, "
-            cycle = f" cycle {i + 1}" if len(schedule) > 1 else ""
-            lines.append(
-                f"2. `{regime}`{cycle}: projector + Llama, {start}on expert demonstrations of {r['episodes']} "
-                f"train-split episodes ({r['demo_steps']} steps; fraction {r['fraction']} of a "
-                f"{r.get('full_episodes', '?')}-episode set), {r['steps']} steps of batch {r['batch']}{stop}, "
-                f"cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
-            )
+            start = "continued from the stage above, " if r.get("init") else "from scratch, "
+            if r.get("stage") == "train_grounding":
+                lines.append(
+                    f"2. Vision-language pre-training (for `{regime}`): projector + Llama, {start}answer referring "
+                    f'questions ("locate the pink heart" -> its centre bins) about {r["scenes"]} world scenes '
+                    f"({r['questions']} questions; no robot data), {r['steps']} steps of batch {r['batch']}{stop}, "
+                    f"cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
+                )
+            else:
+                mixed = (
+                    f", co-trained with {r['ground_questions']} referring questions of {r['ground_scenes']} world "
+                    "scenes mixed in"
+                    if r.get("ground_scenes")
+                    else ""
+                )
+                lines.append(
+                    f"3. `{regime}`: projector + Llama, {start}on expert demonstrations of {r['episodes']} "
+                    f"train-split episodes ({r['demo_steps']} steps; fraction {r['fraction']} of a "
+                    f"{r.get('full_episodes', '?')}-episode set){mixed}, {r['steps']} steps of batch {r['batch']}"
+                    f"{stop}, cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
+                )
             total += r["seconds"]
     total /= 60
     lines += [
@@ -141,17 +181,32 @@ def write_card(result: dict, episodes: int) -> None:
         cells = [f"{100 * res['families'].get(f, float('nan')):.0f} %" for f in fams]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "A uniform random policy succeeds in about 0.4 % of episodes (tests/tabletop)."]
+    for regime, res in (locate or {}).items():
+        lines += [
+            "",
+            f"Referring questions after policy training (`{regime}`, `python -m ivra.minivla.locate {regime}`): on "
+            f"{res['all']['n']} questions about held-out world scenes it answers within 2 bins of the referent's "
+            f"centre on {100 * res['all']['within2']:.1f} %; on the {res['novel']['n']} that name pink or a heart "
+            f"(never in the robot data) {100 * res['novel']['within2']:.1f} %, on the rest "
+            f"{100 * res['seen']['within2']:.1f} %.",
+        ]
     (WEIGHTS / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument(
+        "--scenes", type=int, default=300, help="held-out world scenes for the referring questions"
+    )
     args = parser.parse_args()
     t0 = time.time()
     result = measure(args.episodes)
-    (WEIGHTS / "card.json").write_text(json.dumps({"episodes": args.episodes, "success": result}, indent=2))
-    write_card(result, args.episodes)
+    locate = measure_locate(args.scenes)
+    (WEIGHTS / "card.json").write_text(
+        json.dumps({"episodes": args.episodes, "success": result, "locate": locate}, indent=2)
+    )
+    write_card(result, args.episodes, locate)
     print(f"wrote {WEIGHTS / 'MODEL_CARD.md'} in {time.time() - t0:.0f}s")
 
 

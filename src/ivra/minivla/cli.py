@@ -8,12 +8,13 @@ from pathlib import Path
 from ivra.cliargs import UsageError, fraction, nonneg_int, out_dir, positive_float, positive_int
 from ivra.minivla.dense import HEADS
 from ivra.minivla.model import PROMPTS
+from ivra.minivla.train import VISION_SCENES
 
 STOP_HELP = "end after this many steps of the --steps schedule (reproduces a run stopped early)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the tiny LLaRA-style policy (two stages)")
+    p = sub.add_parser("train", help="train the tiny LLaRA-style policy (vision, grounding, policy stages)")
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
 
     v = stages.add_parser("vision", help="stage 1: pre-training of the vision tower")
@@ -41,9 +42,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="HEAD=W",
         help="dense: loss weight of one head (repeatable), e.g. obj_shape=3; heads: " + ", ".join(HEADS),
     )
+    v.add_argument(
+        "--scenes",
+        default="train",
+        choices=VISION_SCENES,
+        help="dense: train-split episodes (every expert step), or world scenes of every colour and shape",
+    )
     v.set_defaults(func=_vision)
 
-    q = stages.add_parser("policy", help="stage 2: projector + LM from expert demonstrations, vision frozen")
+    g = stages.add_parser(
+        "ground",
+        help="stage 2: vision-language pre-training (projector + LM answer referring questions about world scenes)",
+    )
+    g.add_argument("--vision", default="runs/train/vision/vision.safetensors")
+    g.add_argument("--out", default="runs/train/ground", type=out_dir)
+    g.add_argument(
+        "--scenes", type=positive_int, default=40000, help="world scenes (about 14 questions each)"
+    )
+    g.add_argument("--steps", type=positive_int, default=3000)
+    g.add_argument("--batch", type=positive_int, default=32)
+    g.add_argument("--lr", type=positive_float, default=1e-3)
+    g.add_argument("--seed", type=nonneg_int, default=0)
+    g.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
+    g.add_argument(
+        "--prompt",
+        default=None,
+        choices=PROMPTS,
+        help="prompt token order (default: instruction_first, or the --init run's)",
+    )
+    g.add_argument(
+        "--init", default=None, help="a finished grounding run to continue from (a new schedule cycle)"
+    )
+    g.set_defaults(func=_ground)
+
+    q = stages.add_parser("policy", help="stage 3: projector + LM from expert demonstrations, vision frozen")
     q.add_argument("--vision", default="runs/train/vision/vision.safetensors")
     q.add_argument("--out", default="runs/train/policy-low", type=out_dir)
     q.add_argument("--episodes", type=positive_int, default=300000, help="episodes of the full data set")
@@ -54,7 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=nonneg_int, default=0)
     q.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
     q.add_argument(
-        "--init", default=None, help="a finished run directory to continue from (a new schedule cycle)"
+        "--init",
+        default=None,
+        help="a finished grounding or policy run directory to continue from (a new schedule cycle)",
+    )
+    q.add_argument(
+        "--ground-scenes",
+        type=nonneg_int,
+        default=0,
+        help="world scenes whose referring questions are mixed into the demonstrations (co-training; 0: none)",
     )
     q.add_argument(
         "--prompt",
@@ -77,8 +117,10 @@ def _vision(args) -> int:
 
     if args.init is not None and not Path(args.init).is_file():
         raise UsageError(f"--init {args.init}: no such file (expected a vision.safetensors)")
-    if args.objective != "dense" and (args.init or args.head_weight):
-        raise UsageError(f"--init / --head-weight apply to --objective dense, not {args.objective}")
+    if args.objective != "dense" and (args.init or args.head_weight or args.scenes != "train"):
+        raise UsageError(
+            f"--init / --head-weight / --scenes apply to --objective dense, not {args.objective}"
+        )
     if args.init is not None:
         from ivra.minivla.model import MiniVLASpec
         from ivra.minivla.train import vision_state
@@ -99,6 +141,31 @@ def _vision(args) -> int:
         stop=args.stop,
         init=args.init,
         head_weights=dict(args.head_weight) or None,
+        scenes=args.scenes,
+    )
+    return 0
+
+
+def _ground(args) -> int:
+    from ivra.minivla.train import train_grounding
+
+    if not Path(args.vision).is_file():
+        raise UsageError(f"--vision {args.vision}: no such file (train it first: ivra train vision)")
+    if args.init is not None and not (Path(args.init) / "model.safetensors").is_file():
+        raise UsageError(
+            f"--init {args.init}: no model.safetensors there (expected a finished grounding run)"
+        )
+    train_grounding(
+        args.out,
+        args.vision,
+        scenes=args.scenes,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        stop=args.stop,
+        prompt=args.prompt,
+        init=args.init,
     )
     return 0
 
@@ -122,5 +189,6 @@ def _policy(args) -> int:
         stop=args.stop,
         init=args.init,
         prompt=args.prompt or (None if args.init else "instruction_first"),
+        ground_scenes=args.ground_scenes,
     )
     return 0

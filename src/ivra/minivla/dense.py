@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ivra.minivla.tokenizer import BINS
-from ivra.tabletop.scene import COLORS, CONTAINER_TYPES, SHAPES
+from ivra.tabletop.scene import COLORS, CONTAINER_TYPES, NOVEL_COLOR, NOVEL_SHAPE, SHAPES
 
 #: head name -> number of classes (0 = nothing there for the categorical heads; -100 = ignore for bins)
 HEADS: dict[str, int] = {
@@ -130,6 +130,20 @@ def metrics(logits: dict, labels: torch.Tensor) -> dict[str, float]:
             res[k + "_within2"] = float(((pred - y).abs() <= 2)[mask].float().mean())
         else:
             res[k] = float((pred == y)[mask].float().mean())
+    return res
+
+
+def novel_metrics(logits: dict, labels: torch.Tensor) -> dict[str, float]:
+    """Colour accuracy on patches of pink objects and shape accuracy on patches of hearts (the kinds the robot
+    demonstrations never show); NaN where a scene set has none."""
+    pink, heart = _COLOR[NOVEL_COLOR], _SHAPE[NOVEL_SHAPE]
+    res = {}
+    for key, row, cls in (("pink_color", 0, pink), ("heart_shape", 1, heart)):
+        m = labels[:, row] == cls
+        name = "obj_color" if row == 0 else "obj_shape"
+        res[key] = (
+            round(float((logits[name].argmax(-1) == cls)[m].float().mean()), 3) if m.any() else float("nan")
+        )
     return res
 
 

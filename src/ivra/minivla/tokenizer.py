@@ -66,6 +66,7 @@ class WordTokenizer:
     @classmethod
     def for_tabletop(cls) -> WordTokenizer:
         from ivra.minivla.captions import caption_vocabulary
+        from ivra.minivla.world import QUESTION_WORDS
         from ivra.tabletop import vocabulary
 
-        return cls(list(vocabulary()) + caption_vocabulary())
+        return cls(list(vocabulary()) + caption_vocabulary() + list(QUESTION_WORDS))

@@ -137,6 +137,7 @@ def caption_pairs(n: int, seed: int, resolution: int) -> tuple[np.ndarray, list[
 
 
 OBJECTIVES = ("dense", "clip")
+VISION_SCENES = ("train", "world")
 
 
 def vision_state(path: str | Path, spec: MiniVLASpec) -> dict[str, torch.Tensor]:
@@ -171,11 +172,14 @@ def pretrain_vision(
     stop: int | None = None,
     init: str | Path | None = None,
     head_weights: dict[str, float] | None = None,
+    scenes: str = "train",
 ) -> Path:
     """Stage 1. ``n_pairs``: episodes (dense: every expert step of each) or (image, caption) pairs (clip).
 
     ``init``: a ``vision.safetensors`` of an earlier dense run to continue from (fresh heads, new schedule);
-    ``head_weights``: dense-loss weight per head (e.g. ``{"obj_shape": 3}``)."""
+    ``head_weights``: dense-loss weight per head (e.g. ``{"obj_shape": 3}``); ``scenes``: ``"train"`` (train-split
+    episodes, every expert step) or ``"world"`` (dense only: the pre-training world of every colour and shape,
+    :mod:`ivra.minivla.world`, ``n_pairs`` scenes)."""
     from transformers import CLIPVisionModel
 
     from ivra.minivla import dense
@@ -183,8 +187,12 @@ def pretrain_vision(
 
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown vision objective {objective!r}; expected one of {OBJECTIVES}")
-    if objective != "dense" and (init is not None or head_weights):
-        raise ValueError(f"init / head_weights apply to the dense objective only, not {objective!r}")
+    if objective != "dense" and (init is not None or head_weights or scenes != "train"):
+        raise ValueError(
+            f"init / head_weights / world scenes apply to the dense objective only, not {objective!r}"
+        )
+    if scenes not in VISION_SCENES:
+        raise ValueError(f"unknown vision scenes {scenes!r}; expected one of {VISION_SCENES}")
     spec = spec or MiniVLASpec()
     init_state = None if init is None else vision_state(init, spec)  # checked before any data is generated
     out = Path(out)
@@ -214,7 +222,14 @@ def pretrain_vision(
         wd = 0.05
     else:
         grid = spec.image_size // spec.patch_size
-        images, labels = dense.labelled_frames(n_pairs, "train", 10_000_000 + seed, spec.image_size, grid)
+        if scenes == "world":
+            from ivra.minivla.world import labelled_world_frames
+
+            images, labels = labelled_world_frames(
+                n_pairs, 20_000_000 + seed * 1_000_000, spec.image_size, grid
+            )
+        else:
+            images, labels = dense.labelled_frames(n_pairs, "train", 10_000_000 + seed, spec.image_size, grid)
         labels = torch.as_tensor(labels)
         vision = CLIPVisionModel(vision_config(spec))
         if init is not None:
@@ -248,13 +263,21 @@ def pretrain_vision(
     )
     state = {k: v.contiguous() for k, v in tower.state_dict().items()}
     save_file(state, str(out / "vision.safetensors"))
-    held_out = {}
+    held_out, world, world_novel = {}, {}, {}
     if objective == "dense":  # what the heads read from the features on unseen val scenes
         v_img, v_lab = dense.labelled_frames(max(1, n_pairs // 20), "val", 0, spec.image_size, grid)
         with torch.no_grad():
             _, logits = heads(dense.features_of(vision, v_img))
         held_out = {k: round(v, 3) for k, v in dense.metrics(logits, torch.as_tensor(v_lab)).items()}
         print("pretrain_vision: val-scene patch accuracy", held_out, flush=True)
+        from ivra.minivla.world import labelled_world_frames
+
+        w_img, w_lab = labelled_world_frames(max(1, n_pairs // 20), 90_000_000, spec.image_size, grid)
+        with torch.no_grad():
+            _, logits = heads(dense.features_of(vision, w_img))
+        world = {k: round(v, 3) for k, v in dense.metrics(logits, torch.as_tensor(w_lab)).items()}
+        world_novel = dense.novel_metrics(logits, torch.as_tensor(w_lab))
+        print("pretrain_vision: world-scene patch accuracy", world, "pink/heart", world_novel, flush=True)
     _run_info(
         out,
         stage="pretrain_vision",
@@ -270,17 +293,23 @@ def pretrain_vision(
         head_weights=head_weights,
         spec=spec.to_dict(),
         seconds=round(seconds, 1),
+        scenes=scenes,
         val_patch_accuracy=held_out,
+        world_patch_accuracy=world,
+        world_novel_accuracy=world_novel,
     )
     return out / "vision.safetensors"
 
 
-def demo_tensors(tok: WordTokenizer, spec: MiniVLASpec, demos: list[dict]) -> tuple[torch.Tensor, ...]:
-    """Right-padded (ids, attention mask, labels) with labels only on the action tokens, and uint8 images."""
+def qa_tensors(
+    tok: WordTokenizer, spec: MiniVLASpec, prompts: list[str], answers: list
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (ids, attention mask, labels): each prompt in the spec's order, then its answer written as bins
+    (an action's four, a point's two) and <eos>; labels only on the answer tokens."""
     rows, n_prompt = [], []
-    for d in demos:
-        p = prompt_ids(tok, spec, d["instruction"])
-        rows.append(p + tok.encode_action(d["action"]))
+    for text, answer in zip(prompts, answers):
+        p = prompt_ids(tok, spec, text)
+        rows.append(p + tok.encode_action(answer))
         n_prompt.append(len(p))
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), tok.pad_id, dtype=torch.long)
@@ -288,8 +317,40 @@ def demo_tensors(tok: WordTokenizer, spec: MiniVLASpec, demos: list[dict]) -> tu
     for i, (r, n) in enumerate(zip(rows, n_prompt)):
         ids[i, : len(r)] = torch.tensor(r)
         labels[i, n : len(r)] = torch.tensor(r[n:])
-    images = np.stack([d["image"] for d in demos])
-    return ids, (ids != tok.pad_id).long(), labels, images
+    return ids, (ids != tok.pad_id).long(), labels
+
+
+def demo_tensors(tok: WordTokenizer, spec: MiniVLASpec, demos: list[dict]) -> tuple[torch.Tensor, ...]:
+    """Right-padded (ids, attention mask, labels) with labels only on the action tokens, and uint8 images."""
+    ids, mask, labels = qa_tensors(tok, spec, [d["instruction"] for d in demos], [d["action"] for d in demos])
+    return ids, mask, labels, np.stack([d["image"] for d in demos])
+
+
+def training_set(tok, spec, demos: list[dict], ground_scenes: int, ground_seed: int, resolution: int):
+    """Robot demonstrations plus the referring questions of ``ground_scenes`` world scenes, as one set:
+    (ids, mask, labels, image index per item, images). Items are padded to one length."""
+    from ivra.minivla.world import grounding_set
+
+    parts, images, offset = [], [], 0
+    if demos:
+        ids, mask, labels, img = demo_tensors(tok, spec, demos)
+        parts.append((ids, labels, torch.arange(len(demos))))
+        images.append(img)
+        offset = len(img)
+    if ground_scenes:
+        img, qs = grounding_set(ground_scenes, ground_seed, resolution)
+        ids, mask, labels = qa_tensors(tok, spec, [q for _, q, _ in qs], [xy for *_, xy in qs])
+        parts.append((ids, labels, offset + torch.tensor([i for i, *_ in qs])))
+        images.append(img)
+    length = max(p[0].shape[1] for p in parts)
+    ids = torch.cat(
+        [torch.nn.functional.pad(p[0], (0, length - p[0].shape[1]), value=tok.pad_id) for p in parts]
+    )
+    labels = torch.cat(
+        [torch.nn.functional.pad(p[1], (0, length - p[1].shape[1]), value=-100) for p in parts]
+    )
+    index = torch.cat([p[2] for p in parts])
+    return ids, (ids != tok.pad_id).long(), labels, index, np.concatenate(images)
 
 
 class FeatureCache:
@@ -323,7 +384,104 @@ def policy_loss(model, ids, mask, labels, feats) -> torch.Tensor:
     return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
 
+GROUND_SEED = (
+    30_000_000  # first world scene of the grounding data (vision cycles on world scenes start at 20M)
+)
+
+
 @torch.enable_grad()
+def _train_lm(
+    out: Path,
+    vision: str | Path,
+    spec: MiniVLASpec,
+    demos: list[dict],
+    ground_scenes: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    stop: int | None,
+    init: str | Path | None,
+    name: str,
+) -> tuple[float, int]:
+    """Projector + Llama on robot demonstrations and/or world referring questions, vision frozen; saves the run's
+    weights, spec and tokenizer. Returns (seconds, number of training items)."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tok = WordTokenizer.for_tabletop()
+    t0 = time.time()
+    ids, mask, labels, index, images = training_set(
+        tok, spec, demos, ground_scenes, GROUND_SEED + seed * 1_000_000, spec.image_size
+    )
+    model = build_policy(spec, tok)
+    if init is not None:
+        model.load_state_dict(
+            {k: v.float() for k, v in load_file(str(Path(init) / "model.safetensors")).items()}
+        )
+    model.model.vision_tower.load_state_dict(load_file(str(vision)), strict=True)
+    model.model.vision_tower.requires_grad_(False)
+    feats = FeatureCache(model, images)
+    print(
+        f"{name}: {len(demos)} demonstration steps + {len(ids) - len(demos)} referring questions on "
+        f"{ground_scenes} world scenes in {time.time() - t0:.0f}s",
+        flush=True,
+    )
+    model.train()
+    model.model.vision_tower.eval()
+
+    def loss_fn(idx):
+        return policy_loss(model, ids[idx], mask[idx], labels[idx], feats[index[idx]])
+
+    seconds = fit(model, loss_fn, len(ids), out, name, steps, batch, lr, 0.01, seed, stop=stop)
+    model.eval()
+    save_policy(model, tok, spec, out)
+    return seconds, len(ids)
+
+
+def train_grounding(
+    out: str | Path,
+    vision: str | Path,
+    scenes: int = 40000,
+    steps: int = 3000,
+    batch: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    spec: MiniVLASpec | None = None,
+    stop: int | None = None,
+    prompt: str | None = None,
+    init: str | Path | None = None,
+) -> Path:
+    """Stage 2, vision-language pre-training: projector + Llama learn to answer referring questions ("locate the
+    pink heart" -> its centre bins) about ``scenes`` world scenes (:mod:`ivra.minivla.world`); no robot data. From
+    scratch, or from the grounding run ``init`` (a further cycle: new scenes via ``seed``, new schedule). A policy
+    run continues from it with its own ``init``. ``prompt``: default instruction_first, or that of ``init``."""
+    import dataclasses
+
+    if init is not None and prompt is None:
+        prompt = json.loads((Path(init) / "spec.json").read_text()).get("prompt")
+    spec = dataclasses.replace(spec or MiniVLASpec(), prompt=prompt or "instruction_first")
+    out = Path(out)
+    seconds, n = _train_lm(
+        out, vision, spec, [], scenes, steps, batch, lr, seed, stop, init, "train_grounding"
+    )
+    _run_info(
+        out,
+        stage="train_grounding",
+        scenes=scenes,
+        questions=n,
+        steps=steps,
+        stop=stop,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        init=None if init is None else str(init),
+        vision=str(vision),
+        spec=spec.to_dict(),
+        seconds=round(seconds, 1),
+    )
+    return out
+
+
 def train_policy(
     out: str | Path,
     vision: str | Path,
@@ -337,10 +495,13 @@ def train_policy(
     stop: int | None = None,
     init: str | Path | None = None,
     prompt: str | None = None,
+    ground_scenes: int = 0,
 ) -> Path:
-    """Stage 2. ``episodes``: size of the full data set; the first ``fraction`` of it is used. ``init``: a
-    finished run directory to start from (a further warm-restart cycle of the schedule), else from scratch.
-    ``prompt``: the prompt order (:data:`ivra.minivla.model.PROMPTS`; default: the spec's, or that of ``init``)."""
+    """Stage 3. ``episodes``: size of the full data set; the first ``fraction`` of it is used. ``init``: a finished
+    run directory to start from (a grounding run, or a policy run for a further warm-restart cycle), else from
+    scratch. ``prompt``: the prompt order (:data:`ivra.minivla.model.PROMPTS`; default: the spec's, or that of
+    ``init``). ``ground_scenes``: world scenes whose referring questions are mixed into the demonstrations
+    (co-training, as RT-2 keeps its web data in the robot fine-tuning), 0 for none."""
     import dataclasses
 
     from ivra.tabletop.dataset import expert_demos
@@ -351,35 +512,13 @@ def train_policy(
     if prompt is not None:
         spec = dataclasses.replace(spec, prompt=prompt)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    tok = WordTokenizer.for_tabletop()
-    t0 = time.time()
     n_episodes = max(1, round(episodes * fraction))
+    t0 = time.time()
     demos = expert_demos(n_episodes, split="train", seed=0, resolution=spec.image_size)
-    ids, mask, labels, images = demo_tensors(tok, spec, demos)
-    model = build_policy(spec, tok)
-    if init is not None:
-        model.load_state_dict(
-            {k: v.float() for k, v in load_file(str(Path(init) / "model.safetensors")).items()}
-        )
-    model.model.vision_tower.load_state_dict(load_file(str(vision)), strict=True)
-    model.model.vision_tower.requires_grad_(False)
-    model.model.vision_tower.eval()
-    feats = FeatureCache(model, images)
-    print(
-        f"train_policy: {n_episodes} episodes -> {len(demos)} steps of demonstrations in {time.time() - t0:.0f}s",
-        flush=True,
+    print(f"train_policy: {n_episodes} episodes -> {len(demos)} steps in {time.time() - t0:.0f}s", flush=True)
+    seconds, n = _train_lm(
+        out, vision, spec, demos, ground_scenes, steps, batch, lr, seed, stop, init, "train_policy"
     )
-    model.train()
-    model.model.vision_tower.eval()
-
-    def loss_fn(idx):
-        return policy_loss(model, ids[idx], mask[idx], labels[idx], feats[idx])
-
-    seconds = fit(model, loss_fn, len(demos), out, "train_policy", steps, batch, lr, 0.01, seed, stop=stop)
-    model.eval()
-    save_policy(model, tok, spec, out)
     _run_info(
         out,
         stage="train_policy",
@@ -387,6 +526,8 @@ def train_policy(
         full_episodes=episodes,
         demo_steps=len(demos),
         fraction=fraction,
+        ground_scenes=ground_scenes,
+        ground_questions=n - len(demos),
         steps=steps,
         stop=stop,
         batch=batch,

@@ -35,7 +35,10 @@ Splits (what changes, besides the seed stream):
 * ``combination`` - the target (for ``multi_object``: one of the targets) is a held-out colour-shape pair;
   its colour and its shape are both seen in train, but never together.
 * ``novel_object`` - the target has the unseen shape ``heart`` and/or the unseen colour ``pink``
-  (colour-defined families, ``color_match`` and ``multi_object``, use the colour ``pink``).
+  (colour-defined families, ``color_match`` and ``multi_object``, use the colour ``pink``). No other split
+  ever shows them, so robot demonstrations never do; a policy can still know them from pre-training, as a real
+  VLA knows objects from its vision-language model's web data (the shipped policy's world scenes:
+  :mod:`ivra.minivla.world`).
 * ``novel_task`` - held-out *phrasing*: train-distribution scenes, but the instruction puts the destination
   first ("into the blue bowl put the red cross"), a sentence structure no train instruction uses (all its
   words are train words). We hold out a phrasing rather than a family so that every family stays measurable
