@@ -82,7 +82,7 @@ def test_training_set_labels_only_the_answer_and_indexes_the_right_image():
     from ivra.minivla.train import training_set
     from ivra.tabletop.dataset import expert_demos
 
-    tok = WordTokenizer.for_tabletop()
+    tok = WordTokenizer.for_tabletop(world=True)
     demos = expert_demos(3, resolution=48)
     ids, mask, labels, index, images = training_set(tok, SMALL, demos, 2, 500, 48)
     _, questions = grounding_set(2, 500, 48)
@@ -141,13 +141,24 @@ def test_grounding_stage_then_a_co_trained_policy_continues_from_it(tmp_path):
         ("vision", ["--objective", "clip", "--scenes", "world"], "apply to --objective dense"),
         ("policy", ["--ground-scenes", "-1"], "-1"),
         ("ground", ["--vision", "VISION", "--init", "nowhere"], "--init nowhere: no model.safetensors there"),
+        (
+            "policy",
+            ["--vision", "VISION", "--init", "OLD_RUN", "--ground-scenes", "5"],
+            "never read referring questions",
+        ),
     ],
 )
 def test_grounding_options_are_refused_in_one_line(stage, args, expected, capsys, tmp_path):
     from ivra.cli import main
+    from ivra.minivla.tokenizer import WordTokenizer
 
     (tmp_path / "v.safetensors").write_bytes(b"")
-    args = [str(tmp_path / "v.safetensors") if a == "VISION" else a for a in args]
+    old = tmp_path / "old"  # a policy run trained without the world: no question words
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"")
+    WordTokenizer.for_tabletop().save(old / "tokenizer.json")
+    files = {"VISION": tmp_path / "v.safetensors", "OLD_RUN": old}
+    args = [str(files.get(a, a)) for a in args]
 
     try:
         code = main(["train", stage, *args])
@@ -184,3 +195,15 @@ def test_ship_and_card_describe_the_world_vision_cycle_grounding_and_co_training
     assert "world scenes of every colour and shape" in text and "pink read on" in text
     assert "Vision-language pre-training (for `low`)" in text and "co-trained with" in text
     assert "name pink or a heart" in text
+
+
+def test_runs_without_the_world_keep_the_shipped_vocabulary():
+    """The question words join the vocabulary only for runs that read questions, so the shipped recipe still
+    reproduces the shipped tokenizer (and, through the embedding size, its weights)."""
+    from ivra.minivla.policy import WEIGHTS
+    from ivra.minivla.tokenizer import WordTokenizer
+
+    plain, world = WordTokenizer.for_tabletop(), WordTokenizer.for_tabletop(world=True)
+    assert "locate" not in plain.stoi and "locate" in world.stoi
+    if (WEIGHTS / "tokenizer.json").exists():
+        assert WordTokenizer.load(WEIGHTS / "tokenizer.json").itos == plain.itos

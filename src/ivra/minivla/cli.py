@@ -177,6 +177,14 @@ def _policy(args) -> int:
         raise UsageError(f"--vision {args.vision}: no such file (train it first: ivra train vision)")
     if args.init is not None and not (Path(args.init) / "model.safetensors").is_file():
         raise UsageError(f"--init {args.init}: no model.safetensors there (expected a finished training run)")
+    if args.init is not None and args.ground_scenes:
+        from ivra.minivla.tokenizer import WordTokenizer
+
+        if "locate" not in WordTokenizer.load(Path(args.init) / "tokenizer.json").stoi:
+            raise UsageError(
+                f"--ground-scenes with --init {args.init}: that run never read referring questions "
+                "(continue from an `ivra train ground` run, or train from scratch)"
+            )
     train_policy(
         args.out,
         args.vision,

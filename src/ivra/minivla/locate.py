@@ -51,6 +51,10 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=300)
     args = parser.parse_args()
     model, tok, spec = load_model(args.model)
+    if "locate" not in tok.stoi:
+        raise SystemExit(
+            f"{args.model}: trained without referring questions (its vocabulary has no 'locate')"
+        )
     print(json.dumps(locate_accuracy(model.eval(), tok, spec, args.scenes)))
 
 

@@ -64,9 +64,11 @@ class WordTokenizer:
         return tok
 
     @classmethod
-    def for_tabletop(cls) -> WordTokenizer:
+    def for_tabletop(cls, world: bool = False) -> WordTokenizer:
+        """Every instruction and caption word; ``world`` adds the referring-question words of
+        :mod:`ivra.minivla.world` (kept apart so that runs without them keep their vocabulary, and their weights)."""
         from ivra.minivla.captions import caption_vocabulary
         from ivra.minivla.world import QUESTION_WORDS
         from ivra.tabletop import vocabulary
 
-        return cls(list(vocabulary()) + caption_vocabulary() + list(QUESTION_WORDS))
+        return cls(list(vocabulary()) + caption_vocabulary() + (list(QUESTION_WORDS) if world else []))

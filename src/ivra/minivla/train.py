@@ -408,7 +408,15 @@ def _train_lm(
     weights, spec and tokenizer. Returns (seconds, number of training items)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tok = WordTokenizer.for_tabletop()
+    # a continued run keeps its vocabulary; a fresh one has the question words only when it reads questions
+    if init is not None:
+        tok = WordTokenizer.load(Path(init) / "tokenizer.json")
+    else:
+        tok = WordTokenizer.for_tabletop(world=ground_scenes > 0)
+    if ground_scenes and "locate" not in tok.stoi:
+        raise ValueError(
+            f"{init}: its vocabulary has no referring-question words; co-train from a grounding run"
+        )
     t0 = time.time()
     ids, mask, labels, index, images = training_set(
         tok, spec, demos, ground_scenes, GROUND_SEED + seed * 1_000_000, spec.image_size
