@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the shipped tiny policy (src/ivra/minivla/weights/MODEL_CARD.md records machine and wall time:
-# about 52 min of training plus a few minutes of data generation on 2 CPU cores). Each stage checkpoints every
+# about 55 min of training plus a few minutes of data generation on 2 CPU cores). Each stage checkpoints every
 # 250 steps; running this script again after a stop resumes where it stopped (a finished stage is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,10 +17,15 @@ R=runs/train
 [ -f $R/vision-3/vision.safetensors ] ||
     $IVRA train vision --init $R/vision-2/vision.safetensors --head-weight obj_shape=3 --out $R/vision-3 \
         --pairs 15000 --steps 1500 --batch 32 --lr 1e-3 --seed 2
+#    cycle 4: world scenes of every colour and shape (pink and hearts too, which the robot demonstrations never
+#    show), the analogue of a VLA's web-scale vision pre-training (src/ivra/minivla/world.py)
+[ -f $R/vision-4/vision.safetensors ] ||
+    $IVRA train vision --init $R/vision-3/vision.safetensors --scenes world --head-weight obj_shape=3 \
+        --out $R/vision-4 --pairs 15000 --steps 1000 --batch 32 --lr 1e-3 --seed 3
 # 2. low-data policy: 12 % of a 300k-episode train set (36k episodes, ~45k frames), vision frozen, the instruction
 #    before the visual tokens (so the visual tokens can attend to it), one cosine cycle
 [ -f $R/policy-low/model.safetensors ] ||
-    $IVRA train policy --vision $R/vision-3/vision.safetensors --out $R/policy-low --prompt instruction_first \
+    $IVRA train policy --vision $R/vision-4/vision.safetensors --out $R/policy-low --prompt instruction_first \
         --episodes 300000 --fraction 0.12 --steps 4000 --batch 32 --lr 1e-3 --seed 0
 .venv/bin/python -m ivra.minivla.ship $R
 .venv/bin/python -m ivra.minivla.card --episodes 1000
