@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The third-round experiment (docs/minivla-experiments.md section 6): a pre-training world of every colour and
-# shape in front of the robot data. Continues from the shipped recipe's vision cycle 3 (run scripts/train_minivla.sh
-# first); writes runs/train/{vision-4,ground,ground-2,policy-world}. Not shipped: on val it stayed below the
-# shipped policy (39.5 % vs 42.4 %). About 60 min of training on 2 CPU cores. Rerunning resumes/skips like
+# shape in front of the robot data. Continues from the shipped recipe's towers (run scripts/train_minivla.sh first;
+# its vision-4 is the world cycle below, skipped when present); writes runs/train/{ground,ground-2,policy-world}.
+# Not shipped: on val the grounded policy stayed below the shipped one (39.5 % vs 44.3 %). About 60 min of training on 2 CPU cores. Rerunning resumes/skips like
 # scripts/train_minivla.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
