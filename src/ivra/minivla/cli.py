@@ -146,15 +146,18 @@ def _vision(args) -> int:
     return 0
 
 
-def _ground(args) -> int:
-    from ivra.minivla.train import train_grounding
-
+def _check_lm_inputs(args, init_expected: str) -> None:
+    """The LM stages' --vision file and --init run directory exist (before any data is generated)."""
     if not Path(args.vision).is_file():
         raise UsageError(f"--vision {args.vision}: no such file (train it first: ivra train vision)")
     if args.init is not None and not (Path(args.init) / "model.safetensors").is_file():
-        raise UsageError(
-            f"--init {args.init}: no model.safetensors there (expected a finished grounding run)"
-        )
+        raise UsageError(f"--init {args.init}: no model.safetensors there (expected {init_expected})")
+
+
+def _ground(args) -> int:
+    from ivra.minivla.train import train_grounding
+
+    _check_lm_inputs(args, "a finished grounding run")
     train_grounding(
         args.out,
         args.vision,
@@ -173,10 +176,7 @@ def _ground(args) -> int:
 def _policy(args) -> int:
     from ivra.minivla.train import train_policy
 
-    if not Path(args.vision).is_file():
-        raise UsageError(f"--vision {args.vision}: no such file (train it first: ivra train vision)")
-    if args.init is not None and not (Path(args.init) / "model.safetensors").is_file():
-        raise UsageError(f"--init {args.init}: no model.safetensors there (expected a finished training run)")
+    _check_lm_inputs(args, "a finished training run")
     if args.init is not None and args.ground_scenes:
         from ivra.minivla.tokenizer import WordTokenizer
 

@@ -384,6 +384,17 @@ def policy_loss(model, ids, mask, labels, feats) -> torch.Tensor:
     return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
 
+def _with_prompt(spec: MiniVLASpec, prompt: str | None, init, default: str | None = None) -> MiniVLASpec:
+    """``spec`` with the prompt order ``prompt``, else that of the run ``init`` continues (a further cycle keeps
+    the order it was trained with), else ``default`` (None: the spec's own)."""
+    import dataclasses
+
+    if prompt is None and init is not None:
+        prompt = json.loads((Path(init) / "spec.json").read_text()).get("prompt")
+    prompt = prompt or default
+    return spec if prompt is None else dataclasses.replace(spec, prompt=prompt)
+
+
 GROUND_SEED = (
     30_000_000  # first world scene of the grounding data (vision cycles on world scenes start at 20M)
 )
@@ -395,7 +406,7 @@ def _train_lm(
     vision: str | Path,
     spec: MiniVLASpec,
     demos: list[dict],
-    ground_scenes: int,
+    world_scenes: int,
     steps: int,
     batch: int,
     lr: float,
@@ -403,23 +414,26 @@ def _train_lm(
     stop: int | None,
     init: str | Path | None,
     name: str,
-) -> tuple[float, int]:
+    questions_key: str,
+    **info,
+) -> None:
     """Projector + Llama on robot demonstrations and/or world referring questions, vision frozen; saves the run's
-    weights, spec and tokenizer. Returns (seconds, number of training items)."""
+    weights, spec, tokenizer and ``run.json`` (the shared settings, ``info``, and the number of referring
+    questions under ``questions_key``)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     # a continued run keeps its vocabulary; a fresh one has the question words only when it reads questions
     if init is not None:
         tok = WordTokenizer.load(Path(init) / "tokenizer.json")
     else:
-        tok = WordTokenizer.for_tabletop(world=ground_scenes > 0)
-    if ground_scenes and "locate" not in tok.stoi:
+        tok = WordTokenizer.for_tabletop(world=world_scenes > 0)
+    if world_scenes and "locate" not in tok.stoi:
         raise ValueError(
             f"{init}: its vocabulary has no referring-question words; co-train from a grounding run"
         )
     t0 = time.time()
     ids, mask, labels, index, images = training_set(
-        tok, spec, demos, ground_scenes, GROUND_SEED + seed * 1_000_000, spec.image_size
+        tok, spec, demos, world_scenes, GROUND_SEED + seed * 1_000_000, spec.image_size
     )
     model = build_policy(spec, tok)
     if init is not None:
@@ -431,7 +445,7 @@ def _train_lm(
     feats = FeatureCache(model, images)
     print(
         f"{name}: {len(demos)} demonstration steps + {len(ids) - len(demos)} referring questions on "
-        f"{ground_scenes} world scenes in {time.time() - t0:.0f}s",
+        f"{world_scenes} world scenes in {time.time() - t0:.0f}s",
         flush=True,
     )
     model.train()
@@ -443,7 +457,21 @@ def _train_lm(
     seconds = fit(model, loss_fn, len(ids), out, name, steps, batch, lr, 0.01, seed, stop=stop)
     model.eval()
     save_policy(model, tok, spec, out)
-    return seconds, len(ids)
+    _run_info(
+        out,
+        stage=name,
+        **info,
+        **{questions_key: len(ids) - len(demos)},
+        steps=steps,
+        stop=stop,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        init=None if init is None else str(init),
+        vision=str(vision),
+        spec=spec.to_dict(),
+        seconds=round(seconds, 1),
+    )
 
 
 def train_grounding(
@@ -463,29 +491,23 @@ def train_grounding(
     pink heart" -> its centre bins) about ``scenes`` world scenes (:mod:`ivra.minivla.world`); no robot data. From
     scratch, or from the grounding run ``init`` (a further cycle: new scenes via ``seed``, new schedule). A policy
     run continues from it with its own ``init``. ``prompt``: default instruction_first, or that of ``init``."""
-    import dataclasses
-
-    if init is not None and prompt is None:
-        prompt = json.loads((Path(init) / "spec.json").read_text()).get("prompt")
-    spec = dataclasses.replace(spec or MiniVLASpec(), prompt=prompt or "instruction_first")
+    spec = _with_prompt(spec or MiniVLASpec(), prompt, init, default="instruction_first")
     out = Path(out)
-    seconds, n = _train_lm(
-        out, vision, spec, [], scenes, steps, batch, lr, seed, stop, init, "train_grounding"
-    )
-    _run_info(
+    _train_lm(
         out,
-        stage="train_grounding",
+        vision,
+        spec,
+        [],
+        scenes,
+        steps,
+        batch,
+        lr,
+        seed,
+        stop,
+        init,
+        "train_grounding",
+        "questions",
         scenes=scenes,
-        questions=n,
-        steps=steps,
-        stop=stop,
-        batch=batch,
-        lr=lr,
-        seed=seed,
-        init=None if init is None else str(init),
-        vision=str(vision),
-        spec=spec.to_dict(),
-        seconds=round(seconds, 1),
     )
     return out
 
@@ -510,41 +532,33 @@ def train_policy(
     scratch. ``prompt``: the prompt order (:data:`ivra.minivla.model.PROMPTS`; default: the spec's, or that of
     ``init``). ``ground_scenes``: world scenes whose referring questions are mixed into the demonstrations
     (co-training, as RT-2 keeps its web data in the robot fine-tuning), 0 for none."""
-    import dataclasses
-
     from ivra.tabletop.dataset import expert_demos
 
-    spec = spec or MiniVLASpec()
-    if init is not None and prompt is None:  # a further cycle keeps the prompt order it was trained with
-        prompt = json.loads((Path(init) / "spec.json").read_text()).get("prompt")
-    if prompt is not None:
-        spec = dataclasses.replace(spec, prompt=prompt)
+    spec = _with_prompt(spec or MiniVLASpec(), prompt, init)
     out = Path(out)
     n_episodes = max(1, round(episodes * fraction))
     t0 = time.time()
     demos = expert_demos(n_episodes, split="train", seed=0, resolution=spec.image_size)
     print(f"train_policy: {n_episodes} episodes -> {len(demos)} steps in {time.time() - t0:.0f}s", flush=True)
-    seconds, n = _train_lm(
-        out, vision, spec, demos, ground_scenes, steps, batch, lr, seed, stop, init, "train_policy"
-    )
-    _run_info(
+    _train_lm(
         out,
-        stage="train_policy",
+        vision,
+        spec,
+        demos,
+        ground_scenes,
+        steps,
+        batch,
+        lr,
+        seed,
+        stop,
+        init,
+        "train_policy",
+        "ground_questions",
         episodes=n_episodes,
         full_episodes=episodes,
         demo_steps=len(demos),
         fraction=fraction,
         ground_scenes=ground_scenes,
-        ground_questions=n - len(demos),
-        steps=steps,
-        stop=stop,
-        batch=batch,
-        lr=lr,
-        seed=seed,
-        init=None if init is None else str(init),
-        vision=str(vision),
-        spec=spec.to_dict(),
-        seconds=round(seconds, 1),
     )
     return out
 
