@@ -44,13 +44,17 @@ def locate_accuracy(model, tok, spec, n_scenes: int = 300, seed: int = EVAL_SEED
 
 
 def main() -> None:
+    from ivra.cliargs import positive_int
     from ivra.minivla.policy import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a training run directory or a shipped regime (low)")
-    parser.add_argument("--scenes", type=int, default=300)
+    parser.add_argument("--scenes", type=positive_int, default=300)
     args = parser.parse_args()
-    model, tok, spec = load_model(args.model)
+    try:
+        model, tok, spec = load_model(args.model)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"locate: {exc}") from None
     if "locate" not in tok.stoi:
         raise SystemExit(
             f"{args.model}: trained without referring questions (its vocabulary has no 'locate')"
