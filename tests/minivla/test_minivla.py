@@ -190,6 +190,46 @@ def test_cached_feature_loss_is_llavas_own_forward():
     assert torch.allclose(ours, ref, atol=1e-5) and bool(cache.done.all())
 
 
+def test_streamed_batches_are_the_in_memory_set_s_steps_of_those_episodes_in_any_order():
+    from ivra.minivla.train import EpisodeStream, demo_tensors, policy_loss, tower_features
+    from ivra.tabletop.dataset import expert_demos
+
+    tok = WordTokenizer.for_tabletop()
+    model = build_policy(SMALL, tok).eval()
+    stream = EpisodeStream(tok, SMALL, 10)
+    demos = expert_demos(10, resolution=48)
+    for seeds in ([7, 2, 9], [2, 7, 9], [4]):
+        ids, mask, labels, images = stream(torch.tensor(seeds))
+        ref = [d for s in seeds for d in demos if d["episode"] == s]
+        r_ids, r_mask, r_labels, r_images = demo_tensors(tok, SMALL, ref)
+        assert torch.equal(ids, r_ids) and torch.equal(labels, r_labels) and np.array_equal(images, r_images)
+    # features computed per batch are the tower's own: the loss is LLaVA's forward on pixels
+    ours = policy_loss(model, ids, mask, labels, tower_features(model, images))
+    from ivra.minivla.model import pixels
+
+    ref = model(input_ids=ids, attention_mask=mask, labels=labels, pixel_values=pixels(images)).loss
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_streamed_training_run_records_it_and_the_card_says_so(tmp_path):
+    import json
+
+    from ivra.minivla.card import lm_stage_line
+    from ivra.minivla.train import pretrain_vision, train_policy
+
+    vision = pretrain_vision(tmp_path / "vision", steps=1, batch=4, n_pairs=4, spec=SMALL)
+    run = train_policy(tmp_path / "p", vision, episodes=6, steps=2, batch=3, spec=SMALL, stream=True)
+    info = json.loads((run / "run.json").read_text())
+    assert info["streamed"] is True and info["demo_steps"] is None and info["episodes"] == 6
+    assert (run / "log.jsonl").read_text().count("loss") == 2
+    text = lm_stage_line("full", info, 2)
+    assert "streamed" in text and "1.00 passes" in text
+    with pytest.raises(ValueError, match="ground_scenes"):
+        train_policy(
+            tmp_path / "q", vision, episodes=6, steps=1, batch=3, spec=SMALL, stream=True, ground_scenes=2
+        )
+
+
 def test_fit_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
     from ivra.minivla.train import fit
 

@@ -66,6 +66,42 @@ def measure_locate(scenes: int) -> dict:
     return out
 
 
+def lm_stage_line(regime: str, r: dict, number: int) -> str:
+    """The card's line for one projector + Llama stage of ``regime`` (its ``run.json`` ``r``)."""
+    stop = f" (stopped at step {r['stop']} of that schedule)" if r.get("stop") else ""
+    start = "continued from the stage above, " if r.get("init") else "from scratch, "
+    if r.get("stage") == "train_grounding":
+        return (
+            f"2. Vision-language pre-training (for `{regime}`): projector + Llama, {start}answer referring "
+            f'questions ("locate the pink heart" -> its centre bins) about {r["scenes"]} world scenes '
+            f"({r['questions']} questions; no robot data), {r['steps']} steps of batch {r['batch']}{stop}, "
+            f"cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
+        )
+    else:
+        mixed = (
+            f", co-trained with {r['ground_questions']} referring questions of {r['ground_scenes']} world "
+            "scenes mixed in"
+            if r.get("ground_scenes")
+            else ""
+        )
+        if r.get("streamed"):
+            drawn = (r["stop"] or r["steps"]) * r["batch"]
+            data = (
+                f"train-split episodes (fraction {r['fraction']} of a {r['full_episodes']}-episode set; "
+                f"streamed: each batch's episodes rendered on demand, every step of each), "
+                f"{r['steps']} steps of batch {r['batch']} episodes ({drawn / r['episodes']:.2f} passes)"
+            )
+        else:
+            data = (
+                f"train-split episodes ({r['demo_steps']} steps; fraction {r['fraction']} of a "
+                f"{r.get('full_episodes', '?')}-episode set){mixed}, {r['steps']} steps of batch {r['batch']}"
+            )
+        return (
+            f"{number}. `{regime}`: projector + Llama, {start}on expert demonstrations of {r['episodes']} "
+            f"{data}{stop}, cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
+        )
+
+
 def write_card(result: dict, episodes: int, locate: dict | None = None) -> None:
     regimes = tuple(result)
     last = json.loads((WEIGHTS / f"run-{regimes[0]}.json").read_text())  # machine and versions
@@ -134,28 +170,7 @@ def write_card(result: dict, episodes: int, locate: dict | None = None) -> None:
         schedule = cycles(regime)
         number = 3 if any(r.get("stage") == "train_grounding" for r in schedule) else 2
         for r in schedule:
-            stop = f" (stopped at step {r['stop']} of that schedule)" if r.get("stop") else ""
-            start = "continued from the stage above, " if r.get("init") else "from scratch, "
-            if r.get("stage") == "train_grounding":
-                lines.append(
-                    f"2. Vision-language pre-training (for `{regime}`): projector + Llama, {start}answer referring "
-                    f'questions ("locate the pink heart" -> its centre bins) about {r["scenes"]} world scenes '
-                    f"({r['questions']} questions; no robot data), {r['steps']} steps of batch {r['batch']}{stop}, "
-                    f"cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
-                )
-            else:
-                mixed = (
-                    f", co-trained with {r['ground_questions']} referring questions of {r['ground_scenes']} world "
-                    "scenes mixed in"
-                    if r.get("ground_scenes")
-                    else ""
-                )
-                lines.append(
-                    f"{number}. `{regime}`: projector + Llama, {start}on expert demonstrations of {r['episodes']} "
-                    f"train-split episodes ({r['demo_steps']} steps; fraction {r['fraction']} of a "
-                    f"{r.get('full_episodes', '?')}-episode set){mixed}, {r['steps']} steps of batch {r['batch']}"
-                    f"{stop}, cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
-                )
+            lines.append(lm_stage_line(regime, r, number))
             total += r["seconds"]
     total /= 60
     lines += [

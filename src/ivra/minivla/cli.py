@@ -102,6 +102,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=PROMPTS,
         help="prompt token order (default: instruction_first as shipped, or the --init run's)",
     )
+    q.add_argument(
+        "--stream",
+        action="store_true",
+        help="render each batch's episodes on demand instead of holding the set in memory (the full 300k set "
+        "needs about 20 GB otherwise); --batch then counts episodes",
+    )
     q.set_defaults(func=_policy)
 
 
@@ -177,6 +183,11 @@ def _policy(args) -> int:
     from ivra.minivla.train import train_policy
 
     _check_lm_inputs(args, "a finished training run")
+    if args.stream and args.ground_scenes:
+        raise UsageError(
+            f"--stream with --ground-scenes {args.ground_scenes}: co-training questions need the in-memory set "
+            "(drop one of them)"
+        )
     if args.init is not None and args.ground_scenes:
         from ivra.minivla.tokenizer import WordTokenizer
 
@@ -198,5 +209,6 @@ def _policy(args) -> int:
         init=args.init,
         prompt=args.prompt or (None if args.init else "instruction_first"),
         ground_scenes=args.ground_scenes,
+        stream=args.stream,
     )
     return 0

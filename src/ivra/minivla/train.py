@@ -353,9 +353,19 @@ def training_set(tok, spec, demos: list[dict], ground_scenes: int, ground_seed: 
     return ids, (ids != tok.pad_id).long(), labels, index, np.concatenate(images)
 
 
+@torch.no_grad()
+def tower_features(model, images: np.ndarray) -> torch.Tensor:
+    """The frozen tower's selected patch features (what LLaVA projects) of uint8 ``images``."""
+    cfg = model.config
+    f = model.model.vision_tower(pixels(images), output_hidden_states=True).hidden_states[
+        cfg.vision_feature_layer
+    ]
+    return f[:, 1:] if cfg.vision_feature_select_strategy == "default" else f
+
+
 class FeatureCache:
-    """The frozen tower's selected patch features (what LLaVA projects), computed once per image on first
-    use (so a run that sees only part of its data never pays for the rest)."""
+    """:func:`tower_features` of every image, computed once per image on first use (so a run that sees only part
+    of its data never pays for the rest)."""
 
     def __init__(self, model, images: np.ndarray):
         self.model, self.images = model, images
@@ -363,16 +373,30 @@ class FeatureCache:
         self.feats = torch.zeros(len(images), n_tokens**2, model.config.vision_config.hidden_size)
         self.done = torch.zeros(len(images), dtype=torch.bool)
 
-    @torch.no_grad()
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
         todo = idx[~self.done[idx]].unique()
         if len(todo):
-            cfg = self.model.config
-            out = self.model.model.vision_tower(pixels(self.images[todo.numpy()]), output_hidden_states=True)
-            f = out.hidden_states[cfg.vision_feature_layer]
-            self.feats[todo] = f[:, 1:] if cfg.vision_feature_select_strategy == "default" else f
+            self.feats[todo] = tower_features(self.model, self.images[todo.numpy()])
             self.done[todo] = True
         return self.feats[idx]
+
+
+class EpisodeStream:
+    """The train split's episodes ``0 .. n_episodes - 1`` rendered on demand: a batch of episode seeds becomes
+    every expert step of those episodes (about 1.25 each), so each step of the set is drawn equally often, as from
+    the in-memory set, but nothing is held (the 300k-episode set would need about 20 GB as frames + features)."""
+
+    def __init__(self, tok: WordTokenizer, spec: MiniVLASpec, n_episodes: int):
+        from ivra.tabletop.env import TabletopEnv
+
+        self.tok, self.spec, self.n_episodes = tok, spec, n_episodes
+        self.env = TabletopEnv(resolution=spec.image_size, split="train")
+
+    def __call__(self, seeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from ivra.tabletop.dataset import expert_episode
+
+        demos = [d for s in seeds.tolist() for d in expert_episode(self.env, s)]
+        return demo_tensors(self.tok, self.spec, demos)
 
 
 def policy_loss(model, ids, mask, labels, feats) -> torch.Tensor:
@@ -415,11 +439,13 @@ def _train_lm(
     init: str | Path | None,
     name: str,
     questions_key: str,
+    stream: int = 0,
     **info,
 ) -> None:
     """Projector + Llama on robot demonstrations and/or world referring questions, vision frozen; saves the run's
     weights, spec, tokenizer and ``run.json`` (the shared settings, ``info``, and the number of referring
-    questions under ``questions_key``)."""
+    questions under ``questions_key``). ``stream`` > 0: instead of ``demos``, the first ``stream`` train-split
+    episodes rendered per batch (:class:`EpisodeStream`; ``batch`` then counts episodes)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     # a continued run keeps its vocabulary; a fresh one has the question words only when it reads questions
@@ -432,9 +458,6 @@ def _train_lm(
             f"{init}: its vocabulary has no referring-question words; co-train from a grounding run"
         )
     t0 = time.time()
-    ids, mask, labels, index, images = training_set(
-        tok, spec, demos, world_scenes, GROUND_SEED + seed * 1_000_000, spec.image_size
-    )
     model = build_policy(spec, tok)
     if init is not None:
         model.load_state_dict(
@@ -442,26 +465,40 @@ def _train_lm(
         )
     model.model.vision_tower.load_state_dict(load_file(str(vision)), strict=True)
     model.model.vision_tower.requires_grad_(False)
-    feats = FeatureCache(model, images)
-    print(
-        f"{name}: {len(demos)} demonstration steps + {len(ids) - len(demos)} referring questions on "
-        f"{world_scenes} world scenes in {time.time() - t0:.0f}s",
-        flush=True,
-    )
     model.train()
     model.model.vision_tower.eval()
+    if stream:
+        episodes = EpisodeStream(tok, spec, stream)
+        n_items, n_questions = stream, 0
+        print(f"{name}: streaming {stream} train-split episodes, {batch} per step", flush=True)
 
-    def loss_fn(idx):
-        return policy_loss(model, ids[idx], mask[idx], labels[idx], feats[index[idx]])
+        def loss_fn(idx):
+            ids, mask, labels, images = episodes(idx)
+            return policy_loss(model, ids, mask, labels, tower_features(model, images))
 
-    seconds = fit(model, loss_fn, len(ids), out, name, steps, batch, lr, 0.01, seed, stop=stop)
+    else:
+        ids, mask, labels, index, images = training_set(
+            tok, spec, demos, world_scenes, GROUND_SEED + seed * 1_000_000, spec.image_size
+        )
+        feats = FeatureCache(model, images)
+        n_items, n_questions = len(ids), len(ids) - len(demos)
+        print(
+            f"{name}: {len(demos)} demonstration steps + {n_questions} referring questions on "
+            f"{world_scenes} world scenes in {time.time() - t0:.0f}s",
+            flush=True,
+        )
+
+        def loss_fn(idx):
+            return policy_loss(model, ids[idx], mask[idx], labels[idx], feats[index[idx]])
+
+    seconds = fit(model, loss_fn, n_items, out, name, steps, batch, lr, 0.01, seed, stop=stop)
     model.eval()
     save_policy(model, tok, spec, out)
     _run_info(
         out,
         stage=name,
         **info,
-        **{questions_key: len(ids) - len(demos)},
+        **{questions_key: n_questions},
         steps=steps,
         stop=stop,
         batch=batch,
@@ -526,20 +563,31 @@ def train_policy(
     init: str | Path | None = None,
     prompt: str | None = None,
     ground_scenes: int = 0,
+    stream: bool = False,
 ) -> Path:
     """Stage 3. ``episodes``: size of the full data set; the first ``fraction`` of it is used. ``init``: a finished
     run directory to start from (a grounding run, or a policy run for a further warm-restart cycle), else from
     scratch. ``prompt``: the prompt order (:data:`ivra.minivla.model.PROMPTS`; default: the spec's, or that of
     ``init``). ``ground_scenes``: world scenes whose referring questions are mixed into the demonstrations
-    (co-training, as RT-2 keeps its web data in the robot fine-tuning), 0 for none."""
+    (co-training, as RT-2 keeps its web data in the robot fine-tuning), 0 for none. ``stream``: render each
+    batch's episodes on demand instead of holding the set in memory (:class:`EpisodeStream`, for the full set;
+    ``batch`` then counts episodes; no ``ground_scenes``)."""
     from ivra.tabletop.dataset import expert_demos
+
+    if stream and ground_scenes:
+        raise ValueError("stream: co-training questions (ground_scenes) need the in-memory set")
 
     spec = _with_prompt(spec or MiniVLASpec(), prompt, init)
     out = Path(out)
     n_episodes = max(1, round(episodes * fraction))
-    t0 = time.time()
-    demos = expert_demos(n_episodes, split="train", seed=0, resolution=spec.image_size)
-    print(f"train_policy: {n_episodes} episodes -> {len(demos)} steps in {time.time() - t0:.0f}s", flush=True)
+    demos = []
+    if not stream:
+        t0 = time.time()
+        demos = expert_demos(n_episodes, split="train", seed=0, resolution=spec.image_size)
+        print(
+            f"train_policy: {n_episodes} episodes -> {len(demos)} steps in {time.time() - t0:.0f}s",
+            flush=True,
+        )
     _train_lm(
         out,
         vision,
@@ -554,9 +602,11 @@ def train_policy(
         init,
         "train_policy",
         "ground_questions",
+        stream=n_episodes if stream else 0,
         episodes=n_episodes,
         full_episodes=episodes,
-        demo_steps=len(demos),
+        demo_steps=None if stream else len(demos),
+        streamed=stream,
         fraction=fraction,
         ground_scenes=ground_scenes,
     )

@@ -23,20 +23,28 @@ def expert_demos(
     env = TabletopEnv(resolution=resolution, split=split, task=task)
     out: list[dict[str, Any]] = []
     for ep_seed in range(int(seed), int(seed) + int(n_episodes)):
-        obs, info = env.reset(seed=ep_seed)
-        for step in range(env.max_steps):
-            action = env.expert_action()
-            out.append(
-                {
-                    "image": obs["image"],
-                    "instruction": obs["instruction"],
-                    "action": action,
-                    "task": info["task"],
-                    "episode": ep_seed,
-                    "step": step,
-                }
-            )
-            obs, _, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                break
+        out.extend(expert_episode(env, ep_seed))
+    return out
+
+
+def expert_episode(env: TabletopEnv, ep_seed: int) -> list[dict[str, Any]]:
+    """Every step of the expert on ``env``'s episode ``ep_seed``, as :func:`expert_demos` records them (a
+    caller can reuse one env for many episodes, in any order: an episode depends only on its seed)."""
+    out: list[dict[str, Any]] = []
+    obs, info = env.reset(seed=int(ep_seed))
+    for step in range(env.max_steps):
+        action = env.expert_action()
+        out.append(
+            {
+                "image": obs["image"],
+                "instruction": obs["instruction"],
+                "action": action,
+                "task": info["task"],
+                "episode": int(ep_seed),
+                "step": step,
+            }
+        )
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
     return out
