@@ -20,12 +20,15 @@ torch.set_num_threads(2)
 which = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 splits = sys.argv[3:] or ["val", "train-seen", "train-unseen"]
-if which.endswith("ckpt.pt"):  # a checkpoint of a run in progress: its folder has spec.json only at the end
+if which.endswith("ckpt.pt"):  # a checkpoint of a run in progress: its folder has spec.json only at the end,
+    # so the shipped recipe's spec (prompt order) and tokenizer are used
     from ivra.minivla.model import MiniVLASpec, build_policy
+    from ivra.minivla.policy import WEIGHTS
     from ivra.minivla.tokenizer import WordTokenizer
 
     policy = MiniVLAPolicy.__new__(MiniVLAPolicy)
-    policy.spec, policy.tokenizer = MiniVLASpec(), WordTokenizer.for_tabletop()
+    policy.spec = MiniVLASpec(**json.loads((WEIGHTS / "spec.json").read_text()))
+    policy.tokenizer = WordTokenizer.load(WEIGHTS / "tokenizer.json")
     policy.model = build_policy(policy.spec, policy.tokenizer)
     policy.model.load_state_dict(torch.load(which, weights_only=True)["module"])
     policy.model.eval()

@@ -140,7 +140,11 @@ def test_grounding_stage_then_a_co_trained_policy_continues_from_it(tmp_path):
         ("vision", ["--scenes", "web"], "invalid choice: 'web'"),
         ("vision", ["--objective", "clip", "--scenes", "world"], "apply to --objective dense"),
         ("policy", ["--ground-scenes", "-1"], "-1"),
-        ("policy", ["--vision", "VISION", "--stream", "--ground-scenes", "3"], "--stream with --ground-scenes 3"),
+        (
+            "policy",
+            ["--vision", "VISION", "--stream", "--ground-scenes", "3"],
+            "--stream with --ground-scenes 3",
+        ),
         ("ground", ["--vision", "VISION", "--init", "nowhere"], "--init nowhere: no model.safetensors there"),
         (
             "policy",

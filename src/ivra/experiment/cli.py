@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument(
         "--policy",
         default="low",
-        help="shipped regime (low; full is not shipped in this version), a training run directory, or ws://HOST:PORT (`ivra serve`)",
+        help="shipped regime (low = 12 % of the data, the default; full), a training run directory, or ws://HOST:PORT (`ivra serve`)",
     )
     p.add_argument(
         "--out", default=out, type=out_dir, help="output folder (its journal makes a rerun resume)"
@@ -132,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--policy",
         default="low",
-        help="shipped regime (low; full is not shipped in this version) or a training run directory",
+        help="shipped regime (low = 12 % of the data, the default; full) or a training run directory",
     )
     v.add_argument("--split", default="placement", type=_split)
     v.add_argument("--seed", type=nonneg_int, default=0)

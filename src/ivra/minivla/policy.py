@@ -40,9 +40,9 @@ def load_model(which: str = "low", weights_dir: str | Path | None = None):
             )
         folder = Path(weights_dir) if weights_dir else WEIGHTS
         files = [folder / "vision.safetensors", folder / f"{which}.safetensors"]
-        if weights_dir is None and (folder / "vision.safetensors").exists() and which not in shipped():
+        if (folder / "vision.safetensors").exists() and which not in shipped(folder):
             raise FileNotFoundError(
-                f"policy {which!r} is not shipped in this version (shipped: {', '.join(shipped())}); "
+                f"policy {which!r} is not shipped in this version (shipped: {', '.join(shipped(folder))}); "
                 "see src/ivra/minivla/weights/MODEL_CARD.md, or train it with `ivra train policy`"
             )
     missing = [str(f) for f in files if not f.exists()]
