@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -252,6 +254,7 @@ def test_fit_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
             lr=0.1,
             weight_decay=0.0,
             seed=0,
+            log_every=1,
             ckpt_every=3,
             stop=stop,
         )
@@ -296,10 +299,14 @@ def test_fit_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
             lr=0.1,
             weight_decay=0.0,
             seed=0,
+            log_every=1,
             ckpt_every=3,
         )
     assert (tmp_path / "b" / "ckpt.pt").exists()
     assert torch.equal(run(tmp_path / "b"), whole)
+    # steps 0-3 were logged before the crash, step 3 after its step-2 checkpoint: the log has each step once
+    steps = [json.loads(r)["step"] for r in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(8))
 
 
 @pytest.mark.skipif(not (WEIGHTS / "low.safetensors").exists(), reason="shipped weights not built yet")

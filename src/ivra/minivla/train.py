@@ -92,6 +92,10 @@ def fit(
         sched.load_state_dict(state["sched"])
         g.set_state(state["generator"])
         first, spent = state["step"], state["seconds"]
+        # rows the interrupted run logged after its checkpoint are logged again by this one
+        if log.exists():
+            rows = [r for r in log.read_text().splitlines() if json.loads(r)["step"] < first]
+            log.write_text("".join(r + "\n" for r in rows))
         print(f"{name}: resuming from {ckpt} at step {first}", flush=True)
     else:
         log.unlink(missing_ok=True)
