@@ -232,6 +232,39 @@ def test_streamed_training_run_records_it_and_the_card_says_so(tmp_path):
         )
 
 
+def test_card_names_the_shipped_regime_a_streamed_full_run_continues_from(tmp_path, monkeypatch):
+    from ivra.minivla import card
+    from ivra.minivla.ship import ship
+    from ivra.minivla.train import pretrain_vision, train_policy
+
+    runs = tmp_path / "runs"
+    vision = pretrain_vision(runs / "vision", steps=1, batch=4, n_pairs=4, spec=SMALL)
+    train_policy(runs / "policy-low-1", vision, episodes=4, steps=1, batch=4, spec=SMALL)
+    train_policy(
+        runs / "policy-low", vision, episodes=4, steps=1, batch=4, spec=SMALL, init=runs / "policy-low-1"
+    )
+    train_policy(
+        runs / "policy-full",
+        vision,
+        episodes=8,
+        steps=2,
+        batch=2,
+        spec=SMALL,
+        init=runs / "policy-low",
+        stream=True,
+    )
+    dest = tmp_path / "weights"
+    ship(runs, dest)
+    monkeypatch.setattr(card, "WEIGHTS", dest)
+    row = {"n": 1, "success": 0.5, "malformed": 0.0, "families": {"spatial": 0.5}}
+    card.write_card({"low": {"val": row}, "full": {"val": row}}, 1)
+    text = (dest / "MODEL_CARD.md").read_text()
+    stages = [line for line in text.splitlines() if "projector + Llama" in line]
+    # low's two cycles once each, then full's own stage naming low; nothing of low repeated under full
+    assert [line[:10] for line in stages] == ["2. `low`: ", "2. `low`: ", "3. `full`:"]
+    assert "continued from `low` as shipped (above)" in stages[2] and "0.50 passes" in stages[2]
+
+
 def test_fit_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
     from ivra.minivla.train import fit
 

@@ -66,10 +66,11 @@ def measure_locate(scenes: int) -> dict:
     return out
 
 
-def lm_stage_line(regime: str, r: dict, number: int) -> str:
-    """The card's line for one projector + Llama stage of ``regime`` (its ``run.json`` ``r``)."""
+def lm_stage_line(regime: str, r: dict, number: int, start: str | None = None) -> str:
+    """The card's line for one projector + Llama stage of ``regime`` (its ``run.json`` ``r``); ``start`` says where
+    it started (default: the stage above, or from scratch)."""
     stop = f" (stopped at step {r['stop']} of that schedule)" if r.get("stop") else ""
-    start = "continued from the stage above, " if r.get("init") else "from scratch, "
+    start = start or ("continued from the stage above, " if r.get("init") else "from scratch, ")
     if r.get("stage") == "train_grounding":
         return (
             f"2. Vision-language pre-training (for `{regime}`): projector + Llama, {start}answer referring "
@@ -166,11 +167,21 @@ def write_card(result: dict, episodes: int, locate: dict | None = None) -> None:
         )
     lines.append("   The tower is then frozen.")
     total = sum(r["seconds"] for r in stages)
+    described: list[tuple[str, dict]] = []  # (regime, run) already on the card: a later regime continuing
+    number = 1  # from a shipped one names it instead of repeating (and counting) its stages
     for regime in regimes:
         schedule = cycles(regime)
-        number = 3 if any(r.get("stage") == "train_grounding" for r in schedule) else 2
+        number += 2 if any(r.get("stage") == "train_grounding" for r in schedule) else 1
+        owner = None
         for r in schedule:
-            lines.append(lm_stage_line(regime, r, number))
+            earlier = [name for name, done in described if done == r]
+            if earlier:
+                owner = earlier[0]
+                continue
+            start = f"continued from `{owner}` as shipped (above), " if owner else None
+            lines.append(lm_stage_line(regime, r, number, start))
+            described.append((regime, r))
+            owner = None
             total += r["seconds"]
     total /= 60
     lines += [
