@@ -214,8 +214,6 @@ def test_streamed_batches_are_the_in_memory_set_s_steps_of_those_episodes_in_any
 
 
 def test_streamed_training_run_records_it_and_the_card_says_so(tmp_path):
-    import json
-
     from ivra.minivla.card import lm_stage_line
     from ivra.minivla.train import pretrain_vision, train_policy
 

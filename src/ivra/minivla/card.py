@@ -78,29 +78,28 @@ def lm_stage_line(regime: str, r: dict, number: int, start: str | None = None) -
             f"({r['questions']} questions; no robot data), {r['steps']} steps of batch {r['batch']}{stop}, "
             f"cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
         )
+    mixed = (
+        f", co-trained with {r['ground_questions']} referring questions of {r['ground_scenes']} world "
+        "scenes mixed in"
+        if r.get("ground_scenes")
+        else ""
+    )
+    if r.get("streamed"):
+        drawn = (r["stop"] or r["steps"]) * r["batch"]
+        data = (
+            f"train-split episodes (fraction {r['fraction']} of a {r['full_episodes']}-episode set; "
+            f"streamed: each batch's episodes rendered on demand, every step of each), "
+            f"{r['steps']} steps of batch {r['batch']} episodes ({drawn / r['episodes']:.2f} passes)"
+        )
     else:
-        mixed = (
-            f", co-trained with {r['ground_questions']} referring questions of {r['ground_scenes']} world "
-            "scenes mixed in"
-            if r.get("ground_scenes")
-            else ""
+        data = (
+            f"train-split episodes ({r['demo_steps']} steps; fraction {r['fraction']} of a "
+            f"{r.get('full_episodes', '?')}-episode set){mixed}, {r['steps']} steps of batch {r['batch']}"
         )
-        if r.get("streamed"):
-            drawn = (r["stop"] or r["steps"]) * r["batch"]
-            data = (
-                f"train-split episodes (fraction {r['fraction']} of a {r['full_episodes']}-episode set; "
-                f"streamed: each batch's episodes rendered on demand, every step of each), "
-                f"{r['steps']} steps of batch {r['batch']} episodes ({drawn / r['episodes']:.2f} passes)"
-            )
-        else:
-            data = (
-                f"train-split episodes ({r['demo_steps']} steps; fraction {r['fraction']} of a "
-                f"{r.get('full_episodes', '?')}-episode set){mixed}, {r['steps']} steps of batch {r['batch']}"
-            )
-        return (
-            f"{number}. `{regime}`: projector + Llama, {start}on expert demonstrations of {r['episodes']} "
-            f"{data}{stop}, cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
-        )
+    return (
+        f"{number}. `{regime}`: projector + Llama, {start}on expert demonstrations of {r['episodes']} "
+        f"{data}{stop}, cosine lr {r['lr']}, seed {r['seed']}, {r['seconds'] / 60:.0f} min."
+    )
 
 
 def write_card(result: dict, episodes: int, locate: dict | None = None) -> None:

@@ -16,6 +16,7 @@ its seed on the same machine and library versions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -415,8 +416,6 @@ def policy_loss(model, ids, mask, labels, feats) -> torch.Tensor:
 def _with_prompt(spec: MiniVLASpec, prompt: str | None, init, default: str | None = None) -> MiniVLASpec:
     """``spec`` with the prompt order ``prompt``, else that of the run ``init`` continues (a further cycle keeps
     the order it was trained with), else ``default`` (None: the spec's own)."""
-    import dataclasses
-
     if prompt is None and init is not None:
         prompt = json.loads((Path(init) / "spec.json").read_text()).get("prompt")
     prompt = prompt or default
@@ -428,6 +427,18 @@ GROUND_SEED = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """One LM stage's optimisation schedule (fields in their ``run.json`` order); ``stop`` < ``steps`` ends the
+    run early on the ``steps``-step schedule."""
+
+    steps: int
+    stop: int | None
+    batch: int
+    lr: float
+    seed: int
+
+
 @torch.enable_grad()
 def _train_lm(
     out: Path,
@@ -435,11 +446,7 @@ def _train_lm(
     spec: MiniVLASpec,
     demos: list[dict],
     world_scenes: int,
-    steps: int,
-    batch: int,
-    lr: float,
-    seed: int,
-    stop: int | None,
+    sched: Schedule,
     init: str | Path | None,
     name: str,
     questions_key: str,
@@ -447,9 +454,10 @@ def _train_lm(
     **info,
 ) -> None:
     """Projector + Llama on robot demonstrations and/or world referring questions, vision frozen; saves the run's
-    weights, spec, tokenizer and ``run.json`` (the shared settings, ``info``, and the number of referring
-    questions under ``questions_key``). ``stream`` > 0: instead of ``demos``, the first ``stream`` train-split
-    episodes rendered per batch (:class:`EpisodeStream`; ``batch`` then counts episodes)."""
+    weights, spec, tokenizer and ``run.json`` (the shared settings, ``info``, the number of referring questions
+    under ``questions_key``, and whether it streamed). ``stream`` > 0: instead of ``demos``, the first ``stream``
+    train-split episodes rendered per batch (:class:`EpisodeStream`; ``batch`` then counts episodes)."""
+    steps, batch, lr, seed, stop = sched.steps, sched.batch, sched.lr, sched.seed, sched.stop
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     # a continued run keeps its vocabulary; a fresh one has the question words only when it reads questions
@@ -503,11 +511,8 @@ def _train_lm(
         stage=name,
         **info,
         **{questions_key: n_questions},
-        steps=steps,
-        stop=stop,
-        batch=batch,
-        lr=lr,
-        seed=seed,
+        **dataclasses.asdict(sched),
+        streamed=stream > 0,
         init=None if init is None else str(init),
         vision=str(vision),
         spec=spec.to_dict(),
@@ -540,11 +545,7 @@ def train_grounding(
         spec,
         [],
         scenes,
-        steps,
-        batch,
-        lr,
-        seed,
-        stop,
+        Schedule(steps, stop, batch, lr, seed),
         init,
         "train_grounding",
         "questions",
@@ -598,11 +599,7 @@ def train_policy(
         spec,
         demos,
         ground_scenes,
-        steps,
-        batch,
-        lr,
-        seed,
-        stop,
+        Schedule(steps, stop, batch, lr, seed),
         init,
         "train_policy",
         "ground_questions",
@@ -610,7 +607,6 @@ def train_policy(
         episodes=n_episodes,
         full_episodes=episodes,
         demo_steps=None if stream else len(demos),
-        streamed=stream,
         fraction=fraction,
         ground_scenes=ground_scenes,
     )
