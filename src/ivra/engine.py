@@ -58,6 +58,17 @@ class IVRAStats:
     hook_seconds: float = 0.0  # wall time spent inside IVRA's hooks
     last_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        text = (
+            f"IVRA edited {self.tokens} visual tokens in {self.images} image block(s) over {self.calls} pass(es); "
+            f"{self.vision_captures} vision capture(s), {self.skipped} layer call(s) without visual tokens "
+            f"(decode steps, text only), {self.fallback_rows} affinity row(s) fell back to relu, "
+            f"{1000 * self.hook_seconds:.1f} ms in hooks"
+        )
+        if self.unused_vision or self.text_only_prefills:
+            text += f"; not strict: {self.unused_vision} unused vision pass(es), {self.text_only_prefills} text-only prefill(s)"
+        return text
+
 
 @dataclass
 class _Plan:

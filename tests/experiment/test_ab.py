@@ -317,3 +317,50 @@ def test_sweep_affinity_axes_give_one_cell_per_combination(tiny_policy_dir, tmp_
         "| layer | lam | feature | mode | affinity layer |" in out
         and "winner on val: layer=1, lam=0.3" in out
     )
+
+
+def test_bare_sweep_grid_is_every_layer_of_the_policy(tiny_policy_dir, tmp_path):
+    """The default --layers used to be 0..5 whatever the policy, so a bare `ivra sweep` failed on the shipped
+    4-layer policy."""
+    from ivra.adapters import detect
+    from ivra.cli import main
+    from ivra.minivla.policy import MiniVLAPolicy
+
+    model = MiniVLAPolicy(str(tiny_policy_dir)).model
+    n_layers = len(detect(model).lm_layers(model))
+    argv = ["sweep", "--policy", str(tiny_policy_dir), "--episodes", "1", "--chunk", "1", "--lams", "0.5"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(r["layer"] for r in res["rows"]) == list(range(n_layers))
+
+
+def test_sweep_names_no_winner_and_records_nothing_when_no_cell_beats_the_baseline(
+    tiny_policy_dir, tmp_path, capsys, monkeypatch
+):
+    """lam=0 is bit-identical to the baseline, so no cell can be above it: no winner, no recorded default."""
+    from ivra.cli import main
+    from ivra.experiment.ab import default_setting
+
+    setting = tmp_path / "setting.json"
+    monkeypatch.setenv("IVRA_SETTING_FILE", str(setting))
+    argv = ["sweep", "--policy", str(tiny_policy_dir), "--episodes", "2", "--chunk", "2", "--layers", "0,1"]
+    assert main([*argv, "--lams", "0", "--write-default", "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert "no winner on val: no cell is above the baseline" in captured.out
+    assert "not recording a default: no cell is above the baseline" in captured.err
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["winner"] is None
+    assert not setting.exists()
+    assert default_setting()[1] == "paper default (no sweep recorded)"  # the override is where demo reads
+
+
+def test_write_default_goes_to_the_setting_file_override(tiny_policy_dir, tmp_path, monkeypatch):
+    """$IVRA_SETTING_FILE redirects what --write-default writes and what `ivra demo` reads (the shipped file,
+    inside the installed package, is left alone)."""
+    from ivra.experiment import ab
+
+    shipped = ab.SHIPPED_SETTING_FILE.read_bytes()
+    setting = tmp_path / "setting.json"
+    setting.write_text(json.dumps({"ivra": {"layer": 1, "lam": 0.2}, "source": "a test"}))
+    monkeypatch.setenv("IVRA_SETTING_FILE", str(setting))
+    assert ab.default_setting() == ({"layer": 1, "lam": 0.2}, "a test")
+    assert ab.SHIPPED_SETTING_FILE.read_bytes() == shipped

@@ -8,6 +8,7 @@ comparison is paired episode by episode.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +22,28 @@ TUNING_SPLITS = ("train", "val")
 EXTRA_SPLITS = ("placement_extrapolation",)
 #: the demo's default: VIMA-style generalisation splits
 TEST_SPLITS = tuple(s for s in SPLITS if s not in TUNING_SPLITS + EXTRA_SPLITS)
-SETTING_FILE = Path(__file__).resolve().parent.parent / "minivla" / "weights" / "ivra_setting.json"
+SHIPPED_SETTING_FILE = Path(__file__).resolve().parent.parent / "minivla" / "weights" / "ivra_setting.json"
 SETTING_FILE_NAME = "ivra/minivla/weights/ivra_setting.json"  # how messages name it (no install paths)
+
+
+def setting_file() -> Path:
+    """Where `ivra sweep --write-default` records, and `ivra demo` reads, the default IVRA setting:
+    ``$IVRA_SETTING_FILE`` when set, else the file shipped inside the package."""
+    override = os.environ.get("IVRA_SETTING_FILE")
+    return Path(override) if override else SHIPPED_SETTING_FILE
+
+
 PAPER_DEFAULT = {"layer": 2, "lam": 0.3}  # 20 of 32 layers ~ 2 of 4 for the tiny policy (2.5), lam 0.3
 
 
 def default_setting() -> tuple[dict, str]:
     """The IVRA setting the demo uses: the validation-sweep winner when one was recorded, else the paper's."""
-    if SETTING_FILE.exists():
-        data = json.loads(SETTING_FILE.read_text())
-        return data["ivra"], data.get("source", SETTING_FILE_NAME)
+    path = setting_file()
+    if path.exists():
+        data = json.loads(path.read_text())
+        return data["ivra"], data.get(
+            "source", SETTING_FILE_NAME if path == SHIPPED_SETTING_FILE else str(path)
+        )
     return dict(PAPER_DEFAULT), "paper default (no sweep recorded)"
 
 

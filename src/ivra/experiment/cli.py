@@ -51,14 +51,21 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument(
         "--policy",
         default="low",
-        help="shipped regime (low = 12 % of the data, the default; full), a training run directory, or ws://HOST:PORT (`ivra serve`)",
+        help="shipped regime (low = 12 %% of the demonstrations, the default; full = all of them), a training run "
+        "directory, or ws://HOST:PORT (a policy served by `ivra serve`)",
     )
     p.add_argument(
         "--out", default=out, type=out_dir, help="output folder (its journal makes a rerun resume)"
     )
     p.add_argument("--executor", default="inline", choices=("inline", "local", "ray"), help=EXECUTOR_HELP)
-    p.add_argument("--workers", type=positive_int, default=1)
-    p.add_argument("--ray-address", default=None)
+    p.add_argument(
+        "--workers", type=positive_int, default=1, help="worker processes or Ray actors (default 1)"
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --executor ray: connect to this cluster (default: start one)",
+    )
     p.add_argument("--chunk", type=positive_int, default=50, help="episodes per work unit (batched together)")
     p.add_argument(
         "--rerun-errors",
@@ -99,8 +106,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(s, "runs/sweep")
     s.add_argument("--episodes", type=positive_int, default=500, help="validation episodes per grid cell")
     s.add_argument("--split", default="val", type=_split, help="split to sweep on (default val)")
-    s.add_argument("--layers", default=[0, 1, 2, 3, 4, 5], type=list_of(integer, "integers"))
-    s.add_argument("--lams", default=[0.1, 0.2, 0.3, 0.5], type=list_of(unit_float, "numbers in [0, 1]"))
+    s.add_argument(
+        "--layers",
+        default=None,
+        type=list_of(integer, "integers"),
+        help="language-model layers L to sweep, e.g. 0,1,2 (default: every layer of the policy)",
+    )
+    s.add_argument(
+        "--lams",
+        default=[0.1, 0.2, 0.3, 0.5],
+        type=list_of(unit_float, "numbers in [0, 1]"),
+        help="mixing weights lam to sweep (default 0.1,0.2,0.3,0.5)",
+    )
     s.add_argument(
         "--features",
         default=["key"],
@@ -122,7 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--write-default",
         action="store_true",
-        help="record the winner as the shipped default IVRA setting (used by `ivra demo`; --split val only)",
+        help="record the winner (a cell above the baseline) as the default IVRA setting of `ivra demo` (--split val "
+        "only). It is written to $IVRA_SETTING_FILE when set, else into the installed package "
+        "(ivra/minivla/weights/ivra_setting.json; with scripts/setup.sh's editable install: src/ in this checkout)",
     )
     s.set_defaults(func=sweep)
 
@@ -132,10 +151,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--policy",
         default="low",
-        help="shipped regime (low = 12 % of the data, the default; full) or a training run directory",
+        help="shipped regime (low = 12 %% of the demonstrations, the default; full = all of them) or a training run "
+        "directory",
     )
-    v.add_argument("--split", default="placement", type=_split)
-    v.add_argument("--seed", type=nonneg_int, default=0)
+    v.add_argument(
+        "--split", default="placement", type=_split, help="split of the observation (default placement)"
+    )
+    v.add_argument("--seed", type=nonneg_int, default=0, help="episode seed of the observation (default 0)")
     v.add_argument("--ivra", default=None, type=ivra_setting, help="IVRA setting (default: as `ivra demo`)")
     v.add_argument(
         "--queries",
@@ -143,7 +165,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=list_of(nonneg_int, "patch indices"),
         help="comma-separated patch indices, 0 .. patches-1 (default: spread automatically)",
     )
-    v.add_argument("--out", default="runs/viz/affinity.png", type=out_file(FIGURE_SUFFIXES))
+    v.add_argument(
+        "--out",
+        default="runs/viz/affinity.png",
+        type=out_file(FIGURE_SUFFIXES),
+        help=f"figure file ({' | '.join(FIGURE_SUFFIXES)}; default runs/viz/affinity.png)",
+    )
     v.set_defaults(func=viz)
 
 
@@ -176,39 +203,58 @@ def _tag(*parts) -> str:
 def preflight(policy: str, arms: dict[str, dict | None], executor: str = "inline"):
     """Load the policy and attach (then detach) every arm's IVRA setting once: any mistake in them ends here,
     as a :class:`UsageError`, before an episode runs. Returns the loaded policy."""
-    from ivra.adapters import IVRAError
-    from ivra.config import IVRAConfig, describe_setting
-    from ivra.minivla.policy import MiniVLAPolicy
+    pol = load_policy(policy, executor)
+    check_arms(pol, arms)
+    return pol
 
-    check_executor(executor)
+
+def load_policy(policy: str, executor: str = "inline"):
+    """The policy named on the command line (a shipped regime, a run directory, or a server that answers now);
+    a mistake is a :class:`UsageError`."""
+    from ivra.minivla.policy import MiniVLAPolicy
     from ivra.serve.client import RemotePolicy, ServerUnavailable, is_server_url
 
+    check_executor(executor)
     if is_server_url(
         policy
-    ):  # served by `ivra serve`: reachable now, settings valid (the server checks the rest)
-        for name, cfg in arms.items():
-            try:
-                cfg and IVRAConfig(**cfg)
-            except ValueError as exc:
-                raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {name}): {exc}") from None
+    ):  # served by `ivra serve`: reachable now (the server checks the settings it gets)
         try:
             return RemotePolicy(policy, reconnect_s=5)
         except ServerUnavailable as exc:
             raise UsageError(f"--policy {policy}: {exc}") from None
     try:
-        pol = MiniVLAPolicy(policy)
+        return MiniVLAPolicy(policy)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"--policy {policy}: {exc}") from None
-    import ivra
 
+
+def check_arms(pol, arms: dict[str, dict | None]) -> None:
+    """Attach (then detach) every arm's IVRA setting once on a policy in this process; for a served policy,
+    validate the settings only."""
+    import ivra
+    from ivra.adapters import IVRAError
+    from ivra.config import IVRAConfig, describe_setting
+
+    model = getattr(pol, "model", None)
     for name, cfg in arms.items():
         if not cfg:
             continue
         try:
-            ivra.attach(pol.model, IVRAConfig(**cfg)).detach()
+            config = IVRAConfig(**cfg)
+            if model is not None:
+                ivra.attach(model, config).detach()
         except (IVRAError, ValueError) as exc:
             raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {name}): {exc}") from None
-    return pol
+
+
+def policy_layers(pol, policy: str) -> list[int]:
+    """Every language-model layer of a policy in this process (the sweep's default grid)."""
+    from ivra.adapters import detect
+
+    model = getattr(pol, "model", None)
+    if model is None:
+        raise UsageError(f"--policy {policy}: a served policy's layers are not known here; pass --layers")
+    return list(range(len(detect(model).lm_layers(model))))
 
 
 def _execute(args, units, journal, desc, policy_obj=None):
@@ -317,7 +363,7 @@ def sweep(args) -> int:
 
     from ivra.config import IVRAConfig, describe_setting
     from ivra.eval.executor import error_summary
-    from ivra.experiment.ab import SETTING_FILE, SETTING_FILE_NAME, TUNING_SPLITS, make_units, summarize
+    from ivra.experiment.ab import TUNING_SPLITS, make_units, setting_file, summarize
     from ivra.viz import heatmap
 
     t0 = time.time()
@@ -331,7 +377,8 @@ def sweep(args) -> int:
             f"warning: sweeping on the {args.split!r} split; tune on val, report test splits with `ivra demo`",
             file=sys.stderr,
         )
-    layers, lams = args.layers, args.lams
+    pol = load_policy(args.policy, args.executor)
+    layers, lams = args.layers or policy_layers(pol, args.policy), args.lams
     combos = list(itertools.product(args.features, args.modes, args.affinity_layers))
     arms: dict[str, dict | None] = {"baseline": None}
     cells = []
@@ -347,7 +394,7 @@ def sweep(args) -> int:
                 name = _cell_name(layer, lam, feature, mode, aff)
                 arms[name] = cfg
                 cells.append((name, cfg))
-    preflight(args.policy, arms, args.executor)
+    check_arms(pol, arms)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     units = make_units([args.split], args.episodes, arms, chunk=args.chunk)
@@ -358,7 +405,7 @@ def sweep(args) -> int:
         f"ivra sweep: policy {args.policy}, {len(cells)} cells ({len(layers)} layers x {len(lams)} lams x "
         f"{len(combos)} affinity choice(s)) + baseline, {args.episodes} {args.split} episodes each; journal {journal}"
     )
-    records, _ = _execute(args, units, journal, "sweep chunks")
+    records, _ = _execute(args, units, journal, "sweep chunks", pol)
     rows, base = [], None
     for name, cfg in cells:
         s = summarize(records, [args.split], treatment=name)["rows"]
@@ -386,6 +433,7 @@ def sweep(args) -> int:
         print("error: no grid cell has episodes finished by both arms; nothing to rank", file=sys.stderr)
         return EXIT_FAILED
     best = max(rows, key=lambda r: (r["success"], -r["lam"]))
+    winner = best if best["success"] > base else None  # a cell no better than the baseline wins nothing
     pngs = []
     extra_axes = len(combos) > 1 or combos[0] != ("key", "cosine", None)
     for feature, mode, aff in combos:
@@ -426,7 +474,15 @@ def sweep(args) -> int:
     best_cfg = {k: best[k] for k in ("layer", "lam", "affinity_feature", "affinity_mode", "affinity_layer")}
     best_text = describe_setting(IVRAConfig(**best_cfg).to_dict())
     print(table)
-    print(f"winner on {args.split}: {best_text} ({100 * best['success']:.1f} %)")
+    if winner:
+        print(
+            f"winner on {args.split}: {best_text} ({100 * best['success']:.1f} %, {100 * best['diff']:+.1f} pp)"
+        )
+    else:
+        print(
+            f"no winner on {args.split}: no cell is above the baseline ({100 * base:.1f} %); the best cell, "
+            f"{best_text}, has {100 * best['success']:.1f} %"
+        )
     (out / "table.md").write_text(table + "\n")
     (out / "results.json").write_text(
         json.dumps(
@@ -434,6 +490,7 @@ def sweep(args) -> int:
                 "baseline": base,
                 "rows": rows,
                 "best": best,
+                "winner": winner,
                 "split": args.split,
                 "episodes": args.episodes,
                 "policy": args.policy,
@@ -445,10 +502,13 @@ def sweep(args) -> int:
     if args.write_default:
         if status:
             print("not recording a default: some units ended in an error", file=sys.stderr)
+        elif not winner:
+            print("not recording a default: no cell is above the baseline", file=sys.stderr)
         else:
             defaults = IVRAConfig().to_dict()
             setting = {k: v for k, v in best_cfg.items() if k in ("layer", "lam") or v != defaults[k]}
-            SETTING_FILE.write_text(
+            path = setting_file()
+            path.write_text(
                 json.dumps(
                     {
                         "ivra": setting,
@@ -459,7 +519,7 @@ def sweep(args) -> int:
                 )
                 + "\n"
             )
-            print(f"recorded the default IVRA setting ({best_text}) in {SETTING_FILE_NAME}")
+            print(f"recorded the default IVRA setting ({best_text}) in {path}")
     print(f"wrote {', '.join(str(p) for p in pngs)}, {out / 'table.md'} in {time.time() - t0:.0f}s")
     return status
 

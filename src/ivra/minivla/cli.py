@@ -18,20 +18,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
 
     v = stages.add_parser("vision", help="stage 1: pre-training of the vision tower")
-    v.add_argument("--out", default="runs/train/vision", type=out_dir)
+    v.add_argument(
+        "--out",
+        default="runs/train/vision",
+        type=out_dir,
+        help="run directory: checkpoints, log, run.json; rerun to resume (default %(default)s)",
+    )
     v.add_argument(
         "--objective",
         default="dense",
         choices=("dense", "clip"),
         help="dense: per-patch object/container identity and absolute position (shipped); clip: contrastive",
     )
-    v.add_argument("--steps", type=positive_int, default=400)
-    v.add_argument("--batch", type=positive_int, default=32)
+    v.add_argument("--steps", type=positive_int, default=400, help="optimiser steps (default %(default)s)")
+    v.add_argument("--batch", type=positive_int, default=32, help="batch size (default %(default)s)")
     v.add_argument(
         "--pairs", type=positive_int, default=5000, help="episodes (dense) or image-caption pairs (clip)"
     )
-    v.add_argument("--lr", type=positive_float, default=2e-3)
-    v.add_argument("--seed", type=nonneg_int, default=0)
+    v.add_argument(
+        "--lr",
+        type=positive_float,
+        default=2e-3,
+        help="peak learning rate of the cosine schedule (default %(default)s)",
+    )
+    v.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=0,
+        help="seed of the data order and initial weights (default %(default)s)",
+    )
     v.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
     v.add_argument("--init", default=None, help="dense: a vision.safetensors to continue from (new schedule)")
     v.add_argument(
@@ -54,15 +69,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ground",
         help="stage 2: vision-language pre-training (projector + LM answer referring questions about world scenes)",
     )
-    g.add_argument("--vision", default="runs/train/vision/vision.safetensors")
-    g.add_argument("--out", default="runs/train/ground", type=out_dir)
+    g.add_argument(
+        "--vision",
+        default="runs/train/vision/vision.safetensors",
+        help="the pre-trained vision tower (vision.safetensors of `ivra train vision`; default %(default)s)",
+    )
+    g.add_argument(
+        "--out",
+        default="runs/train/ground",
+        type=out_dir,
+        help="run directory: checkpoints, log, run.json; rerun to resume (default %(default)s)",
+    )
     g.add_argument(
         "--scenes", type=positive_int, default=40000, help="world scenes (about 14 questions each)"
     )
-    g.add_argument("--steps", type=positive_int, default=3000)
-    g.add_argument("--batch", type=positive_int, default=32)
-    g.add_argument("--lr", type=positive_float, default=1e-3)
-    g.add_argument("--seed", type=nonneg_int, default=0)
+    g.add_argument("--steps", type=positive_int, default=3000, help="optimiser steps (default %(default)s)")
+    g.add_argument("--batch", type=positive_int, default=32, help="batch size (default %(default)s)")
+    g.add_argument(
+        "--lr",
+        type=positive_float,
+        default=1e-3,
+        help="peak learning rate of the cosine schedule (default %(default)s)",
+    )
+    g.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=0,
+        help="seed of the data order and initial weights (default %(default)s)",
+    )
     g.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
     g.add_argument(
         "--prompt",
@@ -76,14 +110,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=_ground)
 
     q = stages.add_parser("policy", help="stage 3: projector + LM from expert demonstrations, vision frozen")
-    q.add_argument("--vision", default="runs/train/vision/vision.safetensors")
-    q.add_argument("--out", default="runs/train/policy-low", type=out_dir)
+    q.add_argument(
+        "--vision",
+        default="runs/train/vision/vision.safetensors",
+        help="the pre-trained vision tower (vision.safetensors of `ivra train vision`; default %(default)s)",
+    )
+    q.add_argument(
+        "--out",
+        default="runs/train/policy-low",
+        type=out_dir,
+        help="run directory: checkpoints, log, run.json; rerun to resume (default %(default)s)",
+    )
     q.add_argument("--episodes", type=positive_int, default=300000, help="episodes of the full data set")
     q.add_argument("--fraction", type=fraction, default=0.12, help="fraction of them used (1.0 = full data)")
-    q.add_argument("--steps", type=positive_int, default=4000)
-    q.add_argument("--batch", type=positive_int, default=32)
-    q.add_argument("--lr", type=positive_float, default=1e-3)
-    q.add_argument("--seed", type=nonneg_int, default=0)
+    q.add_argument("--steps", type=positive_int, default=4000, help="optimiser steps (default %(default)s)")
+    q.add_argument("--batch", type=positive_int, default=32, help="batch size (default %(default)s)")
+    q.add_argument(
+        "--lr",
+        type=positive_float,
+        default=1e-3,
+        help="peak learning rate of the cosine schedule (default %(default)s)",
+    )
+    q.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=0,
+        help="seed of the data order and initial weights (default %(default)s)",
+    )
     q.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
     q.add_argument(
         "--init",

@@ -1,0 +1,46 @@
+"""`--help` of every verb and sub-verb prints its usage and exits 0, and every option says what it is for."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from ivra.cli import build_parser, main
+
+
+def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+PARSERS = dict(_parsers(build_parser()))
+
+
+def test_every_verb_is_walked():
+    verbs = {path[0] for path in PARSERS if path}
+    assert {"demo", "sweep", "viz", "train", "eval", "doctor", "bench", "serve", "trials"} <= verbs
+    assert ("eval", "libero") in PARSERS and ("train", "policy") in PARSERS
+
+
+@pytest.mark.parametrize("path", list(PARSERS), ids=lambda p: " ".join(p) or "ivra")
+def test_help_prints_usage_and_exits_0(path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*path, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {' '.join(('ivra', *path))}")
+
+
+@pytest.mark.parametrize("path", list(PARSERS), ids=lambda p: " ".join(p) or "ivra")
+def test_every_option_has_help(path):
+    parser = PARSERS[path]
+    missing = [
+        a.option_strings[0] if a.option_strings else a.dest
+        for a in parser._actions
+        if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction) and not a.help
+    ]
+    assert not missing, f"ivra {' '.join(path)}: options without help: {missing}"
