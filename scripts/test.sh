@@ -20,6 +20,16 @@ fi
 if [[ -z "${IVRA_SKIP_LIBERO:-}" ]]; then
   bash scripts/setup_libero.sh
 fi
+# Debian's chromium: tests/eval/test_report_html.py renders the HTML report headless (it skips, saying why, without)
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+    echo "== installing chromium (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+      >/dev/null || echo "warning: apt-get could not install chromium; the HTML report test will skip" >&2
+  else
+    echo "== no chromium, and no apt-get as root to install it: the HTML report test will skip"
+  fi
+fi
 echo "== ruff"
 .venv/bin/ruff check src tests benchmarks noxfile.py
 

@@ -67,7 +67,7 @@ def test_write_report_files(tmp_path):
     assert "4/11" in md and "7/10" in md
     assert paths["plot"].stat().st_size > 1000 and paths["plot"].read_bytes()[:4] == b"\x89PNG"
     html = paths["html"].read_text()
-    assert "success.png" in html and "<pre>" in html
+    assert "success.png" in html and "<table>" in html and "<pre>" not in html
 
 
 def test_videos_side_by_side_failures_first(tmp_path):

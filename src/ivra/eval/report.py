@@ -257,11 +257,11 @@ def render_markdown(
         lines.append("none")
     lines.append("")
     if plot:
-        lines += ["## Plot", "", f"![success]({os.path.relpath(plot, base)})", ""]
+        lines += ["## Plot", "", f"![success](<{os.path.relpath(plot, base)}>)", ""]
     if videos:
         lines += ["## Videos (failures first)", ""]
         lines += [
-            f"- [{' | '.join(v['labels'])}]({os.path.relpath(v['path'], base)}) -- `{v['keys'][0]}`"
+            f"- [{' | '.join(v['labels'])}](<{os.path.relpath(v['path'], base)}>) -- `{v['keys'][0]}`"
             for v in videos
         ]
         lines.append("")
@@ -270,27 +270,45 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def markdown_to_html(markdown_text: str) -> str:
+    """The report's Markdown as HTML (CommonMark + tables, by markdown-it-py); raw HTML in the text is escaped."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
+
+
+_CSS = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
+    "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
+    "thead th{background:#f0f0f0}tbody tr:nth-child(even){background:#fafafa}"
+    "code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}figure{display:inline-block;margin:.5em}"
+)
+
+
 def render_html(markdown_text: str, plot: str | None, videos: list[dict], base: Path) -> str:
-    """A small self-contained page: the report text (pre-formatted), the plot and the videos embedded."""
+    """A self-contained page: the report rendered from its Markdown (tables as HTML tables, the plot as an image),
+    then the A/B videos embedded as players. ``plot`` is already in the Markdown and kept for the signature."""
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>ivra evaluation report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{white-space:pre-wrap;"
-        "font-size:13px;background:#f6f6f6;padding:1em}figure{display:inline-block;margin:.5em}</style></head><body>",
-        "<h1>ivra evaluation report</h1>",
+        "<!doctype html>",
+        "<html><head><meta charset='utf-8'><title>ivra evaluation report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        markdown_to_html(markdown_text),
     ]
-    if plot:
-        parts.append(f"<img src='{html.escape(os.path.relpath(plot, base))}' alt='success plot'>")
-    for v in videos:
-        rel = html.escape(os.path.relpath(v["path"], base))
-        cap = html.escape(" | ".join(v["labels"]) + " -- " + v["keys"][0])
-        media = (
-            f"<img src='{rel}' width='512'>"
-            if rel.endswith(".gif")
-            else f"<video src='{rel}' width='512' controls loop muted autoplay></video>"
-        )
-        parts.append(f"<figure>{media}<figcaption>{cap}</figcaption></figure>")
-    parts.append(f"<pre>{html.escape(markdown_text)}</pre></body></html>")
-    return "\n".join(parts)
+    if videos:
+        parts.append("<section id='videos'><h2>A/B videos (players)</h2>")
+        for v in videos:
+            rel = html.escape(os.path.relpath(v["path"], base), quote=True)
+            cap = html.escape(" | ".join(v["labels"]) + " -- " + v["keys"][0])
+            media = (
+                f"<img src='{rel}' width='512' alt='{cap}'>"
+                if rel.endswith(".gif")
+                else f"<video src='{rel}' width='512' controls loop muted autoplay></video>"
+            )
+            parts.append(f"<figure>{media}<figcaption>{cap}</figcaption></figure>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
 
 
 def write_report(
