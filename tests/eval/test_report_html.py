@@ -86,7 +86,13 @@ def _rec(task, state, arm, success, status="ok"):
             "seed": state, "arm": arm}  # fmt: skip
     result = None
     if status == "ok":
-        result = {"suite": "libero_spatial", "task_id": task, "task": f"task {task}", "arm": arm, "success": success}
+        result = {
+            "suite": "libero_spatial",
+            "task_id": task,
+            "task": f"task {task}",
+            "arm": arm,
+            "success": success,
+        }
     return {"key": unit["key"], "unit": unit, "status": status, "attempt": 1, "final": True, "result": result,
             "error": None if status == "ok" else "RuntimeError: <boom>", "meta": {}}  # fmt: skip
 
@@ -110,7 +116,9 @@ def test_html_report_renders_tables_plot_and_videos_in_a_browser(tmp_path):
     video.write_bytes(b"not decoded by this test")
     manifest = {"benchmark": "LIBERO", "config": {"suite": "libero_spatial", "policy": "zero",
                 "arms": {"baseline": None, "ivra": {"layer": 0, "lam": 0.3}}}}  # fmt: skip
-    videos = [{"path": str(video), "keys": ["s/t0/s1/baseline"], "labels": ["baseline: fail", "ivra: success"]}]
+    videos = [
+        {"path": str(video), "keys": ["s/t0/s1/baseline"], "labels": ["baseline: fail", "ivra: success"]}
+    ]
     paths = write_report(_records(), out, manifest=manifest, videos=videos)
 
     dom = _Dom()
@@ -126,7 +134,13 @@ def test_html_report_renders_tables_plot_and_videos_in_a_browser(tmp_path):
     paired = next(t for t in dom.tables if t and "McNemar p" in t[0])
     header, row = paired[0], paired[1]
     cell = dict(zip(header, row))
-    assert (cell["A"], cell["B"], cell["n"], cell["A only"], cell["B only"]) == ("baseline", "ivra", "10", "0", "4")
+    assert (cell["A"], cell["B"], cell["n"], cell["A only"], cell["B only"]) == (
+        "baseline",
+        "ivra",
+        "10",
+        "0",
+        "4",
+    )
     assert cell["diff [95% CI]"].startswith("+40.0 pp [") and float(cell["McNemar p"]) == pytest.approx(0.125)
     # no Markdown left in the page: no table rules, no pre-formatted block; error text escaped, not markup
     text = "".join(dom.text)
