@@ -117,3 +117,15 @@ def test_trials_cli_errors(tmp_path):
 
     assert main(["trials", str(tmp_path / "nothing")]) == 2
     assert main(["trials", str(tmp_path / "nothing"), "--report"]) == 2
+
+
+def test_report_header_names_the_treatment_in_words(tmp_path):
+    treatment = IVRAConfig(layer=0, lam=0.3, affinity_mode="softmax").to_dict()
+    BlindAB(tmp_path / "ab", treatment, seed=5, policy="low").arm_for("ep0")
+    header = report(tmp_path / "ab")["markdown"].splitlines()[0]
+    # the setting as describe_setting writes it (non-default extras appended), no debug template
+    assert (
+        header
+        == "# Blind A/B (unblinded): policy low; treatment IVRA layer=0, lam=0.3, affinity_mode=softmax; seed 5"
+    )
+    assert (tmp_path / "ab" / "report.md").read_text().splitlines()[0] == header

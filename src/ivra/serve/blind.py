@@ -31,6 +31,8 @@ from typing import IO
 import numpy as np
 
 ARMS = ("baseline", "ivra")
+#: where `ivra serve --ab blind` writes and `ivra trials` reads when no folder is given
+DEFAULT_DIR = "runs/blind"
 
 
 def arm_of(seed: int, episode: int) -> str:
@@ -108,14 +110,19 @@ class BlindAB:
         return None
 
 
+def _require_ab_folder(folder: Path) -> None:
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a blind A/B folder (no config.json): give `ivra trials` the folder that "
+            f"`ivra serve --ab blind --ab-dir DIR` wrote (default {DEFAULT_DIR})"
+        )
+
+
 def record_outcomes(folder: str | os.PathLike, stdin: IO[str], stdout: IO[str]) -> int:
     """Operator loop: success / failure for every started episode without an outcome, in start order."""
     folder = Path(folder)
     episodes_path = folder / "episodes.jsonl"
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(
-            f"{folder} is not a blind A/B folder (no config.json): start `ivra serve --ab blind --ab-dir {folder}`"
-        )
+    _require_ab_folder(folder)
     outcomes_path = folder / "outcomes.jsonl"
     scored = {o["episode"] for o in _read(outcomes_path)}
     waiting = [e for e in _read(episodes_path) if e["episode"] not in scored]
@@ -180,8 +187,7 @@ def report(folder: str | os.PathLike) -> dict:
     from ivra.eval.stats import paired_ab, wilson
 
     folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{folder} is not a blind A/B folder (no config.json)")
+    _require_ab_folder(folder)
     config = json.loads((folder / "config.json").read_text())
     seed = int(config["seed"])
     episodes = {e["episode"]: e for e in _read(folder / "episodes.jsonl")}
@@ -228,10 +234,12 @@ def _pct(x) -> str:
 
 
 def _markdown(r: dict) -> str:
+    from ivra.config import describe_setting
+
     cfg = r["config"]
     lines = [
-        f"# Blind A/B (unblinded): policy {cfg.get('policy') or '?'}, IVRA {cfg['treatment']['layer']=} "
-        f"{cfg['treatment']['lam']=}, seed {cfg['seed']}",
+        f"# Blind A/B (unblinded): policy {cfg.get('policy') or '?'}; treatment IVRA "
+        f"{describe_setting(cfg['treatment'])}; seed {cfg['seed']}",
         "",
         f"{r['episodes_started']} episodes started, {r['episodes_scored']} scored.",
         "",

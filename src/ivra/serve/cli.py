@@ -114,8 +114,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def port(text: str) -> int:
+    """A TCP port for ``--port``: 1..65535, or 0 for any free port (the server reports the one it got)."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 1..65535 (0: any free port), got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from ivra.cliargs import ivra_setting, key_values, nonneg_int, positive_float, positive_int
+    from ivra.config import PRESETS
+    from ivra.serve.blind import DEFAULT_DIR
 
     if "serve" in sub.choices:
         return
@@ -126,7 +139,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "request may carry its own IVRA arm ('ivra': settings or nil).",
     )
     p.add_argument(
-        "--policy", required=True, help="low | run dir | zero | tiny-vla | sim[:k=v,..] | module:Class"
+        "--policy",
+        required=True,
+        help="the policy to serve: low | full (the shipped tiny policies) | a training run directory | zero | "
+        "tiny-vla | sim[:k=v,..] (a latency model) | package.module:Class",
     )
     p.add_argument(
         "--policy-kwargs",
@@ -138,41 +154,87 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ivra",
         default=None,
         type=ivra_setting,
-        help="default arm's IVRA settings, e.g. layer=2,lam=0.3 (default: baseline)",
+        help="IVRA settings of the default arm (with --ab blind: of the treatment arm), e.g. layer=2,lam=0.3, or "
+        f"a paper system's preset=NAME[,lam=..] (NAME: {' | '.join(sorted(PRESETS))}) (default: baseline)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs an API key)")
-    p.add_argument("--port", type=nonneg_int, default=8000, help="port (0: any free port)")
-    p.add_argument("--max-batch", type=positive_int, default=16, help="most requests per policy call")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default 127.0.0.1; non-loopback needs an API key)"
+    )
+    p.add_argument(
+        "--port", type=port, default=8000, help="TCP port, 1..65535 (default 8000; 0: any free port)"
+    )
+    p.add_argument(
+        "--max-batch", type=positive_int, default=16, help="most requests per policy call (default 16)"
+    )
     p.add_argument(
         "--max-wait-ms",
         type=float,
         default=10.0,
-        help="longest wait for a batch to fill (a batch goes at once when every connected client is in it)",
+        help="longest wait for a batch to fill, in ms (default 10; a batch goes at once when every connected "
+        "client is in it)",
     )
-    p.add_argument("--max-payload-mb", type=positive_float, default=8.0, help="largest accepted frame (MiB)")
-    p.add_argument("--api-key-file", default=None, help="file holding the API key (else $IVRA_SERVE_API_KEY)")
     p.add_argument(
-        "--ab", choices=("blind",), default=None, help="blind real-robot A/B: arm assigned per episode"
+        "--max-payload-mb", type=positive_float, default=8.0, help="largest accepted frame in MiB (default 8)"
     )
-    p.add_argument("--ab-dir", default="runs/blind", help="blind A/B folder (assignment journal, outcomes)")
-    p.add_argument("--ab-seed", type=nonneg_int, default=0, help="seed of the balanced arm schedule")
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        help="file holding the API key clients must send (default: $IVRA_SERVE_API_KEY; none on loopback)",
+    )
+    p.add_argument(
+        "--ab",
+        choices=("blind",),
+        default=None,
+        help="blind real-robot A/B: the arm (baseline or the --ivra treatment) is assigned per episode, balanced "
+        "in pairs, and never shown; record outcomes with `ivra trials`",
+    )
+    p.add_argument(
+        "--ab-dir",
+        default=DEFAULT_DIR,
+        help=f"blind A/B folder: assignment journal, then the outcomes of `ivra trials` (default {DEFAULT_DIR})",
+    )
+    p.add_argument(
+        "--ab-seed", type=nonneg_int, default=0, help="seed of the balanced arm schedule (default 0)"
+    )
     p.add_argument(
         "--ray-replicas",
         type=nonneg_int,
         default=0,
-        help="serve N Ray Serve replicas of the policy behind this websocket front (0: in this process)",
+        help="serve N Ray Serve replicas of the policy behind this websocket front (default 0: in this process)",
     )
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
-    p.add_argument("--ray-cpus-per-replica", type=float, default=1.0)
-    p.add_argument("--ray-gpus-per-replica", type=float, default=0.0, help="1 for one replica per GPU")
+    p.add_argument(
+        "--ray-cpus-per-replica",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves for each replica (default 1)",
+    )
+    p.add_argument(
+        "--ray-gpus-per-replica",
+        type=float,
+        default=0.0,
+        help="GPUs Ray reserves for each replica (default 0; 1: one replica per GPU, 0.5: two share one)",
+    )
     p.set_defaults(func=cmd_serve)
 
     t = sub.add_parser(
         "trials",
         help="record operator outcomes of a blind A/B episode by episode; --report unblinds and computes statistics",
+        description="Asks the operator, episode by episode in start order, for success or failure of each episode "
+        "the blind A/B server started and no outcome was recorded for (the arm is not shown); --report unblinds.",
     )
-    t.add_argument("ab_dir", nargs="?", default="runs/blind", help="the server's --ab-dir")
-    t.add_argument("--report", action="store_true", help="unblind: paired and unpaired statistics per arm")
+    t.add_argument(
+        "ab_dir",
+        nargs="?",
+        default=DEFAULT_DIR,
+        metavar="AB_DIR",
+        help=f"the blind A/B folder: the --ab-dir given to `ivra serve --ab blind` (default {DEFAULT_DIR})",
+    )
+    t.add_argument(
+        "--report",
+        action="store_true",
+        help="unblind: success per arm, paired and unpaired statistics; writes report.md and report.json there",
+    )
     t.set_defaults(func=cmd_trials)
 
 
