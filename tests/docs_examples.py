@@ -1,0 +1,167 @@
+"""The README's and docs/'s code blocks, run as tests (Sybil parses the Markdown; this module runs the blocks).
+
+Every fenced ``python`` and ``bash`` block of ``README.md`` and ``docs/*.md`` is an example. Python blocks run
+in one namespace per document, in order, as a reader would paste them. Bash blocks run as written with
+``bash -euo pipefail`` in a workspace of the document (a temporary folder whose entries link to the checkout's,
+so ``.venv/bin/ivra`` and ``bash scripts/...`` work and outputs land in the workspace, not in the checkout).
+
+A block may be preceded by a directive, an HTML comment that Markdown renders as nothing::
+
+    <!-- test: {"env": "lerobot", "replace": [["--episodes 1000", "--episodes 4"]], "timeout": 300} -->
+
+- ``env``: the environment the block runs in: ``core`` (default; `bash scripts/test.sh`'s core suite) or a nox
+  session (``lerobot``, ``openvla``, ``llara``: tests/envs/<name>/test_*_docs.py). Elsewhere it is skipped,
+  saying where it runs.
+- ``replace``: ``[old, new]`` pairs applied to a bash block before it runs: the same command at a small size
+  (fewer episodes, one worker, no GPU). Each ``old`` must occur, so a directive cannot silently stop applying.
+  ``{ws}`` in ``new`` is the workspace.
+- ``setenv``: environment variables for a bash block (``{ws}`` as above).
+- ``skip``: the reason a block cannot run in a test (only `bash scripts/test.sh`, which is this test command).
+- ``timeout``: seconds (default 600).
+- ``expect``: strings the output of a bash block (stdout and stderr) must contain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+ENVS = ("core", "lerobot", "openvla", "llara")
+DIRECTIVE = re.compile(r"<!--\s*test:\s*(\{.*\})\s*-->$", re.S)
+KEYS = {"env", "replace", "setenv", "skip", "timeout", "expect"}
+
+
+@dataclass
+class Block:
+    doc: Path
+    line: int
+    example: object  # sybil.Example
+    language: str
+    directive: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def env(self) -> str:
+        return self.directive.get("env", "core")
+
+
+def _directive(text: str, start: int, where: str) -> dict:
+    """The ``<!-- test: {...} -->`` comment right before the block starting at ``start`` (blank lines only
+    between), or {}."""
+    before = text[:start].rstrip()
+    m = DIRECTIVE.match(before[before.rfind("<!--") :]) if before.endswith("-->") else None
+    if not m:
+        return {}
+    try:
+        d = json.loads(m.group(1))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: directive is not JSON: {exc}") from None
+    unknown = set(d) - KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown directive keys {sorted(unknown)}; expected {sorted(KEYS)}")
+    if d.get("env", "core") not in ENVS:
+        raise ValueError(f"{where}: env {d['env']!r}; expected one of {ENVS}")
+    return d
+
+
+def blocks() -> list[Block]:
+    """Every python and bash block of the documents, with its directive, in document order."""
+    from sybil import Sybil
+    from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser
+
+    sybil = Sybil(parsers=[CodeBlockParser(language="bash", evaluator=_run_bash), PythonCodeBlockParser()])
+    out = []
+    for path in DOCS:
+        document = sybil.parse(path)
+        for example in document:
+            language = example.region.lexemes.get("arguments", "").split()[0]
+            where = f"{path.relative_to(ROOT)}:{example.line}"
+            out.append(
+                Block(path, example.line, example, language, _directive(document.text, example.start, where))
+            )
+    return out
+
+
+def fenced_languages() -> dict[str, set[str]]:
+    """Languages of every fenced block per document (a block in a language nothing runs must not slip by)."""
+    found: dict[str, set[str]] = {}
+    for path in DOCS:
+        langs = set(re.findall(r"^```(\w*)", path.read_text(), flags=re.M)) - {""}
+        found[str(path.relative_to(ROOT))] = langs
+    return found
+
+
+_WORKSPACES: dict[Path, Path] = {}
+
+
+def workspace(doc: Path) -> Path:
+    """One folder per document: links to every top-level entry of the checkout except run outputs."""
+    if doc not in _WORKSPACES:
+        ws = Path(tempfile.mkdtemp(prefix=f"ivra-doc-{doc.stem}-"))
+        for entry in ROOT.iterdir():
+            if entry.name not in {"runs", ".git", ".pytest_cache", ".ruff_cache"}:
+                (ws / entry.name).symlink_to(entry)
+        _WORKSPACES[doc] = ws
+    return _WORKSPACES[doc]
+
+
+def remove_workspaces() -> None:
+    for ws in _WORKSPACES.values():
+        shutil.rmtree(ws, ignore_errors=True)  # links only are removed, never their targets
+    _WORKSPACES.clear()
+
+
+def bash_script(block: Block, ws: Path) -> str:
+    text = block.example.parsed
+    for old, new in block.directive.get("replace", []):
+        if old not in text:
+            raise AssertionError(
+                f"{block.id}: directive replaces {old!r}, which the block no longer contains"
+            )
+        text = text.replace(old, new.replace("{ws}", str(ws)))
+    return text
+
+
+def _run_bash(example) -> None:  # Sybil's evaluator signature; our tests call run(block) instead
+    raise AssertionError("bash blocks run through docs_examples.run(block)")
+
+
+def run(block: Block) -> None:
+    """Run one block (python in its document's namespace, bash in its document's workspace)."""
+    if block.language == "python":
+        block.example.evaluate()
+        return
+    ws = workspace(block.doc)
+    script = bash_script(block, ws)
+    env = dict(os.environ)
+    env.pop("IVRA_ENV", None)  # a command runs as a user types it, not as a test session
+    env.update({k: v.replace("{ws}", str(ws)) for k, v in block.directive.get("setenv", {}).items()})
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=block.directive.get("timeout", 600),
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{block.id}: exit {proc.returncode}\n--- script\n{script}\n--- stdout (tail)\n{proc.stdout[-3000:]}"
+            f"\n--- stderr (tail)\n{proc.stderr[-3000:]}"
+        )
+    missing = [e for e in block.directive.get("expect", []) if e not in proc.stdout + proc.stderr]
+    if missing:
+        raise AssertionError(
+            f"{block.id}: output lacks {missing}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )

@@ -1,0 +1,69 @@
+"""The README and docs/ are executed: every fenced python and bash block runs here (core environment) or in the
+environment its directive names (tests/envs/<name>/test_<name>_docs.py). See tests/docs_examples.py."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from docs_examples import DOCS, ROOT, blocks, fenced_languages, remove_workspaces, run
+
+BLOCKS = blocks()
+ENV = "core"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _workspaces():
+    yield
+    remove_workspaces()
+
+
+def test_every_fenced_block_is_run_by_some_environment():
+    langs = fenced_languages()
+    assert langs["README.md"] >= {"python", "bash"}
+    others = {
+        doc: sorted(ls - {"python", "bash", "text"})
+        for doc, ls in langs.items()
+        if ls - {"python", "bash", "text"}
+    }
+    assert not others, (
+        f"fenced blocks in a language no test runs (use python, bash, or text for output): {others}"
+    )
+    assert len(BLOCKS) >= 8
+    skipped = [b.id for b in BLOCKS if "skip" in b.directive]
+    assert len(skipped) <= 2, f"blocks skipped outright: {skipped}"
+
+
+def test_relative_links_resolve():
+    """Every relative link of the README and docs/ points to a file of the checkout (and a heading that exists)."""
+    broken = []
+    for doc in DOCS:
+        text = doc.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            if not dest.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+            elif anchor and dest.suffix == ".md":
+                slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), flags=re.M)}
+                if anchor not in slugs:
+                    broken.append(f"{doc.relative_to(ROOT)}: {target} (no heading #{anchor})")
+    assert not broken, broken
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)
+def test_doc_block(block):
+    if "skip" in block.directive:
+        pytest.skip(block.directive["skip"])
+    if block.env != ENV:
+        pytest.skip(f"runs in the {block.env} environment (nox -s {block.env})")
+    run(block)
