@@ -5,6 +5,7 @@ native naming itself), FLOWER's two-camera encoder input, the authors' spans for
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from functools import cache
@@ -226,7 +227,10 @@ def test_preset_and_cli_spec():
 def test_policy_chunks_seeded_noise_and_ivra():
     from ivra.policies.flower import FlowerPolicy
 
-    policy = FlowerPolicy(chunk=4, multistep=2)
+    with pytest.raises(ValueError, match="needs a model: model=tiny for the RANDOM-weight rebuild"):
+        FlowerPolicy()  # no silent random weights
+    policy = FlowerPolicy(model="tiny", chunk=4, multistep=2)
+    assert "random weights" in policy.random_weights
     rng = np.random.default_rng(0)
     obs = [{"image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "wrist_image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)}]  # fmt: skip
 
@@ -263,11 +267,14 @@ def test_libero_ab_episode_with_tiny_weights(tmp_path):
     out = tmp_path / "flower"
     cmd = [sys.executable, "-m", "ivra.cli", "eval", "libero", "--suite", "libero_spatial", "--tasks", "0",
            "--init-states", "0", "--max-steps", "12", "--resolution", "128", "--no-progress",
-           "--policy", "ivra.policies.flower:FlowerPolicy", "--ab", "--ivra", "preset=flower",
+           "--policy", "ivra.policies.flower:FlowerPolicy", "--policy-kwargs", "model=tiny", "--ab", "--ivra", "preset=flower",
            "--executor", "inline", "--out", str(out)]  # fmt: skip
     env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "runs RANDOM WEIGHTS (model=tiny" in proc.stderr
+    assert "random weights" in json.loads((out / "manifest.json").read_text())["random_weights"]
+    assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
     recs = {r["unit"]["arm"]: r for r in Journal(out / "journal.jsonl").final_records().values()}
     assert set(recs) == {"baseline", "ivra"}
     for r in recs.values():

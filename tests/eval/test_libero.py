@@ -109,9 +109,9 @@ def test_zero_policy_ab_episode_and_resume(tmp_path, subprocess_env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(Journal(out / "journal.jsonl").records()) == 2
     assert json.loads((out / "manifest.json").read_text())["timing"]["episodes_this_invocation"] == 0
-    # a different configuration in the same directory is refused
+    # a different configuration in the same directory is refused, naming what differs
     proc = _ivra([*cmd[:-2], "--resolution", "64", "--out", str(out)], subprocess_env)
-    assert proc.returncode != 0 and "different configuration" in proc.stderr
+    assert proc.returncode == 2 and "different configuration: --resolution: 128 -> 64;" in proc.stderr
 
 
 @pytest.mark.libero
@@ -147,16 +147,23 @@ def test_tiny_vla_ivra_ab_in_spawned_workers(tmp_path, subprocess_env):
 @pytest.mark.libero
 @pytest.mark.slow
 def test_an_arm_that_errors_makes_the_run_exit_1_with_a_summary(tmp_path, subprocess_env):
-    """The issue's case: an A/B whose whole IVRA arm errors (a layer the model does not have, through a policy
-    class the CLI cannot pre-check) printed an empty table and exited 0."""
+    """An A/B whose whole IVRA arm errors in its episodes (a bad IVRA setting is refused before the first episode:
+    tests/eval/test_cli_checks.py) printed an empty table and exited 0; now exit 1, a per-arm summary and advice
+    that holds (a corrected option is another configuration: another --out)."""
+    import os
+    from pathlib import Path
+
+    env = dict(subprocess_env)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
     out = tmp_path / "bad"
-    cmd = ["eval", "libero", *COMMON, "--max-steps", "3", "--policy", "ivra.policies.vla:TinyVLAPolicy", "--ab", "--ivra", "layer=99", "--executor", "inline", "--retries", "0", "--out", str(out)]  # fmt: skip
-    proc = _ivra(cmd, subprocess_env)
+    cmd = ["eval", "libero", *COMMON, "--max-steps", "3", "--policy", "policy_helpers:FailsUnderIVRA", "--ab", "--ivra", "layer=99", "--executor", "inline", "--retries", "0", "--out", str(out)]  # fmt: skip
+    proc = _ivra(cmd, env)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (
-        "arm ivra: 1 of 1 unit(s) failed; first (libero_spatial/t00/s00/seed0/ivra): IVRAError: layer 99"
-        in (proc.stderr)
+        "arm ivra: 1 of 1 unit(s) failed; first (libero_spatial/t00/s00/seed0/ivra): RuntimeError: this policy "
+        "fails under IVRA" in proc.stderr
     )
+    assert "another --out" in proc.stderr
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
     recs = Journal(out / "journal.jsonl").final_records()
     assert recs["libero_spatial/t00/s00/seed0/baseline"]["status"] == "ok"

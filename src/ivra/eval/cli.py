@@ -45,32 +45,94 @@ def _index_list(spec: str | None, n: int, what: str, flag: str) -> list[int]:
     return values
 
 
-def check_policy(name: str, kwargs: dict, arms: dict) -> None:
-    """Resolve the policy name (and, for the built-in tiny-vla, attach every arm's IVRA setting once) before any
-    episode runs; a mistake raises :class:`UsageError` naming it."""
+def check_server_url(url: str) -> None:
+    """``ws://HOST:PORT`` (or ``wss://``): a host and a port, nothing else to guess."""
+    from urllib.parse import urlsplit
+
+    expected = "expected ws://HOST:PORT or wss://HOST:PORT (a policy served by `ivra serve`)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"--policy {url}: {exc}; {expected}") from None
+    if not parts.hostname:
+        raise UsageError(f"--policy {url}: no host; {expected}")
+    if port is None:
+        raise UsageError(f"--policy {url}: no port; {expected}")
+
+
+def _close(policy) -> None:
+    close = getattr(policy, "close", None)  # a server connection
+    if callable(close):
+        close()
+
+
+def _collect() -> None:
+    """Free what dropped policies held (their models, and any GPU memory)."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _build(name: str, kwargs: dict):
+    """The policy exactly as the LIBERO job builds it (:func:`ivra.eval.libero.job.build_policy`), its mistakes as
+    :class:`UsageError`."""
+    from ivra.eval.libero.job import build_policy
+
+    try:
+        return build_policy(name, kwargs)
+    except TypeError as exc:  # an unknown or missing constructor argument
+        raise UsageError(f"--policy-kwargs for {name}: {exc}") from None
+    except (ValueError, OSError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--policy {name}: {first}") from None
+
+
+def random_weights_note(name: str, policy) -> str | None:
+    """Why ``policy`` runs random weights (a sentence), or None when it runs the weights it was given."""
+    note = getattr(policy, "random_weights", None)
+    if note:
+        return str(note)
+    if name == "tiny-vla":
+        return "tiny-vla: a random-weight test model (a tiny LLaVA with OpenVLA-style action tokens), not trained"
+    return None
+
+
+def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dict:
+    """Build the policy in this process the way the LIBERO job does and set every arm's IVRA setting on it once
+    (``set_ivra(cfg)`` then ``set_ivra(None)``), before any episode runs; a mistake raises :class:`UsageError`
+    naming it. A ``ws://`` policy is checked for a well-formed URL and a server that answers now.
+
+    Returns ``{"policy": the built policy if keep (else freed: None), "random_weights": a sentence or None}``.
+    """
     import importlib
     import importlib.util
+    import inspect
+
+    from ivra.config import describe_setting
 
     if name == "zero":
-        return
-    if name == "tiny-vla":
-        from ivra.adapters import IVRAError
-        from ivra.config import describe_setting
-        from ivra.policies.vla import TinyVLAPolicy
+        return {"policy": None, "random_weights": None}
+    if name.startswith(("ws://", "wss://")):
+        check_server_url(name)
+        from ivra.serve.client import RemotePolicy, ServerUnavailable
 
-        try:
-            pol = TinyVLAPolicy(**kwargs)
-        except TypeError as exc:
-            raise UsageError(f"--policy-kwargs for tiny-vla: {exc}") from None
-        for arm, cfg in arms.items():
-            if cfg:
-                try:
-                    pol.set_ivra(cfg)
-                    pol.set_ivra(None)
-                except (IVRAError, ValueError) as exc:
-                    raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {arm}): {exc}") from None
-        return
-    if name.startswith("lerobot:"):
+        try:  # one connection attempt (2 s), not the minute of reconnects an episode may wait for
+            pol = RemotePolicy(name, **{**kwargs, "reconnect_s": 2.0})
+            if "reconnect_s" in kwargs:  # what the episodes get (else the client's default)
+                pol.reconnect_s = float(kwargs["reconnect_s"])
+            else:
+                pol.reconnect_s = float(inspect.signature(RemotePolicy).parameters["reconnect_s"].default)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--policy-kwargs for {name}: {exc}") from None
+        except ServerUnavailable as exc:
+            raise UsageError(
+                f"--policy {name}: {exc} (start it with `ivra serve`, or check the host and port)"
+            ) from None
+    elif name.startswith("lerobot:"):
         from ivra.policies.lerobot import KINDS
 
         kind = name.split(":", 1)[1]
@@ -85,23 +147,108 @@ def check_policy(name: str, kwargs: dict, arms: dict) -> None:
             raise UsageError(
                 f"--policy {name} needs --policy-kwargs path=CHECKPOINT (a lerobot checkpoint folder)"
             )
-        return
-    if ":" not in name:
-        raise UsageError(
-            f"unknown --policy {name!r}: expected zero, tiny-vla, lerobot:smolvla|pi0|pi05 or package.module:Class"
-        )
-    mod, cls = name.split(":", 1)
+        pol = _build(name, kwargs)
+    elif name == "tiny-vla":
+        pol = _build(name, kwargs)
+    else:
+        if ":" not in name:
+            raise UsageError(
+                f"unknown --policy {name!r}: expected zero, tiny-vla, lerobot:smolvla|pi0|pi05, "
+                "package.module:Class or ws://HOST:PORT"
+            )
+        mod, cls = name.split(":", 1)
+        try:
+            module = importlib.import_module(mod)
+        except ImportError as exc:
+            raise UsageError(f"--policy {name}: cannot import {mod!r} ({exc})") from None
+        if not callable(getattr(module, cls, None)):
+            raise UsageError(f"--policy {name}: module {mod!r} has no class {cls!r}")
+        pol = _build(name, kwargs)
+
+    from ivra.adapters import IVRAError
+
     try:
-        module = importlib.import_module(mod)
-    except ImportError as exc:
-        raise UsageError(f"--policy {name}: cannot import {mod!r} ({exc})") from None
-    if not callable(getattr(module, cls, None)):
-        raise UsageError(f"--policy {name}: module {mod!r} has no class {cls!r}")
+        for arm, cfg in arms.items():
+            if not cfg:
+                continue
+            if not hasattr(pol, "set_ivra"):
+                raise UsageError(
+                    f"--policy {name} cannot take IVRA settings (no set_ivra); arm {arm} has one"
+                )
+            try:
+                pol.set_ivra(cfg)
+                pol.set_ivra(None)
+            except (IVRAError, ValueError) as exc:  # ConfigError is a ValueError
+                raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {arm}): {exc}") from None
+        note = random_weights_note(name, pol)
+    except BaseException:
+        _close(pol)
+        del pol
+        _collect()
+        raise
+    if keep:
+        return {"policy": pol, "random_weights": note}
+    _close(pol)
+    del pol  # the last reference: the workers build their own
+    _collect()
+    return {"policy": None, "random_weights": note}
+
+
+_RAY_NUMBERS = ("num_cpus", "num_gpus", "memory", "object_store_memory")
+_RAY_INTS = {"max_restarts": -1, "max_task_retries": -1, "max_concurrency": 1}  # smallest allowed value
+_RAY_STRINGS = ("accelerator_type",)
+
+
+def ray_resources(text: str) -> dict:
+    """``num_gpus=0.25,num_cpus=1`` -> Ray actor options, each value checked (numbers >= 0 for num_cpus, num_gpus,
+    memory, object_store_memory; integers for max_restarts, max_task_retries, max_concurrency; a string for
+    accelerator_type; ``resources.NAME=AMOUNT`` for a custom resource)."""
+    known = ", ".join([*_RAY_NUMBERS, *_RAY_INTS, *_RAY_STRINGS, "resources.NAME"])
+    out: dict = {}
+    for key, value in key_values(text).items():
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in _RAY_NUMBERS or key.startswith("resources."):
+            if not is_number or value < 0:
+                raise argparse.ArgumentTypeError(f"{key}={value}: expected a number >= 0")
+            if key.startswith("resources."):
+                if not key[len("resources.") :]:
+                    raise argparse.ArgumentTypeError(f"{key}: expected resources.NAME=AMOUNT")
+                out.setdefault("resources", {})[key[len("resources.") :]] = value
+                continue
+        elif key in _RAY_INTS:
+            if not isinstance(value, int) or isinstance(value, bool) or value < _RAY_INTS[key]:
+                raise argparse.ArgumentTypeError(f"{key}={value}: expected an integer >= {_RAY_INTS[key]}")
+        elif key in _RAY_STRINGS:
+            value = str(value)
+        else:
+            raise argparse.ArgumentTypeError(f"unknown Ray actor option {key!r}; expected one of: {known}")
+        out[key] = value
+    if not out:
+        raise argparse.ArgumentTypeError(
+            f"expected key=value,..., e.g. num_gpus=0.25,num_cpus=1; got {text!r}"
+        )
+    return out
+
+
+def error_advice(errors: list[dict], journal) -> str:
+    """The error lines every CLI prints, with advice that holds for this command: ``--rerun-errors`` reruns the
+    failed units of THIS configuration; a changed option (e.g. a corrected --ivra) is another configuration, which
+    the run directory refuses, so it needs another --out."""
+    from ivra.eval.executor import format_errors
+
+    lines = format_errors(errors).splitlines()[:-1]  # its generic last line is replaced by what holds here
+    lines.append(
+        "  if the cause was outside this command (a crash, a lost policy server, memory), fix it and rerun the same "
+        "command with --rerun-errors; if an option was wrong (--ivra, --policy-kwargs, ...), the corrected "
+        f"command is another configuration: run it with another --out (tracebacks in {journal})"
+    )
+    return "\n".join(lines)
 
 
 def cmd_eval_libero(args: argparse.Namespace) -> int:
+    from ivra.cliargs import check_executor
     from ivra.config import describe_setting
-    from ivra.eval.executor import error_summary, format_errors
+    from ivra.eval.executor import error_summary
     from ivra.eval.libero import protocol
     from ivra.eval.libero.install import LiberoMissing
 
@@ -119,7 +266,16 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
     if args.policy == "zero" and any(arms.values()):
         print("note: the zero policy ignores IVRA; its arms are identical by construction", file=sys.stderr)
     policy_kwargs = args.policy_kwargs or {}
-    check_policy(args.policy, policy_kwargs, arms)
+    check_executor(args.executor)
+    inline = args.executor == "inline"
+    # inline: the policy checked here runs the units (loaded once)
+    checked = check_policy(args.policy, policy_kwargs, arms, keep=inline)
+    if checked["random_weights"]:
+        print(
+            f"WARNING: policy {args.policy} runs RANDOM WEIGHTS ({checked['random_weights']}): its success rates "
+            "say nothing about a trained policy",
+            file=sys.stderr,
+        )
     print(
         f"ivra eval libero: {args.suite}, policy {args.policy}, arms "
         + "; ".join(f"{a} (IVRA {describe_setting(c)})" for a, c in arms.items())
@@ -149,6 +305,8 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             ray_resources=args.ray_resources or None,
             progress=not args.no_progress,
             rerun_errors=args.rerun_errors,
+            policy_instance=checked["policy"],
+            random_weights=checked["random_weights"],
         )
     except LiberoMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -160,7 +318,7 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
     print(f"report: {res['report']['html']}")
     errors = error_summary(res["records"])
     if errors:
-        print(format_errors(errors, res["out"] / "journal.jsonl"), file=sys.stderr)
+        print(error_advice(errors, res["out"] / "journal.jsonl"), file=sys.stderr)
         return EXIT_FAILED
     return 0
 
@@ -183,7 +341,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Community protocol by default (50 init states/task, 10 wait steps, per-suite max steps, "
         "256 px); every deviation is recorded in the manifest and the report. Resumable: rerun the same command.",
     )
-    lib.add_argument("--suite", choices=SUITES, required=True)
+    lib.add_argument("--suite", choices=SUITES, required=True, help="the LIBERO suite to evaluate on")
     lib.add_argument(
         "--policy",
         default="zero",
@@ -194,13 +352,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--policy-kwargs",
         default=None,
         type=key_values,
-        help="key=value,... passed to the policy constructor",
+        help="key=value,... passed to the policy constructor, e.g. path=CHECKPOINT (lerobot:...), "
+        "model=CHECKPOINT_DIR or model=tiny (OpenVLAPolicy; FlowerPolicy and OpenVLAOFTPolicy: model=tiny), "
+        "device=cuda; model=tiny runs RANDOM weights, which the output, the manifest and the report say",
     )
     lib.add_argument(
         "--ivra",
         default=None,
         type=ivra_setting,
-        help="IVRA settings, e.g. layer=20,lam=0.3 (tiny-vla default: layer=2,lam=0.3)",
+        help="IVRA setting of the ivra arm: key=value,... with the IVRAConfig fields (layer, lam, affinity_layer, "
+        "affinity_feature, affinity_mode, temperature, position, strict), e.g. layer=2,lam=0.3; or preset=NAME[,lam=..] "
+        "for a paper system's setting with fields overridden (presets: llara, flower, openvla). Checked against the "
+        "loaded policy before the first episode (tiny-vla default: layer=2,lam=0.3)",
     )
     lib.add_argument(
         "--ab",
@@ -212,20 +375,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument(
         "--max-steps", type=positive_int, default=None, help="policy steps per episode (default: the suite's)"
     )
-    lib.add_argument("--wait-steps", type=nonneg_int, default=10)
+    lib.add_argument(
+        "--wait-steps",
+        type=nonneg_int,
+        default=10,
+        help="no-op steps after reset, before the policy acts, while the objects settle (default 10, the protocol's)",
+    )
     lib.add_argument("--resolution", type=positive_int, default=256, help="camera resolution (default 256)")
     lib.add_argument("--seed", type=nonneg_int, default=0, help="episode seed = seed + init state index")
-    lib.add_argument("--executor", choices=("local", "ray", "inline"), default="local")
-    lib.add_argument("--workers", type=positive_int, default=1)
-    lib.add_argument("--retries", type=nonneg_int, default=1)
+    lib.add_argument(
+        "--executor",
+        choices=("local", "ray", "inline"),
+        default="local",
+        help="where episodes run: local (--workers spawned processes on this machine), ray (Ray actors, "
+        "--ray-address, --ray-resources) or inline (this process, one at a time; the policy checked up front is "
+        "reused) (default local)",
+    )
+    lib.add_argument("--workers", type=positive_int, default=1, help="parallel workers (default 1)")
+    lib.add_argument(
+        "--retries",
+        type=nonneg_int,
+        default=1,
+        help="extra attempts for a unit that raised (a crash, a lost server) before it is journaled as an error "
+        "(default 1)",
+    )
     lib.add_argument(
         "--ray-address", default=None, help="connect to this Ray cluster (default: start a local one)"
     )
     lib.add_argument(
         "--ray-resources",
         default=None,
-        type=key_values,
-        help="Ray actor options per worker, e.g. num_gpus=0.25,num_cpus=1",
+        type=ray_resources,
+        help="Ray actor options per worker, e.g. num_gpus=0.25,num_cpus=1 (num_cpus, num_gpus, memory, "
+        "object_store_memory, max_restarts, max_task_retries, max_concurrency, accelerator_type, resources.NAME)",
     )
     lib.add_argument(
         "--out",
@@ -236,11 +418,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument(
         "--videos", type=nonneg_int, default=0, help="write K side-by-side A/B videos, failures first"
     )
-    lib.add_argument("--no-progress", action="store_true")
+    lib.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs and CI)")
     lib.add_argument(
         "--rerun-errors",
         action="store_true",
-        help="on resume, also rerun the units whose journaled result is an error",
+        help="on resume, also rerun the units whose journaled result is an error (same options: a changed option "
+        "is another configuration and needs another --out)",
     )
     lib.set_defaults(func=cmd_eval_libero)
 

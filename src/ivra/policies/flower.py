@@ -11,9 +11,11 @@ What FLOWER's LIBERO rollout does, and this wrapper with it:
   ``multistep`` steps and executed one action per step; actions are clamped to [-1, 1] and sent as they are.
 
 The noise is drawn from a generator seeded by ``reset(seed)``, so both arms of an A/B draw the same noise.
-``model="tiny"`` builds :func:`ivra.rebuilt.flower.build_tiny` (random weights, a byte-level tokenizer); a real
-FLOWER checkpoint is loaded with FLOWER's own code (not installable here): pass the loaded ``FLOWERVLA``
-object as ``model`` (inline executor). Its LIBERO wait steps (5 zero actions) differ from the harness's
+``model`` is required: ``model="tiny"`` builds :func:`ivra.rebuilt.flower.build_tiny` (RANDOM weights, a
+byte-level tokenizer: it tests the pipeline, its success rates say nothing about FLOWER; ``random_weights`` then
+says so, and the LIBERO run writes it into its output, manifest and report); a real FLOWER checkpoint is loaded
+with FLOWER's own code (not installable here): pass the loaded ``FLOWERVLA`` object as ``model`` (inline
+executor). Its LIBERO wait steps (5 zero actions) differ from the harness's
 protocol (10), which the run manifest records as the harness's own setting.
 """
 
@@ -33,7 +35,7 @@ class FlowerPolicy(IVRASwitch):
 
     def __init__(
         self,
-        model: Any = "tiny",
+        model: Any = None,
         image_size: int = 112,
         chunk: int = 10,
         multistep: int = 10,
@@ -46,6 +48,13 @@ class FlowerPolicy(IVRASwitch):
 
         from ivra.adapters.flower import FlowerAdapter
 
+        if model is None:
+            raise ValueError(
+                "FlowerPolicy needs a model: model=tiny for the RANDOM-weight rebuild (tests the pipeline only), "
+                "or a loaded FLOWERVLA object (FLOWER's own code, inline executor)"
+            )
+        #: why this policy runs random weights (None: the weights given)
+        self.random_weights: str | None = None
         if isinstance(model, str):
             if model != "tiny":
                 raise ValueError(
@@ -56,6 +65,10 @@ class FlowerPolicy(IVRASwitch):
 
             model = build_tiny(seed=model_seed)
             model.chunk = chunk
+            self.random_weights = (
+                f"model=tiny: FLOWER's structure rebuilt with random weights (model_seed={model_seed}), "
+                "not a trained checkpoint"
+            )
         self.model = model.to(device).eval()
         self.device, self.image_size = device, int(image_size)
         self.chunk, self.multistep = int(chunk), int(multistep)

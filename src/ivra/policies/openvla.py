@@ -17,9 +17,10 @@ Per step, for each observation (OpenVLA predicts one sample at a time):
 The JPEG and resize steps use Pillow where OpenVLA's script uses TensorFlow's ops: pixel values can differ by
 a few levels (say so when comparing with published numbers).
 
-``model="tiny"`` builds the rebuilt random-weight model of :mod:`ivra.rebuilt.openvla` (a byte-level tokenizer,
-identity norm stats q01=-1, q99=1) to exercise the whole path; any other value is a checkpoint directory or hub id
-loaded with OpenVLA's own remote code (``trust_remote_code=True``, transformers 4.40.1, timm 0.9.x).
+``model`` is required: ``model="tiny"`` builds the rebuilt RANDOM-weight model of :mod:`ivra.rebuilt.openvla` (a
+byte-level tokenizer, identity norm stats q01=-1, q99=1) to exercise the whole path (``random_weights`` then says
+so, and the LIBERO run writes it into its output, manifest and report); any other value is a checkpoint directory
+or hub id loaded with OpenVLA's own remote code (``trust_remote_code=True``, transformers 4.40.1, timm 0.9.x).
 ``tower`` picks the affinity tower (:mod:`ivra.adapters.openvla`).
 """
 
@@ -84,7 +85,7 @@ class OpenVLAPolicy(IVRASwitch):
 
     def __init__(
         self,
-        model: str = "tiny",
+        model: str | None = None,
         unnorm_key: str = "libero_spatial",
         center_crop: bool = True,
         tower: str = "dinov2",
@@ -100,7 +101,18 @@ class OpenVLAPolicy(IVRASwitch):
         self.device, self.unnorm_key, self.crop = device, unnorm_key, bool(center_crop)
         self.adapter = OpenVLAAdapter(tower=tower)
         torch_dtype = getattr(torch, dtype)
+        if model is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a model: model=CHECKPOINT_DIR (an OpenVLA checkpoint folder or hub "
+                "id), or model=tiny for RANDOM weights (tests the pipeline only)"
+            )
+        #: why this policy runs random weights (None: a checkpoint was loaded)
+        self.random_weights: str | None = None
         if model == "tiny":
+            self.random_weights = (
+                f"model=tiny: {type(self).__name__}'s structure rebuilt with random weights "
+                f"(model_seed={model_seed}), not a trained checkpoint"
+            )
             stats = {
                 unnorm_key: {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7, "mask": [True] * 6 + [False]}}
             }
@@ -181,12 +193,17 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
     """OpenVLA-OFT on LIBERO: OpenVLA's image protocol for both cameras (third-person, then wrist), an 8-D proprio
     token (end-effector position, axis-angle orientation, the two gripper joints) normalised to [-1, 1] with its
     q01/q99, one forward per chunk of 8 actions executed open loop, q01/q99 un-normalisation and OpenVLA's gripper
-    convention. Only ``model="tiny"`` (the rebuilt OFT structure, identity norm stats): OFT checkpoints need OFT's
-    own code for their action head and proprio projector."""
+    convention. Only ``model="tiny"`` (the rebuilt OFT structure with RANDOM weights, identity norm stats), and it
+    must be given: OFT checkpoints need OFT's own code for their action head and proprio projector."""
 
     name = "openvla-oft"
 
-    def __init__(self, model: str = "tiny", open_loop_steps: int = 8, use_film: bool = False, **kwargs):
+    def __init__(self, model: str | None = None, open_loop_steps: int = 8, use_film: bool = False, **kwargs):
+        if model is None:
+            raise ValueError(
+                "OpenVLAOFTPolicy needs a model: model=tiny for RANDOM weights (the rebuilt OFT structure, tests "
+                "the pipeline only); OFT checkpoints load with OFT's own code"
+            )
         if model != "tiny":
             raise ValueError(
                 f"model={model!r}: OpenVLA-OFT checkpoints load with OFT's own code (action head, proprio "

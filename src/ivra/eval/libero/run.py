@@ -2,7 +2,8 @@
 
 Run directory layout (``--out``)::
 
-    manifest.json     config, versions, renderer, git revision, protocol deviations, timing
+    manifest.json     config, versions, renderer, git revision, protocol deviations, timing, random_weights
+                      (why the policy runs random weights, or null)
     journal.jsonl     one line per attempt (see ivra.eval.executor)
     episodes/         one small video per episode (only with --videos K > 0)
     videos/           side-by-side A/B videos, failures first
@@ -52,6 +53,84 @@ def _fingerprint(config: dict, units: list[dict]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: config fields that do not decide the episodes (not in the fingerprint)
+NOT_FINGERPRINTED = ("mujoco_gl", "libero_config_path", "torch_threads", "video_dir")
+#: the option that sets each fingerprinted config field
+OPTIONS = {
+    "suite": "--suite",
+    "policy": "--policy",
+    "max_steps": "--max-steps",
+    "effective_max_steps": "max steps per episode",
+    "wait_steps": "--wait-steps",
+    "resolution": "--resolution",
+    "video_fps": "video fps",
+    "tasks": "--tasks",
+    "init_states": "--init-states",
+    "seed": "--seed",
+}
+
+
+def _show(value) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, list) and len(value) > 6:
+        return "[" + ", ".join(map(str, value[:3])) + f", ..., {value[-1]}] ({len(value)} values)"
+    return json.dumps(value) if isinstance(value, (dict, list, str)) else str(value)
+
+
+def _dict_changes(what: str, old: dict, new: dict) -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new), key=lambda k: (k not in old, k not in new, k)):
+        a, b = old.get(k, "absent"), new.get(k, "absent")
+        if a != b:
+            out.append(f"{what}: {k} {_show(a) if k in old else a} -> {_show(b) if k in new else b}")
+    return out
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """What differs between two runs' settings (each ``{"config", "tasks", "init_states", "seed"}`` as the
+    manifest stores them), one ``"option: old -> new"`` per difference, e.g. ``"ivra arm: layer 8 -> 2"``."""
+    old_cfg = {k: v for k, v in (old.get("config") or {}).items() if k not in NOT_FINGERPRINTED}
+    new_cfg = {k: v for k, v in (new.get("config") or {}).items() if k not in NOT_FINGERPRINTED}
+    old_cfg.update({k: old.get(k) for k in ("tasks", "init_states", "seed")})
+    new_cfg.update({k: new.get(k) for k in ("tasks", "init_states", "seed")})
+    changes: list[str] = []
+    for key in dict.fromkeys([*new_cfg, *old_cfg]):
+        a, b = old_cfg.get(key), new_cfg.get(key)
+        if a == b:
+            continue
+        if key == "arms":
+            a, b = a or {}, b or {}
+            if list(a) != list(b):
+                changes.append(f"arms: {', '.join(a) or 'none'} -> {', '.join(b) or 'none'} (--ab / --ivra)")
+            for arm in (x for x in b if x in a and a[x] != b[x]):
+                if not a[arm] or not b[arm]:
+                    changes.append(f"{arm} arm: IVRA {_show(a[arm])} -> {_show(b[arm])} (--ivra)")
+                else:
+                    changes += _dict_changes(f"{arm} arm", a[arm], b[arm])
+        elif key == "policy_kwargs":
+            changes += _dict_changes("--policy-kwargs", a or {}, b or {})
+        elif key == "effective_max_steps" and old_cfg.get("max_steps") != new_cfg.get("max_steps"):
+            continue  # said by --max-steps
+        else:
+            changes.append(f"{OPTIONS.get(key, key)}: {_show(a)} -> {_show(b)}")
+    return changes
+
+
+def resume_refusal(out: Path, previous: dict, current: dict, fingerprint: str) -> str:
+    """The message refusing to write a different configuration into a run directory: what differs and what to do."""
+    todo = (
+        "to resume that run, rerun with its original options; for the new configuration, pass another --out"
+    )
+    changes = config_changes(previous, current) if previous.get("config") else []
+    if not changes:  # a manifest from before the configuration was stored, or a difference not named above
+        return (
+            f"{out} holds a run with a different configuration (fingerprint {previous.get('fingerprint')} != "
+            f"{fingerprint}); {todo}"
+        )
+    return f"{out} holds a run with a different configuration: {'; '.join(changes)}; {todo}"
+
+
 def run_libero(
     suite: str,
     policy: str = "zero",
@@ -74,11 +153,14 @@ def run_libero(
     progress: bool = True,
     policy_instance=None,
     rerun_errors: bool = False,
+    random_weights: str | None = None,
 ) -> dict:
     """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``.
 
     ``policy_instance``: an already-built policy (e.g. a model loaded in this process) used instead of
     building ``policy`` by name; needs ``executor="inline"``. ``policy`` then only names it in the records.
+    ``random_weights``: why the policy runs random weights (default: ``policy_instance.random_weights``), written
+    into the manifest (``random_weights``, and a line of ``deviations``, which the report shows).
     """
     if policy_instance is not None and executor != "inline":
         raise ValueError("policy_instance (a live policy object) needs executor='inline'")
@@ -116,20 +198,18 @@ def run_libero(
         torch_threads=torch_threads,
     )
     units = make_units(suite, tasks, init_states, list(arms), seed=seed)
-    fingerprint_cfg = {
-        k: v
-        for k, v in config.to_dict().items()
-        if k not in ("mujoco_gl", "libero_config_path", "torch_threads", "video_dir")
-    }
+    fingerprint_cfg = {k: v for k, v in config.to_dict().items() if k not in NOT_FINGERPRINTED}
     fingerprint = _fingerprint(fingerprint_cfg, units)
 
     manifest_path = out / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     if previous and previous.get("fingerprint") != fingerprint:
+        current = {"config": config.to_dict(), "tasks": tasks, "init_states": init_states, "seed": seed}
         raise UsageError(
-            f"{out} holds a run with a different configuration (fingerprint {previous.get('fingerprint')} != "
-            f"{fingerprint}); resume it with the same options or pass another --out"
+            resume_refusal(out, previous, json.loads(json.dumps(current, default=str)), fingerprint)
         )
+    if random_weights is None and policy_instance is not None:
+        random_weights = getattr(policy_instance, "random_weights", None)
     manifest = {
         "benchmark": "LIBERO",
         "created": (previous or {}).get("created")
@@ -160,13 +240,21 @@ def run_libero(
         "platform": platform.platform(),
         "git_revision": git_revision(),
         "command": sys.argv,
+        "random_weights": random_weights,
     }
+    if random_weights:
+        manifest["deviations"].insert(
+            0, f"RANDOM WEIGHTS: {random_weights}; the success rates say nothing about a trained policy"
+        )
     if policy.startswith(("ws://", "wss://")):  # served by `ivra serve`: record what answers there
-        from ivra.serve.client import RemotePolicy
+        if isinstance(getattr(policy_instance, "metadata", None), dict):
+            manifest["policy_server"] = policy_instance.metadata
+        else:
+            from ivra.serve.client import RemotePolicy
 
-        remote = RemotePolicy(policy, **(policy_kwargs or {}))
-        manifest["policy_server"] = remote.metadata
-        remote.close()
+            remote = RemotePolicy(policy, **(policy_kwargs or {}))
+            manifest["policy_server"] = remote.metadata
+            remote.close()
     if policy == "zero" and any(arms.values()):
         manifest["deviations"].append(
             "note: the zero policy ignores IVRA; its arms are identical by construction"
