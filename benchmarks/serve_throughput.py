@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/serve_throughput.py                      # the table in serve_throughput.md
     .venv/bin/python benchmarks/serve_throughput.py --workers 1,4 --steps 30   # quick look
 
+Writes runs/benchmarks/serve_throughput_cpu.json (untracked; ``--out`` or $IVRA_BENCH_OUT_DIR to write elsewhere).
+``--record`` (or IVRA_BENCH_RECORD=1) updates the recorded result, the tracked
+benchmarks/results/serve_throughput_cpu.json, instead: do that only for a run you mean to publish.
+
 Model of the hardware (all parameters are flags and are written into the result):
 
 * **policy**: ``SimLatencyPolicy`` (ivra.serve.policies): a call on a batch of B costs ``fixed_ms + per_sample_ms * B``
@@ -41,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULT_NAME = "serve_throughput_cpu.json"
 EPISODE_STEPS = 230  # libero_spatial: 10 wait + 220 policy steps
 
 
@@ -256,23 +261,55 @@ def server_latency(opts) -> dict:
     }
 
 
-def main() -> int:
+def _env_record() -> bool:
+    return os.environ.get("IVRA_BENCH_RECORD", "") not in ("", "0")
+
+
+def output_path(opts: argparse.Namespace) -> Path:
+    """--out, else the tracked recorded result with --record, else runs/benchmarks/ (untracked)."""
+    if opts.out:
+        return Path(opts.out)
+    if opts.record:
+        return ROOT / "benchmarks" / "results" / RESULT_NAME
+    return Path(os.environ.get("IVRA_BENCH_OUT_DIR") or ROOT / "runs" / "benchmarks") / RESULT_NAME
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", default="1,2,4,8,16")
-    ap.add_argument("--modes", default="copies,server")
-    ap.add_argument("--env", choices=("sleep", "libero"), default="sleep")
-    ap.add_argument("--step-ms", type=float, default=20.0)
-    ap.add_argument("--fixed-ms", type=float, default=40.0)
-    ap.add_argument("--per-sample-ms", type=float, default=2.0)
-    ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--max-wait-ms", type=float, default=25.0)
+    ap.add_argument("--workers", default="1,2,4,8,16", help="numbers of workers N to run, comma-separated")
+    ap.add_argument(
+        "--modes", default="copies,server", help="copies (one policy per worker), server, or both"
+    )
+    ap.add_argument(
+        "--env", choices=("sleep", "libero"), default="sleep", help="simulated or real LIBERO steps"
+    )
+    ap.add_argument("--step-ms", type=float, default=20.0, help="wall time of one --env sleep step")
+    ap.add_argument("--fixed-ms", type=float, default=40.0, help="policy call cost per batch")
+    ap.add_argument("--per-sample-ms", type=float, default=2.0, help="policy call cost per sample")
+    ap.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch")
+    ap.add_argument("--max-wait-ms", type=float, default=25.0, help="the server's --max-wait-ms")
     ap.add_argument("--steps", type=int, default=60, help="policy steps per worker and configuration")
-    ap.add_argument("--episode-steps", type=int, default=30)
+    ap.add_argument("--episode-steps", type=int, default=30, help="steps per episode (a reset after each)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration; the median is reported")
-    ap.add_argument("--timeout-s", type=float, default=300.0)
-    ap.add_argument("--latency-requests", type=int, default=300)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_throughput_cpu.json"))
-    opts = ap.parse_args()
+    ap.add_argument("--timeout-s", type=float, default=300.0, help="limit per configuration")
+    ap.add_argument("--latency-requests", type=int, default=300, help="round trips for the batch-1 latency")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help=f"result JSON (default runs/benchmarks/{RESULT_NAME}, untracked; $IVRA_BENCH_OUT_DIR changes the folder)",
+    )
+    ap.add_argument(
+        "--record",
+        action="store_true",
+        default=_env_record(),
+        help=f"update the recorded result benchmarks/results/{RESULT_NAME} (tracked; also IVRA_BENCH_RECORD=1)",
+    )
+    return ap
+
+
+def main() -> int:
+    opts = parser().parse_args()
+    out = output_path(opts)
     ns = [int(x) for x in opts.workers.split(",")]
     modes = opts.modes.split(",")
     t0 = time.time()
@@ -311,17 +348,17 @@ def main() -> int:
     capacity = opts.max_batch / ((opts.fixed_ms + opts.per_sample_ms * opts.max_batch) / 1000.0)
     latency = server_latency(opts)
     result = {
-        "settings": {k: v for k, v in vars(opts).items() if k != "out"},
+        "settings": {k: v for k, v in vars(opts).items() if k not in ("out", "record")},
         "policy_capacity_steps_per_s_at_max_batch": round(capacity, 1),
         "rows": rows,
         "latency_batch1": latency,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "seconds": round(time.time() - t0, 1),
     }
-    Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(latency))
-    print(f"wrote {opts.out}")
+    print(f"wrote {out}")
     return 0
 
 

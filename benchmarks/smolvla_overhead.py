@@ -9,13 +9,18 @@ keeps 16, 15 heads / 5 KV heads of 64, MLP 2560, vocabulary 49280; vision: SigLI
 LIBERO, IVRA at the middle VLM layer 8 with lam 0.3. Each pair runs ``predict_action_chunk`` once without and
 once with IVRA (random order per pair, same batch and noise); the IVRA arm's time inside IVRA's hooks is
 ``handle.stats.hook_seconds``. Reported: hook time as a share of the chunk, the median paired ratio with a
-bootstrap 95 % interval. Target: hook share <= 0.5 %. Writes results/smolvla_overhead_<device>.json.
+bootstrap 95 % interval. Target: hook share <= 0.5 %.
+
+Writes runs/benchmarks/smolvla_overhead_<device>.json (untracked; ``--out`` or $IVRA_BENCH_OUT_DIR to write
+elsewhere). ``--record`` (or IVRA_BENCH_RECORD=1) updates the recorded result, the tracked
+benchmarks/results/smolvla_overhead_<device>.json, instead: do that only for a run you mean to publish.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -63,13 +68,42 @@ def build(device: str):
     return SmolVLAPolicy(cfg).to(device).eval()
 
 
-def main() -> None:
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """--out, else the tracked recorded result with --record, else runs/benchmarks/ (untracked)."""
+    name = f"smolvla_overhead_{args.device.split(':')[0]}.json"
+    if args.out:
+        return Path(args.out)
+    if args.record:
+        return ROOT / "benchmarks" / "results" / name
+    return Path(os.environ.get("IVRA_BENCH_OUT_DIR") or ROOT / "runs" / "benchmarks") / name
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=6)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--layer", type=int, default=8)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    ap.add_argument("--pairs", type=int, default=6, help="interleaved baseline/IVRA pairs (default 6)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ap.add_argument("--layer", type=int, default=8, help="VLM layer IVRA edits (default 8)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="result JSON (default runs/benchmarks/smolvla_overhead_<device>.json, untracked; "
+        "$IVRA_BENCH_OUT_DIR changes the folder)",
+    )
+    ap.add_argument(
+        "--record",
+        action="store_true",
+        default=os.environ.get("IVRA_BENCH_RECORD", "") not in ("", "0"),
+        help="update the recorded result benchmarks/results/smolvla_overhead_<device>.json (tracked; also "
+        "IVRA_BENCH_RECORD=1)",
+    )
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     pol = build(args.device)
     n_params = sum(p.numel() for p in pol.parameters())
     batch = {k: v.to(args.device) for k, v in tl.batch(pol, batch_size=1, lang_len=16).items()}
@@ -123,9 +157,8 @@ def main() -> None:
         "target_hook_share_pct": 0.5,
     }
     print(json.dumps(result, indent=2))
-    out = Path(
-        args.out or Path(__file__).parent / "results" / f"smolvla_overhead_{args.device.split(':')[0]}.json"
-    )
+    out = output_path(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 
