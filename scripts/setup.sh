@@ -3,7 +3,7 @@
 #   bash scripts/setup.sh          # core: what `ivra demo` needs
 #   bash scripts/setup.sh dev      # core + test tools (pytest, ruff, ray)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # physical: environments always live in (and point to) the real checkout
 cd "$ROOT"
 KIND="${1:-core}"
 REQ="requirements/$KIND.txt"

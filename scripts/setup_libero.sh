@@ -16,7 +16,7 @@
 # unpacked); a rerun with everything present takes a few seconds.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # physical: environments always live in (and point to) the real checkout
 cd "$ROOT"
 PY="${IVRA_PYTHON:-$ROOT/.venv/bin/python}"
 # the pins that must survive the install (another environment, e.g. nox's lerobot, passes its own)

@@ -2,7 +2,7 @@
 # Create .venv-openpi: the unmodified PyPI openpi-client (requirements/openpi-client.txt) in its own environment,
 # used by tests/serve to talk to `ivra serve` exactly as a robot or openpi's LIBERO script would.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # physical: environments always live in (and point to) the real checkout
 cd "$ROOT"
 PY="${PYTHON:-python3}"
 REQ=requirements/openpi-client.txt

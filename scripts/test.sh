@@ -31,7 +31,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 echo "== ruff"
-.venv/bin/ruff check src tests benchmarks noxfile.py
+.venv/bin/ruff check src tests benchmarks examples noxfile.py
 
 failed=()
 env_session() {  # run one nox session; prune its environment afterwards when asked

@@ -67,3 +67,22 @@ def test_doc_block(block):
     if block.env != ENV:
         pytest.skip(f"runs in the {block.env} environment (nox -s {block.env})")
     run(block)
+
+
+def test_the_blocks_left_the_environments_pointing_to_the_checkout():
+    """Blocks run in a linked workspace; set-up scripts they call must install into (and point to) the checkout,
+    never to the workspace (a console script whose first line names a removed /tmp folder breaks every command)."""
+    import subprocess
+    import sys
+    import sysconfig
+    from pathlib import Path
+
+    script = Path(sys.prefix) / "bin" / "ivra"
+    if script.exists():
+        assert "ivra-doc-" not in script.read_text().splitlines()[0]
+    for pth in Path(sysconfig.get_paths()["purelib"]).glob("__editable__*ivra*.pth"):
+        assert "ivra-doc-" not in pth.read_text()
+    where = subprocess.run(
+        [sys.executable, "-c", "import ivra; print(ivra.__file__)"], capture_output=True, text=True, cwd="/"
+    )
+    assert where.returncode == 0 and "ivra-doc-" not in where.stdout, where.stdout + where.stderr

@@ -60,3 +60,37 @@ def test_bad_arguments_are_one_line_errors():
         assert res.returncode != 0, args
         assert needle in res.stderr, (args, res.stderr)
         assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_a_default_arm_is_served_and_said():
+    """`ivra serve --ivra ...` (no blind A/B) used to die right after starting: its banner concatenated a dict."""
+    import time
+
+    with serve_process(sys.executable, "--policy", "low", "--ivra", "layer=0,lam=0.3") as (url, proc, lines):
+        deadline = time.monotonic() + 60
+        while not any("default arm IVRA layer=0, lam=0.3" in line for line in lines):
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        rp = RemotePolicy(url)
+        assert rp.metadata["default_ivra"]["layer"] == 0 and rp.metadata["default_ivra"]["lam"] == 0.3
+        rp.close()
+    assert proc.returncode == 0, "".join(lines)
+
+
+def test_an_arm_the_model_cannot_take_is_refused_before_serving(tmp_path):
+    """The server's own arm is attached to the loaded policy once at start: a layer the model lacks is one line,
+    exit 2, and a blind A/B folder is not created for it."""
+    for policy in ("low", "tiny-vla"):
+        res = run_cli("serve", "--policy", policy, "--port", "0", "--ivra", "layer=99,lam=0.3")
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip() == (
+            "ivra serve: error: --ivra layer=99, lam=0.3 (default arm): layer 99 is out of range: the model has 4, "
+            "valid are -4..3"
+        )
+    folder = tmp_path / "ab"
+    res = run_cli(
+        "serve", "--policy", "low", "--ab", "blind", "--ab-dir", str(folder), "--ivra", "layer=9,lam=0.1"
+    )
+    assert res.returncode == 2 and "(treatment arm): layer 9 is out of range" in res.stderr, res.stderr
+    assert not folder.exists()

@@ -21,12 +21,32 @@ def _api_key(args) -> str | None:
     return os.environ.get("IVRA_SERVE_API_KEY") or None
 
 
+def check_arm(policy, cfg: dict, what: str) -> None:
+    """Attach the server's own arm to the loaded policy once (then detach) before any client connects: a setting
+    the model cannot take (a layer it lacks) is a :class:`UsageError`, not an error in every answer."""
+    import ivra
+    from ivra.adapters import IVRAError
+    from ivra.cliargs import UsageError
+    from ivra.config import IVRAConfig, describe_setting
+
+    try:
+        model = getattr(policy, "model", None)
+        if model is not None:
+            ivra.attach(model, IVRAConfig(**cfg)).detach()
+        elif hasattr(policy, "set_ivra"):
+            policy.set_ivra(cfg)
+            policy.set_ivra(None)
+    except (IVRAError, ValueError) as exc:
+        raise UsageError(f"--ivra {describe_setting(cfg)} ({what}): {exc}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
     import signal
 
     from ivra.cliargs import UsageError
+    from ivra.config import describe_setting
     from ivra.serve.policies import load_policy
     from ivra.serve.server import PolicyServer, ServeOptions
 
@@ -45,6 +65,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if not args.ray_replicas:  # loaded here, and every arm checked on it, before anything is written
+        try:
+            policy, spec = load_policy(args.policy, policy_kwargs)
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            raise UsageError(f"--policy {args.policy}: {exc}") from None
+        if default_ivra:
+            check_arm(policy, default_ivra, "treatment arm" if args.ab else "default arm")
     blind = None
     if args.ab:
         if default_ivra is None:
@@ -73,10 +100,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         server = RayServeFront(ray_handle, options, blind=blind)
     else:
-        try:
-            policy, spec = load_policy(args.policy, policy_kwargs)
-        except (ValueError, FileNotFoundError, TypeError) as exc:
-            raise UsageError(f"--policy {args.policy}: {exc}") from None
         server = PolicyServer(policy, options, spec, blind=blind)
 
     async def main():
@@ -91,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             + (
                 ", blind A/B"
                 if blind
-                else f", default arm {'IVRA ' + args.ivra if default_ivra else 'baseline'}"
+                else f", default arm {'IVRA ' + describe_setting(default_ivra) if default_ivra else 'baseline'}"
             )
             + "); health: /healthz",
             flush=True,

@@ -138,6 +138,6 @@ def load_policy(spec: str, kwargs: dict | None = None):
             return pol, spec_obj
         return pol, ObsSpec(image_required=name != "zero", action_dim=int(getattr(pol, "action_dim", 7)))
     raise ValueError(
-        f"unknown policy {spec!r}: expected low | a training run directory | zero | tiny-vla | sim[:k=v,..] "
+        f"unknown policy {spec!r}: expected low | full | a training run directory | zero | tiny-vla | sim[:k=v,..] "
         "| lerobot:smolvla|pi0|pi05 | package.module:Class"
     )

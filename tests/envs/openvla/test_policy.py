@@ -42,7 +42,7 @@ def test_gripper_convention():
 
 
 def test_act_and_set_ivra():
-    policy = OpenVLAPolicy()
+    policy = OpenVLAPolicy(model="tiny")
     rng = np.random.default_rng(1)
     obs = [{"image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)}]
     base = policy.act(obs, ["Put the bowl on the plate"])
@@ -73,7 +73,7 @@ def test_libero_ab_episode_with_tiny_weights(tmp_path):
     out = tmp_path / "openvla"
     cmd = [sys.executable, "-m", "ivra.cli", "eval", "libero", "--suite", "libero_spatial", "--tasks", "0",
            "--init-states", "0", "--max-steps", "12", "--resolution", "128", "--no-progress",
-           "--policy", "ivra.policies.openvla:OpenVLAPolicy", "--ab", "--ivra", "layer=2,lam=0.5",
+           "--policy", "ivra.policies.openvla:OpenVLAPolicy", "--policy-kwargs", "model=tiny", "--ab", "--ivra", "layer=2,lam=0.5",
            "--executor", "inline", "--out", str(out)]  # fmt: skip
     env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
@@ -105,7 +105,7 @@ def test_quat_to_axis_angle_matches_scipy():
 def test_oft_policy_chunks_two_cameras_and_proprio():
     from ivra.policies.openvla import OpenVLAOFTPolicy
 
-    policy = OpenVLAOFTPolicy(open_loop_steps=4)
+    policy = OpenVLAOFTPolicy(model="tiny", open_loop_steps=4)
     rng = np.random.default_rng(3)
     state = np.concatenate([rng.normal(size=3), [0, 0, 0, 1.0], [0.02, -0.02]]).astype(np.float32)
     obs = [{"image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "wrist_image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "state": state}]  # fmt: skip
@@ -128,7 +128,7 @@ def test_libero_ab_episode_oft_with_tiny_weights(tmp_path):
     out = tmp_path / "oft"
     cmd = [sys.executable, "-m", "ivra.cli", "eval", "libero", "--suite", "libero_spatial", "--tasks", "0",
            "--init-states", "0", "--max-steps", "12", "--resolution", "128", "--no-progress",
-           "--policy", "ivra.policies.openvla:OpenVLAOFTPolicy", "--ab", "--ivra", "layer=2,lam=0.5",
+           "--policy", "ivra.policies.openvla:OpenVLAOFTPolicy", "--policy-kwargs", "model=tiny", "--ab", "--ivra", "layer=2,lam=0.5",
            "--executor", "inline", "--out", str(out)]  # fmt: skip
     env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
