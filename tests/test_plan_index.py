@@ -26,3 +26,17 @@ def test_index_is_validated():
         ImageBlock(torch.randn(2, 3), index=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="one offset per key"):
         ImageBlock(torch.randn(2, 3), index=torch.tensor([0]), length=3)
+
+
+def test_unnamed_blocks_skip_a_text_only_sample_between_two_image_samples():
+    """Visual tokens per sample [2, 0, 2]: the second block goes to sample 2 (a sample with no visual token is
+    passed over, however many there are in a row), not refused as straddling samples."""
+    for counts in ([2, 0, 2], [2, 0, 0, 2]):
+        mask = torch.zeros(len(counts), 5, dtype=torch.bool)
+        for s, n in enumerate(counts):
+            mask[s, 1 : 1 + n] = True
+        blocks = [ImageBlock(torch.randn(2, 3)), ImageBlock(torch.randn(2, 3))]
+        placed = plan.assign(blocks, mask)
+        last = len(counts) - 1
+        assert [p.sample for p in placed] == [0, last]
+        assert [p.rows.tolist() for p in placed] == [[1, 2], [5 * last + 1, 5 * last + 2]]

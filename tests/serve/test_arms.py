@@ -109,3 +109,26 @@ def test_server_batches_both_arms_together(low_policy, tabletop_obs):
         st.stop()
     np.testing.assert_array_equal(got, want)
     assert sizes == {len(ARMS): 1}, sizes
+
+
+def test_explicit_nil_arm_gets_the_baseline_on_a_server_with_a_default_arm(low_policy, tabletop_obs):
+    """On a server started with a default IVRA arm, a request with "ivra": nil is the baseline, and one without
+    the key gets the default arm."""
+    from ivra.serve.client import RemotePolicy
+
+    policy, spec = low_policy
+    obs = tabletop_obs[:4]
+    instr = [o["instruction"] for o in obs]
+    base = policy.act(obs, instr, ivra=[None] * 4)
+    treated = policy.act(obs, instr, ivra=[A] * 4)
+    assert not np.array_equal(base, treated)  # the default arm visibly differs from the baseline here
+    st = start(policy, spec, max_batch=16, max_wait_ms=50, default_ivra=A)
+    try:
+        rp = RemotePolicy(st.url)
+        explicit_nil = rp.act(obs, instr, ivra=[None] * 4)  # each request carries "ivra": nil
+        no_key = rp.act(obs, instr)  # no "ivra" key: the server's default arm
+        rp.close()
+    finally:
+        st.stop()
+    np.testing.assert_array_equal(explicit_nil, base)
+    np.testing.assert_array_equal(no_key, treated)

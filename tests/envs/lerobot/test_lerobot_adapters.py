@@ -289,3 +289,19 @@ def test_smolvlm_adapter_inside_smolvla_never_edits_and_strict_raises():
             for _ in range(20):
                 run(pol, b, nz)
     assert h.stats.calls == 0
+
+
+@pytest.mark.parametrize("kind", ["smolvla", "pi0"])
+def test_a_camera_image_with_black_pixels_is_pooled_not_taken_for_an_empty_camera(kind):
+    """lerobot pads a missing camera with -1 everywhere; a real image with black pixels (also -1 after lerobot's
+    normalisation to [-1, 1]) must still be pooled: only an image that is -1 everywhere is empty."""
+    pol = policy(kind)
+    b, nz = tl.batch(pol, batch_size=1), tl.noise(pol, batch_size=1)
+    with ivra.attach(pol, layer=LAYER, lam=0.5) as h:
+        run(pol, b, nz)
+    full = h.stats.tokens
+    dark = {k: v.clone() for k, v in b.items()}
+    dark[tl.CAMERAS[0]][..., : dark[tl.CAMERAS[0]].shape[-1] // 2] = 0.0  # the left half black
+    with ivra.attach(pol, layer=LAYER, lam=0.5) as h:
+        run(pol, dark, nz)
+    assert full > 0 and h.stats.tokens == full  # every camera pooled, the half-black one included
