@@ -26,6 +26,7 @@ VERBS = {
     "train": "ivra.minivla.cli",
     "eval": "ivra.eval.cli",
     "doctor": "ivra.eval.cli",
+    "plan": "ivra.eval.plancli",
     "bench": "ivra.bench",
     "serve": "ivra.serve.cli",
     "trials": "ivra.serve.cli",

@@ -1,0 +1,169 @@
+"""How many episodes an A/B needs: paired and unpaired designs for a success-rate difference.
+
+* Paired (the same units under both arms; McNemar's test): Connor (1987), "Sample size for testing differences in
+  proportions for the paired-sample design", Biometrics 43(1): with ``psi`` the probability that a pair is
+  discordant and ``delta`` the difference to detect,
+  ``n = (z_{1-a/2} sqrt(psi) + z_{1-b} sqrt(psi - delta^2))^2 / delta^2`` pairs.
+* Unpaired (independent episodes per arm; two-proportion z test), per arm:
+  ``n = (z_{1-a/2} sqrt(2 p (1 - p)) + z_{1-b} sqrt(p1 (1 - p1) + p2 (1 - p2)))^2 / delta^2``, ``p`` the mean
+  of the two rates.
+
+Pairing helps exactly as far as the arms agree: ``psi`` is small when the two arms succeed and fail on the same
+units. Without a pilot, ``psi`` is taken at its value for independent arms, ``p1 (1 - p2) + p2 (1 - p1)`` (no
+benefit from pairing); a pilot run's journal or results give the measured one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from scipy.stats import norm
+
+#: the paper's three claims (arXiv 2601.16207): baseline and IVRA success rates
+PAPER_CLAIMS = {
+    "LLaRA on VIMA (12 % data)": (0.539, 0.581),
+    "OpenVLA on LIBERO": (0.765, 0.776),
+    "FLOWER on LIBERO": (0.963, 0.971),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    baseline: float
+    treated: float
+    alpha: float
+    power: float
+    discordance: float
+    discordance_source: str
+    paired_pairs: int  # pairs (each pair = one episode per arm)
+    unpaired_per_arm: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def independent_discordance(p1: float, p2: float) -> float:
+    return p1 * (1 - p2) + p2 * (1 - p1)
+
+
+def paired_pairs(delta: float, discordance: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Pairs for McNemar's test to detect ``delta`` with the given discordance (Connor 1987)."""
+    delta = abs(delta)
+    if not 0 < delta < 1:
+        raise ValueError(f"the effect must be a difference of rates in (0, 1), got {delta!r}")
+    if not delta <= discordance <= 1:
+        raise ValueError(
+            f"discordance {discordance!r} must be in [|effect|, 1] = [{delta}, 1]: a difference of {delta} needs at "
+            "least that share of discordant pairs"
+        )
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    return math.ceil((za * math.sqrt(discordance) + zb * math.sqrt(discordance - delta**2)) ** 2 / delta**2)
+
+
+def unpaired_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Episodes per arm for a two-proportion z test."""
+    delta = abs(p2 - p1)
+    if delta == 0:
+        raise ValueError("the two rates are equal: no sample size detects a zero effect")
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    p = (p1 + p2) / 2
+    return math.ceil(
+        (za * math.sqrt(2 * p * (1 - p)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / delta**2
+    )
+
+
+def plan(
+    baseline: float,
+    effect: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    discordance: float | None = None,
+    source: str | None = None,
+) -> Plan:
+    for name, v in (("baseline", baseline), ("alpha", alpha), ("power", power)):
+        if not 0 < v < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {v!r}")
+    treated = baseline + effect
+    if not 0 < treated < 1:
+        raise ValueError(f"baseline + effect = {treated!r} must be a success rate in (0, 1)")
+    if discordance is None:
+        discordance, source = independent_discordance(baseline, treated), "assumed: arms independent"
+    return Plan(
+        baseline,
+        treated,
+        alpha,
+        power,
+        discordance,
+        source or "given",
+        paired_pairs(effect, discordance, alpha, power),
+        unpaired_per_arm(baseline, treated, alpha, power),
+    )
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """The 2x2 table of a finished paired run: pairs, baseline-only and IVRA-only successes, both succeeded."""
+
+    n: int
+    baseline_only: int
+    ivra_only: int
+    both: int
+    source: str
+
+    @property
+    def baseline(self) -> float:
+        return (self.both + self.baseline_only) / self.n
+
+    @property
+    def discordance(self) -> float:
+        return (self.baseline_only + self.ivra_only) / self.n
+
+
+def read_pilot(path: str | Path) -> Pilot:
+    """The pooled 2x2 table of a finished paired A/B: an `ivra demo` results.json (or its folder), or the
+    journal.jsonl (or run folder) of `ivra demo` or `ivra eval libero --ab`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json" if (path / "results.json").exists() else path / "journal.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no pilot run at {path}: expected an ivra demo results.json or a run's journal.jsonl"
+        )
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text()).get("summary", {}).get("rows", [])
+        rows = [r for r in rows if r.get("split") != "all" and "ivra_only" in r]
+        if not rows:
+            raise ValueError(f"{path}: no paired rows (expected the results.json of `ivra demo`)")
+        n = sum(r["n"] for r in rows)
+        b_only = sum(r["baseline_only"] for r in rows)
+        i_only = sum(r["ivra_only"] for r in rows)
+        both = sum(round(r["baseline"] * r["n"]) - r["baseline_only"] for r in rows)
+        return Pilot(n, b_only, i_only, both, str(path))
+    outcome: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("status") != "ok":
+            continue
+        unit, result = rec["unit"], rec["result"]
+        for ep in result.get("episodes", [result]):  # tabletop units hold many episodes, LIBERO's one
+            key = json.dumps([unit.get("split"), unit.get("suite"), unit.get("task_id"), ep.get("seed")])
+            outcome.setdefault(unit["arm"], {})[key] = bool(ep["success"])
+    if "baseline" not in outcome or len(outcome) != 2:
+        raise ValueError(
+            f"{path}: expected a paired run of two arms, 'baseline' and one IVRA arm; got {sorted(outcome)}"
+        )
+    base, other = outcome["baseline"], next(v for k, v in outcome.items() if k != "baseline")
+    keys = base.keys() & other.keys()
+    if not keys:
+        raise ValueError(f"{path}: the two arms share no finished unit")
+    pairs = [(base[k], other[k]) for k in keys]
+    return Pilot(
+        len(pairs),
+        sum(a and not b for a, b in pairs),
+        sum(b and not a for a, b in pairs),
+        sum(a and b for a, b in pairs),
+        str(path),
+    )
