@@ -366,3 +366,28 @@ def test_write_default_goes_to_the_setting_file_override(tiny_policy_dir, tmp_pa
     monkeypatch.setenv("IVRA_SETTING_FILE", str(setting))
     assert ab.default_setting() == ({"layer": 1, "lam": 0.2}, "a test")
     assert ab.SHIPPED_SETTING_FILE.read_bytes() == shipped
+
+
+def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision(
+    tiny_policy_dir, tmp_path, capsys
+):
+    """`ivra demo --sequential`: rounds of the same units a fixed run has; the decision, the pairs it was reached
+    at and the episodes spent are recorded; a rerun replays the journal (nothing runs twice) to the same decision."""
+    from ivra.cli import main
+
+    argv = ["demo", "--policy", str(tiny_policy_dir), "--splits", "placement,combination", "--chunk", "2"]
+    argv += ["--sequential", "--episodes", "6", "--round", "2", "--delta", "0.5", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "results.json").read_text())["sequential"]
+    journal = (tmp_path / "journal.jsonl").read_text().splitlines()
+    d = first["decision"]
+    assert d["outcome"] in ("effect", "futility", "inconclusive") and d["n"] == first["episodes_spent"] // 2
+    assert first["fixed_design_episodes"] == 2 * 6 * 2 and first["episodes_spent"] <= 2 * 6 * 2
+    assert len(journal) == first["rounds"] * 2 * 2  # per round: 2 splits x 2 arms, one 2-episode unit each
+    if d["outcome"] != "inconclusive":
+        assert first["episodes_spent"] < first["fixed_design_episodes"] or first["rounds"] == 3
+    out = capsys.readouterr().out
+    assert f"sequential A/B: {d['outcome']} after {first['rounds']} round(s)" in out
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["sequential"] == first
+    assert (tmp_path / "journal.jsonl").read_text().splitlines() == journal

@@ -125,6 +125,23 @@ def episodes_by_arm(records: list[dict]) -> dict[str, dict[tuple[str, int], dict
     return out
 
 
+def paired_outcomes(
+    records: list[dict],
+    splits,
+    below_seed: int | None = None,
+    baseline: str = "baseline",
+    treatment: str = "ivra",
+) -> list[tuple[bool, bool]]:
+    """(baseline, treatment) success of every episode both arms finished (seed < ``below_seed``), in the order a
+    sequential A/B reads them: by seed, then by split, so every round mixes the splits alike."""
+    arms = episodes_by_arm(records)
+    base, treat = arms.get(baseline, {}), arms.get(treatment, {})
+    order = {s: i for i, s in enumerate(splits)}
+    keys = [k for k in base if k in treat and k[0] in order and (below_seed is None or k[1] < below_seed)]
+    keys.sort(key=lambda k: (k[1], order[k[0]]))
+    return [(bool(base[k]["success"]), bool(treat[k]["success"])) for k in keys]
+
+
 def summarize(
     records: list[dict], groups, baseline: str = "baseline", treatment: str = "ivra", by: str = "split"
 ) -> dict:

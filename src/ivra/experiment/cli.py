@@ -96,6 +96,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=ivra_setting,
         help="IVRA setting, e.g. 'layer=2,lam=0.3' (default: the recorded validation-sweep winner)",
     )
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run in rounds and stop as soon as an anytime-valid 95 %% interval for the paired difference (all "
+        "splits pooled) excludes 0 (an effect) or lies inside +-delta (none as large as delta); --episodes is then "
+        "the maximum per split",
+    )
+    p.add_argument(
+        "--round",
+        type=positive_int,
+        default=100,
+        help="with --sequential: episodes per split and arm per round (default 100)",
+    )
+    p.add_argument(
+        "--delta",
+        type=unit_float,
+        default=0.02,
+        help="with --sequential: the smallest effect of interest, as a difference of rates (default 0.02 = 2 pp)",
+    )
     p.set_defaults(func=demo)
 
     s = sub.add_parser(
@@ -290,7 +309,7 @@ def _report_errors(records, journal) -> int:
 def demo(args) -> int:
     from ivra.config import describe_setting
     from ivra.eval.executor import error_summary
-    from ivra.experiment.ab import families, format_table, make_units, summarize
+    from ivra.experiment.ab import families, format_table, summarize
 
     t0 = time.time()
     splits = args.splits
@@ -299,15 +318,17 @@ def demo(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = _tag(args.policy, cfg)
-    units = make_units(splits, args.episodes, {"baseline": None, "ivra": cfg}, chunk=args.chunk)
-    for u in units:
-        u["key"] = f"{args.policy}@{tag}/{u['key']}"
+    units = _demo_units(args, splits, cfg, tag, args.episodes)
     journal = out / "journal.jsonl"
     print(
         f"ivra demo: policy {args.policy}, IVRA {describe_setting(cfg)} ({source}); "
         f"{args.episodes} paired episodes x {len(splits)} split(s); journal {journal}"
     )
-    records, job = _execute(args, units, journal, "episode chunks", pol)
+    if args.sequential:
+        records, job, sequential = _sequential_rounds(args, splits, cfg, tag, journal, pol)
+    else:
+        records, job = _execute(args, units, journal, "episode chunks", pol)
+        sequential = None
     summary = summarize(records, splits)
     by_family = summarize(records, families(records), by="task")
     table = format_table(summary)
@@ -331,6 +352,8 @@ def demo(args) -> int:
         "figure": str(fig) if fig else None,
         "seconds": round(time.time() - t0, 1),
     }
+    if sequential:
+        result["sequential"] = sequential
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "table.md").write_text(table + "\n")
     (out / "table_family.md").write_text(family_table + "\n")
@@ -340,6 +363,61 @@ def demo(args) -> int:
         + f" in {time.time() - t0:.0f}s"
     )
     return _report_errors(records, journal)
+
+
+def _demo_units(args, splits, cfg, tag, n_episodes, first_seed=0):
+    from ivra.experiment.ab import make_units
+
+    units = make_units(
+        splits, n_episodes, {"baseline": None, "ivra": cfg}, chunk=args.chunk, first_seed=first_seed
+    )
+    for u in units:
+        u["key"] = f"{args.policy}@{tag}/{u['key']}"
+    return units
+
+
+def _sequential_rounds(args, splits, cfg, tag, journal, pol):
+    """Rounds of ``--round`` episodes per split and arm (the same units, hence the same journal keys, as a fixed
+    run) until the stop rule decides; a rerun replays the journaled rounds and reaches the same decision."""
+    from ivra.eval.sequential import PairedCS, decide
+    from ivra.experiment.ab import paired_outcomes
+
+    cs, records, done, job = PairedCS(alpha=0.05), [], 0, None
+    fixed = 2 * args.episodes * len(splits)
+    bounds = list(range(args.round, args.episodes, args.round)) + [args.episodes]
+    start = 0
+    for r, bound in enumerate(bounds, 1):
+        units = _demo_units(args, splits, cfg, tag, bound - start, first_seed=start)
+        got, job = _execute(args, units, journal, f"round {r}/{len(bounds)}", pol)
+        records += got
+        pairs = paired_outcomes(records, splits, below_seed=bound)
+        cs.extend(pairs[done:])
+        done = len(pairs)
+        decision = decide(cs, args.delta, max_pairs=cs.n if bound == args.episodes else fixed)
+        print(
+            f"round {r}: {cs.n} pairs, paired difference {100 * cs.estimate:+.1f} pp, anytime-valid 95 % interval "
+            f"[{100 * cs.lower:+.1f}, {100 * cs.upper:+.1f}] pp: {decision.outcome}",
+            file=sys.stderr,
+        )
+        start = bound
+        if decision.stop:
+            break
+    spent = sum(len(rec["result"]["episodes"]) for rec in records if rec.get("status") == "ok")  # both arms
+    sequential = {
+        "rule": f"anytime-valid 95 % confidence sequence for the pooled paired difference (Waudby-Smith & Ramdas "
+        f"2023, hedged capital), checked after every round of {args.round} episodes per split and arm; stop when it "
+        f"excludes 0 (effect) or lies inside +-{100 * args.delta:.1f} pp (futility), at most {args.episodes} "
+        "episodes per split",
+        "decision": decision.to_dict(),
+        "rounds": r,
+        "episodes_spent": spent,
+        "fixed_design_episodes": fixed,
+    }
+    print(
+        f"sequential A/B: {decision.outcome} after {r} round(s): {decision.reason}; {spent} episodes spent, "
+        f"the fixed design would spend {fixed}"
+    )
+    return records, job, sequential
 
 
 def _cell_name(layer, lam, feature, mode, affinity_layer) -> str:
