@@ -189,3 +189,25 @@ def test_units_and_job_pickling():
     assert job.config == cfg and job._env is None
     with pytest.raises(TypeError, match="inline"):
         pickle.dumps(LiberoJob(cfg, policy=ZeroPolicy()))
+
+
+@pytest.mark.libero
+def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_decision(tmp_path, subprocess_env):
+    """`--ab --sequential`: rounds of initial states over every task; the zero policy's arms always agree, so
+    the interval closes around 0 and (with a wide margin) the run stops for futility after the first round,
+    having spent fewer episodes than the fixed design; manifest and report say so; a rerun changes nothing."""
+    out = tmp_path / "seq"
+    cmd = ["eval", "libero", "--suite", "libero_spatial", "--tasks", "0-1", "--init-states", "0-3", "--max-steps", "2", "--wait-steps", "0", "--resolution", "64", "--no-progress", "--policy", "zero", "--ab", "--ivra", "layer=2,lam=0.3", "--executor", "inline", "--sequential", "--round", "2", "--delta", "0.9", "--out", str(out)]  # fmt: skip
+    proc = _ivra(cmd, subprocess_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seq = json.loads((out / "manifest.json").read_text())["sequential"]
+    assert seq["decision"]["outcome"] == "futility" and seq["rounds"] == 1 and seq["decision"]["n"] == 4
+    assert seq["episodes_spent"] == 8 and seq["fixed_design_episodes"] == 16
+    assert "**futility** after 1 round(s), 4 pairs" in (out / "report.md").read_text()
+    journal = (out / "journal.jsonl").read_text()
+    assert _ivra(cmd, subprocess_env).returncode == 0
+    assert json.loads((out / "manifest.json").read_text())["sequential"] == seq
+    assert (out / "journal.jsonl").read_text() == journal
+    no_ab = [c for c in cmd if c not in ("--ab",)]
+    proc = _ivra(no_ab, subprocess_env)
+    assert proc.returncode == 2 and "--sequential stops a paired A/B early: it needs --ab" in proc.stderr

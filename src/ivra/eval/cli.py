@@ -199,6 +199,16 @@ _RAY_INTS = {"max_restarts": -1, "max_task_retries": -1, "max_concurrency": 1}  
 _RAY_STRINGS = ("accelerator_type",)
 
 
+def _delta(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a difference of rates in (0, 1), e.g. 0.02, got {text!r}")
+    return v
+
+
 def ray_resources(text: str) -> dict:
     """``num_gpus=0.25,num_cpus=1`` -> Ray actor options, each value checked (numbers >= 0 for num_cpus, num_gpus,
     memory, object_store_memory; integers for max_restarts, max_task_retries, max_concurrency; a string for
@@ -263,6 +273,8 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
         arms = {"ivra": args.ivra}
     else:
         arms = {"baseline": None}
+    if args.sequential and not args.ab:
+        raise UsageError("--sequential stops a paired A/B early: it needs --ab")
     if args.policy == "zero" and any(arms.values()):
         print("note: the zero policy ignores IVRA; its arms are identical by construction", file=sys.stderr)
     policy_kwargs = args.policy_kwargs or {}
@@ -305,6 +317,7 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             ray_resources=args.ray_resources or None,
             progress=not args.no_progress,
             rerun_errors=args.rerun_errors,
+            sequential={"round": args.round, "delta": args.delta} if args.sequential else None,
             policy_instance=checked["policy"],
             random_weights=checked["random_weights"],
         )
@@ -424,6 +437,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="on resume, also rerun the units whose journaled result is an error (same options: a changed option "
         "is another configuration and needs another --out)",
+    )
+    lib.add_argument(
+        "--sequential",
+        action="store_true",
+        help="with --ab: run in rounds of --round initial states (every task) and stop as soon as an anytime-valid "
+        "95 %% interval for the paired difference excludes 0 or lies inside +-delta",
+    )
+    lib.add_argument(
+        "--round",
+        type=positive_int,
+        default=5,
+        help="with --sequential: initial states per round (default 5: 50 pairs a round on a 10-task suite)",
+    )
+    lib.add_argument(
+        "--delta",
+        type=_delta,
+        default=0.02,
+        help="with --sequential: the smallest effect of interest, a difference of rates (default 0.02 = 2 pp)",
     )
     lib.set_defaults(func=cmd_eval_libero)
 

@@ -265,6 +265,17 @@ def render_markdown(
             for v in videos
         ]
         lines.append("")
+    if manifest and manifest.get("sequential"):
+        seq = manifest["sequential"]
+        d = seq["decision"]
+        lines += [
+            "## Sequential A/B",
+            "",
+            f"- rule: {seq['rule']}",
+            f"- decision: **{d['outcome']}** after {seq['rounds']} round(s), {d['n']} pairs: {d['reason']}",
+            f"- episodes spent: {seq['episodes_spent']} (the fixed design: {seq['fixed_design_episodes']})",
+            "",
+        ]
     if manifest and manifest.get("timing"):
         lines += ["## Throughput", ""] + [f"- {k}: {v}" for k, v in manifest["timing"].items()] + [""]
     return "\n".join(lines)

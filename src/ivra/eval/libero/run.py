@@ -154,6 +154,7 @@ def run_libero(
     policy_instance=None,
     rerun_errors: bool = False,
     random_weights: str | None = None,
+    sequential: dict | None = None,
 ) -> dict:
     """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``.
 
@@ -161,6 +162,9 @@ def run_libero(
     building ``policy`` by name; needs ``executor="inline"``. ``policy`` then only names it in the records.
     ``random_weights``: why the policy runs random weights (default: ``policy_instance.random_weights``), written
     into the manifest (``random_weights``, and a line of ``deviations``, which the report shows).
+    ``sequential``: ``{"round": K, "delta": d}`` for a paired A/B in rounds of K initial states (every task),
+    stopped by the anytime-valid rule of :mod:`ivra.eval.sequential`; the decision goes into the manifest and the
+    report. The units are the fixed run's, so a rerun replays the journal to the same decision.
     """
     if policy_instance is not None and executor != "inline":
         raise ValueError("policy_instance (a live policy object) needs executor='inline'")
@@ -265,19 +269,28 @@ def run_libero(
     t0 = time.perf_counter()
     journal = out / "journal.jsonl"
     n_before = len({r["key"] for r in _final_lines(journal)})
-    records = execute(
-        job,
-        units,
-        journal,
-        executor=executor,
-        workers=workers,
-        retries=retries,
-        desc=f"LIBERO {suite}",
-        progress=progress,
-        rerun_errors=rerun_errors,
-        ray_address=ray_address,
-        ray_resources=ray_resources,
-    )
+
+    def run_units(batch: list[dict], desc: str) -> list[dict]:
+        return execute(
+            job,
+            batch,
+            journal,
+            executor=executor,
+            workers=workers,
+            retries=retries,
+            desc=desc,
+            progress=progress,
+            rerun_errors=rerun_errors,
+            ray_address=ray_address,
+            ray_resources=ray_resources,
+        )
+
+    if sequential:
+        records, manifest["sequential"] = _sequential_rounds(
+            run_units, units, init_states, arms, suite, **sequential
+        )
+    else:
+        records = run_units(units, f"LIBERO {suite}")
     wall = time.perf_counter() - t0
     ran = [r for r in records if r.get("status") == "ok" and (r.get("meta") or {}).get("job")]
     n_new = len(records) - n_before
@@ -312,6 +325,56 @@ def run_libero(
         "summary": summarize(records),
         "manifest": manifest,
         "report": report,
+    }
+
+
+def paired_outcomes(records: list[dict], arms: dict, init_states: list[int]) -> list[tuple[bool, bool]]:
+    """(baseline, IVRA) success of every unit both arms finished, by initial state, then task."""
+    base_arm, ivra_arm = list(arms)
+    by_arm: dict[str, dict] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            u = r["unit"]
+            by_arm.setdefault(u["arm"], {})[(u["init_state"], u["task_id"])] = bool(r["result"]["success"])
+    base, treat = by_arm.get(base_arm, {}), by_arm.get(ivra_arm, {})
+    order = {s: i for i, s in enumerate(init_states)}
+    keys = sorted((k for k in base if k in treat), key=lambda k: (order[k[0]], k[1]))
+    return [(base[k], treat[k]) for k in keys]
+
+
+def _sequential_rounds(run_units, units, init_states, arms, suite, round: int, delta: float):
+    """Rounds of ``round`` initial states (every task, both arms) until the anytime-valid rule decides."""
+    from ivra.eval.sequential import PairedCS, decide
+
+    if list(arms) != ["baseline", "ivra"]:
+        raise ValueError(f"a sequential run is a paired A/B of arms baseline and ivra, got {list(arms)}")
+    cs, records, done = PairedCS(alpha=0.05), [], 0
+    groups = [init_states[i : i + round] for i in range(0, len(init_states), round)]
+    for r, group in enumerate(groups, 1):
+        chosen = set(group)
+        records += run_units(
+            [u for u in units if u["init_state"] in chosen], f"LIBERO {suite} round {r}/{len(groups)}"
+        )
+        pairs = paired_outcomes(records, arms, init_states)
+        cs.extend(pairs[done:])
+        done = len(pairs)
+        decision = decide(cs, delta, max_pairs=cs.n if r == len(groups) else len(units))
+        print(
+            f"round {r}: {cs.n} pairs, paired difference {100 * cs.estimate:+.1f} pp, anytime-valid 95 % interval "
+            f"[{100 * cs.lower:+.1f}, {100 * cs.upper:+.1f}] pp: {decision.outcome}",
+            file=sys.stderr,
+        )
+        if decision.stop:
+            break
+    spent = sum(1 for rec in records if rec.get("status") == "ok")
+    return records, {
+        "rule": f"anytime-valid 95 % confidence sequence for the paired difference (Waudby-Smith & Ramdas 2023, "
+        f"hedged capital), checked after every round of {round} initial states x every task; stop when it "
+        f"excludes 0 (effect) or lies inside +-{100 * delta:.1f} pp (futility), at most the whole run",
+        "decision": decision.to_dict(),
+        "rounds": r,
+        "episodes_spent": spent,
+        "fixed_design_episodes": len(units),
     }
 
 
