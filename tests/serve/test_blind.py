@@ -129,3 +129,24 @@ def test_report_header_names_the_treatment_in_words(tmp_path):
         == "# Blind A/B (unblinded): policy low; treatment IVRA layer=0, lam=0.3, affinity_mode=softmax; seed 5"
     )
     assert (tmp_path / "ab" / "report.md").read_text().splitlines()[0] == header
+
+
+def test_trials_say_when_the_sequential_rule_decides_without_unblinding(tmp_path):
+    """After each operator session the rule says whether the A/B is decided (not which way); --report states
+    the decision with its sign. Pairs where IVRA always succeeds and the baseline never: an effect."""
+    folder = tmp_path / "ab"
+    blind = BlindAB(folder, CFG, seed=3, policy="sim")
+    for e in range(40):
+        blind.arm_for(f"ep{e}")
+    answers = ["y" if arm_of(3, e) == "ivra" else "n" for e in range(40)]
+    out = io.StringIO()
+    assert record_outcomes(folder, io.StringIO("\n".join(answers[:4]) + "\nq\n"), out, delta=0.1) == 0
+    assert "sequential rule: not decided after 2 complete pairs" in out.getvalue()
+    out = io.StringIO()
+    assert record_outcomes(folder, io.StringIO("\n".join(answers[4:]) + "\n"), out, delta=0.1) == 0
+    text = out.getvalue()
+    assert "the A/B is decided after 20 complete pairs (an effect)" in text
+    assert "better" not in text and "worse" not in text and "ivra" not in text.split("sequential rule")[1].split(";")[0]
+    r = report(folder, delta=0.1)
+    assert r["sequential"]["outcome"] == "effect" and "ivra better than baseline" in r["sequential"]["reason"]
+    assert "**effect** after 20 pairs" in (folder / "report.md").read_text()

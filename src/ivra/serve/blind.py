@@ -118,8 +118,31 @@ def _require_ab_folder(folder: Path) -> None:
         )
 
 
-def record_outcomes(folder: str | os.PathLike, stdin: IO[str], stdout: IO[str]) -> int:
-    """Operator loop: success / failure for every started episode without an outcome, in start order."""
+def record_outcomes(
+    folder: str | os.PathLike,
+    stdin: IO[str],
+    stdout: IO[str],
+    delta: float | None = None,
+    max_pairs: int | None = None,
+) -> int:
+    """Operator loop: success / failure for every started episode without an outcome, in start order. With
+    ``delta``, the sequential rule is checked as pairs complete and the operator is told to stop once it decides
+    (only *that* it decided: which way stays blind until ``--report``)."""
+    code = _record(folder, stdin, stdout)
+    if delta is not None:
+        d = sequential_decision(folder, delta, max_pairs)
+        if d.stop:
+            print(
+                f"sequential rule: the A/B is decided after {d.n} complete pairs ({d.outcome if d.outcome != 'effect' else 'an effect'}"
+                f"); stop and unblind with `ivra trials {folder} --report`",
+                file=stdout,
+            )
+        else:
+            print(f"sequential rule: not decided after {d.n} complete pairs; run more pairs", file=stdout)
+    return code
+
+
+def _record(folder: str | os.PathLike, stdin: IO[str], stdout: IO[str]) -> int:
     folder = Path(folder)
     episodes_path = folder / "episodes.jsonl"
     _require_ab_folder(folder)
@@ -169,6 +192,28 @@ def record_outcomes(folder: str | os.PathLike, stdin: IO[str], stdout: IO[str]) 
     return 0
 
 
+def _pairs_in_order(seed: int, outcomes: dict[int, bool]) -> list[tuple[bool, bool]]:
+    """(baseline, IVRA) outcomes of the complete pairs, in pair order (the order the robot ran them)."""
+    out = []
+    for p in sorted({i // 2 for i in outcomes if (i ^ 1) in outcomes}):
+        a, b = 2 * p, 2 * p + 1
+        base, treat = (a, b) if arm_of(seed, a) == "baseline" else (b, a)
+        out.append((outcomes[base], outcomes[treat]))
+    return out
+
+
+def sequential_decision(folder: str | os.PathLike, delta: float, max_pairs: int | None = None):
+    """The anytime-valid stop rule (:mod:`ivra.eval.sequential`) over the complete pairs so far; checking it after
+    every pair keeps its 95 % guarantee."""
+    from ivra.eval.sequential import PairedCS, decide
+
+    folder = Path(folder)
+    seed = int(json.loads((folder / "config.json").read_text())["seed"])
+    outcomes = {o["episode"]: bool(o["success"]) for o in _read(folder / "outcomes.jsonl")}
+    cs = PairedCS().extend(_pairs_in_order(seed, outcomes))
+    return decide(cs, delta, max_pairs or 10**9)
+
+
 def _newcombe_unpaired(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
     """CI of p2 - p1 from the two Wilson intervals (Newcombe 1998, method 10)."""
     from ivra.eval.stats import wilson
@@ -180,7 +225,7 @@ def _newcombe_unpaired(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float
     return (d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2))
 
 
-def report(folder: str | os.PathLike) -> dict:
+def report(folder: str | os.PathLike, delta: float | None = None, max_pairs: int | None = None) -> dict:
     """Unblind and compute the statistics; writes ``report.json`` and ``report.md`` into the folder."""
     from scipy.stats import fisher_exact
 
@@ -221,6 +266,9 @@ def report(folder: str | os.PathLike) -> dict:
             for i in (2 * p, 2 * p + 1):
                 (base if arm_of(seed, i) == "baseline" else ivra_).append(outcomes[i])
         result["paired"] = paired_ab(base, ivra_).as_dict()
+    if delta is not None:
+        result["sequential"] = sequential_decision(folder, delta, max_pairs).to_dict()
+        result["sequential"]["delta"] = delta
     result["markdown"] = _markdown(result)
     (folder / "report.json").write_text(
         json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2, default=float) + "\n"
@@ -265,5 +313,12 @@ def _markdown(r: dict) -> str:
             f"Paired ({p['n']} complete pairs): IVRA - baseline = {100 * p['diff']:+.1f} pp "
             f"[{100 * p['diff_ci'][0]:+.1f}, {100 * p['diff_ci'][1]:+.1f}] (Tango), IVRA-only {p['b_only']}, "
             f"baseline-only {p['a_only']}, exact McNemar p = {p['p_mcnemar']:.3g}"
+        ]
+    if "sequential" in r:
+        d = r["sequential"]
+        lines += [
+            "",
+            f"Sequential rule (anytime-valid 95 % interval over the complete pairs, checked after each; delta "
+            f"{100 * d['delta']:.1f} pp): **{d['outcome']}** after {d['n']} pairs: {d['reason']}",
         ]
     return "\n".join(lines)

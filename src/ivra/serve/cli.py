@@ -149,7 +149,7 @@ def port(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ivra.cliargs import ivra_setting, key_values, nonneg_int, positive_float, positive_int
+    from ivra.cliargs import ivra_setting, key_values, nonneg_int, positive_float, positive_int, unit_float
     from ivra.config import PRESETS
     from ivra.serve.blind import DEFAULT_DIR
 
@@ -258,6 +258,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="unblind: success per arm, paired and unpaired statistics; writes report.md and report.json there",
     )
+    t.add_argument(
+        "--delta",
+        type=unit_float,
+        default=0.1,
+        help="the sequential rule's smallest effect of interest (default 0.1 = 10 pp): after each session the rule "
+        "says whether the A/B is decided (not which way); --report shows the decision",
+    )
+    t.add_argument(
+        "--max-pairs",
+        type=positive_int,
+        default=None,
+        help="the most pairs you will run: at that many an undecided A/B is reported as inconclusive",
+    )
     t.set_defaults(func=cmd_trials)
 
 
@@ -267,8 +280,8 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
     try:
         if args.report:
-            print(report(args.ab_dir)["markdown"])
+            print(report(args.ab_dir, args.delta, args.max_pairs)["markdown"])
             return 0
-        return record_outcomes(args.ab_dir, sys.stdin, sys.stdout)
+        return record_outcomes(args.ab_dir, sys.stdin, sys.stdout, args.delta, args.max_pairs)
     except ValueError as exc:  # a damaged journal line
         raise UsageError(str(exc)) from None
