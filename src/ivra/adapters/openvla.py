@@ -2,8 +2,9 @@
 
 Where IVRA meets the model:
 
-* keys: the fused ``blocks[i].attn.qkv`` of a timm tower (``blocks[i].block.attn.qkv`` when OFT wraps the blocks
-  for FiLM), sliced to the key third; the tower's prefix tokens (DINOv2: CLS + 4 registers, SigLIP: none) are
+* keys: the fused ``blocks[i].attn.qkv`` of a timm tower (``vision_backbone.featurizer`` / ``.fused_featurizer``;
+  with OFT's FiLM the towers sit under ``vision_backbone.vision_backbone`` and ``blocks[i].block.attn.qkv``), sliced
+  to the key third; the tower's prefix tokens (DINOv2: CLS + 4 registers, SigLIP: none) are
   dropped, leaving the 16x16 patch grid in raster order, one key per visual token;
 * visual tokens: no placeholder ids. OpenVLA splices the projected patches right after the first token through
   ``inputs_embeds``, so with ``K`` images (1 for OpenVLA, 2 for OFT's third-person + wrist views) the visual tokens
@@ -69,6 +70,8 @@ class OpenVLAAdapter(Adapter):
     def towers(self, model) -> dict[str, torch.nn.Module]:
         """{"dinov2": tower, "siglip": tower} as far as the model has them (named from ``timm_model_ids``)."""
         backbone = resolve(model, ("vision_backbone",))
+        if not hasattr(backbone, "featurizer") and hasattr(backbone, "vision_backbone"):
+            backbone = backbone.vision_backbone  # OFT's FiLM wrapper keeps the original backbone inside
         found = [backbone.featurizer]
         if getattr(backbone, "fused_featurizer", None) is not None:
             found.append(backbone.fused_featurizer)
