@@ -12,8 +12,10 @@ capital processes
     K+_t(m) = prod_i (1 + l+_i(m) (x_i - m)),    K-_t(m) = prod_i (1 - l-_i(m) (x_i - m)),
 
 with predictable bets ``l+_i(m) = min(|l_i|, c / m)``, ``l-_i(m) = min(|l_i|, c / (1 - m))`` and
-``l_i = sqrt(2 log(2 / alpha) / (s2_{i-1} i log(1 + i)))`` (``s2`` a running variance with a prior), are
-non-negative; under mean m their mixture ``(K+ + K-) / 2`` is a martingale with expectation 1, so by Ville's
+``l_i = sqrt(2 log(2 / alpha) / (s2_{i-1} i log(1 + i)))`` (``s2`` a running variance with a prior) or, tuned
+for a planned number of pairs n (the paper's fixed-n tuning, ``horizon=n``), ``l_i = sqrt(2 log(2 / alpha) /
+(s2_{i-1} n))`` (any bets fixed before pair i is seen keep the guarantee; the tuned ones make the interval
+narrowest around n, which is what a run with a maximum needs: benchmarks/sequential_ab.md), are non-negative; under mean m their mixture ``(K+ + K-) / 2`` is a martingale with expectation 1, so by Ville's
 inequality the set ``{m : max(K+, K-) / 2 < 1 / alpha}`` covers the true mean at *every* t simultaneously with
 probability >= 1 - alpha. Monitoring after every pair, or every round, and stopping whenever the rule says so keeps
 that guarantee (a repeated McNemar test does not). The set is computed on a grid of candidate means and the
@@ -41,6 +43,7 @@ class PairedCS:
     """Confidence sequence for D = rate(B) - rate(A) from paired outcomes, updated one pair at a time."""
 
     alpha: float = 0.05
+    horizon: int | None = None  # tune the bets for this many pairs (the paper's fixed-n tuning); None: eq. (26)
     n: int = 0
     discordant: int = 0
     b_only: int = 0  # pairs where only arm B succeeded
@@ -55,28 +58,47 @@ class PairedCS:
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        if self.horizon is not None and self.horizon < 1:
+            raise ValueError(f"horizon must be a number of pairs >= 1, got {self.horizon!r}")
         self._grid = np.linspace(0.0, 1.0, GRID + 2)[1:-1]
         self._log_kp = np.zeros(GRID)
         self._log_km = np.zeros(GRID)
 
     def update(self, success_a: bool, success_b: bool) -> None:
-        """Add one pair (arm A's and arm B's outcome on the same unit)."""
-        d = int(bool(success_b)) - int(bool(success_a))
+        """Add one pair (arm A's and arm B's outcome on the same unit) and intersect the interval."""
+        self.extend([(success_a, success_b)])
+
+    def extend(self, pairs: Iterable[tuple[bool, bool]], block: int = 512) -> PairedCS:
+        """Add pairs in order (the bets are the same as one at a time) and intersect the interval once, at the
+        end: a decision point. Intersecting at fewer times keeps the guarantee."""
+        d = np.array([int(bool(b)) - int(bool(a)) for a, b in pairs], dtype=np.int64)
+        for start in range(0, len(d), block):
+            self._add(d[start : start + block])
+        if len(d):
+            self._intersect()
+        return self
+
+    def _add(self, d: np.ndarray) -> None:
         x = (d + 1) / 2
-        i = self.n + 1
-        var_prev = (0.25 + self._sq) / i  # running variance of the past pairs, with the paper's prior 1/4
-        bet = math.sqrt(2 * math.log(2 / self.alpha) / (var_prev * i * math.log(1 + i)))
+        i = self.n + 1 + np.arange(len(x))  # 1-based index of each pair
+        sums = self._sum + np.cumsum(x)  # including pair i
+        mu = (0.5 + sums) / (i + 1)  # the paper's running mean, including x_i
+        sq = self._sq + np.concatenate([[0.0], np.cumsum((x - mu) ** 2)])
+        var_prev = (0.25 + sq[:-1]) / i  # running variance of the pairs before i, prior 1/4 (predictable)
+        scale = i * np.log1p(i) if self.horizon is None else np.full(len(x), float(self.horizon))
+        bet = np.sqrt(2 * math.log(2 / self.alpha) / (var_prev * scale))[:, None]
+        m = self._grid[None, :]
+        dx = x[:, None] - m
+        self._log_kp += np.log1p(np.minimum(bet, C / m) * dx).sum(0)
+        self._log_km += np.log1p(-np.minimum(bet, C / (1 - m)) * dx).sum(0)
+        self.n += len(x)
+        self._sum = float(sums[-1])
+        self._sq = float(sq[-1])
+        self.discordant += int(np.count_nonzero(d))
+        self.b_only += int(np.count_nonzero(d > 0))
+
+    def _intersect(self) -> None:
         m = self._grid
-        lp = np.minimum(bet, C / m)
-        lm = np.minimum(bet, C / (1 - m))
-        self._log_kp += np.log1p(lp * (x - m))
-        self._log_km += np.log1p(-lm * (x - m))
-        self.n = i
-        self._sum += x
-        self._sq += (x - (0.5 + self._sum) / (i + 1)) ** 2  # (x_i - mu_i)^2, mu_i including x_i (eq. 26)
-        if d:
-            self.discordant += 1
-            self.b_only += d > 0
         log_mix = np.logaddexp(self._log_kp, self._log_km) - math.log(2)
         inside = m[log_mix < math.log(1 / self.alpha)]
         if inside.size == 0:  # the whole grid rejected: the interval collapses around the empirical mean
@@ -86,11 +108,6 @@ class PairedCS:
         self.lower, self.upper = max(self.lower, lo), min(self.upper, hi)
         if self.lower > self.upper:  # rounding at the grid's resolution; keep a valid (point) interval
             self.lower = self.upper = (self.lower + self.upper) / 2
-
-    def extend(self, pairs: Iterable[tuple[bool, bool]]) -> PairedCS:
-        for a, b in pairs:
-            self.update(a, b)
-        return self
 
     @property
     def estimate(self) -> float:
@@ -147,6 +164,15 @@ def decide(
     return Decision(False, "continue", f"the interval {ci} decides nothing yet", **common)
 
 
+#: the A/B verbs tune the bets for this share of their maximum (the design simulated in benchmarks/sequential_ab.py)
+HORIZON_SHARE = 2 / 3
+
+
+def for_maximum(max_pairs: int, alpha: float = 0.05) -> PairedCS:
+    """The confidence sequence an A/B verb uses for a run of at most ``max_pairs`` pairs."""
+    return PairedCS(alpha, horizon=max(1, round(HORIZON_SHARE * max_pairs)))
+
+
 def run_sequence(
     pairs: Iterable[tuple[bool, bool]],
     rounds: Iterable[int],
@@ -157,7 +183,7 @@ def run_sequence(
     """Replay pairs in their fixed order, deciding at each round boundary (cumulative pair counts): the decision
     a run reaches, and where, depends only on the pairs and the boundaries, so a resumed run reaches the same."""
     pairs = list(pairs)
-    cs = PairedCS(alpha)
+    cs = for_maximum(max_pairs, alpha)
     decision = decide(cs, delta, max_pairs)
     done = 0
     for bound in rounds:

@@ -379,10 +379,10 @@ def _demo_units(args, splits, cfg, tag, n_episodes, first_seed=0):
 def _sequential_rounds(args, splits, cfg, tag, journal, pol):
     """Rounds of ``--round`` episodes per split and arm (the same units, hence the same journal keys, as a fixed
     run) until the stop rule decides; a rerun replays the journaled rounds and reaches the same decision."""
-    from ivra.eval.sequential import PairedCS, decide
+    from ivra.eval.sequential import decide, for_maximum
     from ivra.experiment.ab import paired_outcomes
 
-    cs, records, done, job = PairedCS(alpha=0.05), [], 0, None
+    cs, records, done, job = for_maximum(args.episodes * len(splits)), [], 0, None
     fixed = 2 * args.episodes * len(splits)
     bounds = list(range(args.round, args.episodes, args.round)) + [args.episodes]
     start = 0

@@ -344,11 +344,11 @@ def paired_outcomes(records: list[dict], arms: dict, init_states: list[int]) -> 
 
 def _sequential_rounds(run_units, units, init_states, arms, suite, round: int, delta: float):
     """Rounds of ``round`` initial states (every task, both arms) until the anytime-valid rule decides."""
-    from ivra.eval.sequential import PairedCS, decide
+    from ivra.eval.sequential import decide, for_maximum
 
     if list(arms) != ["baseline", "ivra"]:
         raise ValueError(f"a sequential run is a paired A/B of arms baseline and ivra, got {list(arms)}")
-    cs, records, done = PairedCS(alpha=0.05), [], 0
+    cs, records, done = for_maximum(len(units) // 2), [], 0
     groups = [init_states[i : i + round] for i in range(0, len(init_states), round)]
     for r, group in enumerate(groups, 1):
         chosen = set(group)
