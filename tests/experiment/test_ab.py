@@ -391,3 +391,22 @@ def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision
     assert main(argv) == 0
     assert json.loads((tmp_path / "results.json").read_text())["sequential"] == first
     assert (tmp_path / "journal.jsonl").read_text().splitlines() == journal
+
+
+def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(tiny_policy_dir, tmp_path, capsys):
+    """`ivra sweep --adaptive`: rounds for the baseline and the surviving cells; every cell's anytime-valid
+    interval (Bonferroni over cells) is recorded; cells out are never the winner; at most the grid's budget."""
+    from ivra.cli import main
+
+    argv = ["sweep", "--policy", str(tiny_policy_dir), "--episodes", "4", "--chunk", "2", "--round", "2"]
+    argv += ["--layers", "0,1", "--lams", "0,1", "--adaptive", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    ad = res["adaptive"]
+    assert ad["cell_episodes_spent"] <= ad["grid_cell_episodes"] == 4 * 4
+    assert set(ad["intervals"]) == {r["arm"] for r in res["rows"]} and len(res["rows"]) == 4
+    assert all(ad["eliminated_in_round"].get(s) is None for s in ad["survivors"])
+    if res["winner"]:
+        assert res["winner"]["arm"] in ad["survivors"]
+    out = capsys.readouterr().out
+    assert "adaptive: successive elimination" in out and "| out in round |" in out

@@ -156,6 +156,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="vision layers whose feature is read, e.g. -1,-2 (default none = the adapter's default)",
     )
     s.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="successive elimination: rounds of --round episodes; a cell whose anytime-valid interval shows it "
+        "worse than another's (error controlled across cells) stops, and the grid's budget (cells x --episodes) "
+        "goes to the survivors",
+    )
+    s.add_argument(
+        "--round",
+        type=positive_int,
+        default=100,
+        help="with --adaptive: episodes per surviving cell and round (default 100)",
+    )
+    s.add_argument(
         "--write-default",
         action="store_true",
         help="record the winner (a cell above the baseline) as the default IVRA setting of `ivra demo` (--split val "
@@ -483,7 +496,11 @@ def sweep(args) -> int:
         f"ivra sweep: policy {args.policy}, {len(cells)} cells ({len(layers)} layers x {len(lams)} lams x "
         f"{len(combos)} affinity choice(s)) + baseline, {args.episodes} {args.split} episodes each; journal {journal}"
     )
-    records, _ = _execute(args, units, journal, "sweep chunks", pol)
+    if args.adaptive:
+        records, adaptive = _adaptive_rounds(args, cells, pol, journal)
+    else:
+        records, _ = _execute(args, units, journal, "sweep chunks", pol)
+        adaptive = None
     rows, base = [], None
     for name, cfg in cells:
         s = summarize(records, [args.split], treatment=name)["rows"]
@@ -510,7 +527,15 @@ def sweep(args) -> int:
     if not rows:
         print("error: no grid cell has episodes finished by both arms; nothing to rank", file=sys.stderr)
         return EXIT_FAILED
-    best = max(rows, key=lambda r: (r["success"], -r["lam"]))
+    if adaptive:  # the baseline over all its episodes; only survivors can win
+        from ivra.experiment.ab import episodes_by_arm
+
+        base_eps = episodes_by_arm(records).get("baseline", {})
+        base = sum(e["success"] for e in base_eps.values()) / max(1, len(base_eps))
+        ranked = [r for r in rows if r["arm"] in adaptive["survivors"]] or rows
+    else:
+        ranked = rows
+    best = max(ranked, key=lambda r: (r["success"], -r["lam"]))
     winner = best if best["success"] > base else None  # a cell no better than the baseline wins nothing
     pngs = []
     extra_axes = len(combos) > 1 or combos[0] != ("key", "cosine", None)
@@ -538,17 +563,25 @@ def sweep(args) -> int:
             )
         )
     lines = [
-        "| layer | lam | feature | mode | affinity layer | success % | diff (pp) [95% CI] | McNemar p |",
-        "|---:|---:|---|---|---:|---:|---|---:|",
+        "| layer | lam | feature | mode | affinity layer | n | success % | diff (pp) [95% CI] | McNemar p |"
+        + (" out in round |" if adaptive else ""),
+        "|---:|---:|---|---|---:|---:|---:|---|---:|" + ("---:|" if adaptive else ""),
     ]
+    out_in = (adaptive or {}).get("eliminated_in_round", {})
     lines += [
         f"| {r['layer']} | {r['lam']} | {r['affinity_feature']} | {r['affinity_mode']} | "
-        f"{'default' if r['affinity_layer'] is None else r['affinity_layer']} | {100 * r['success']:.1f} | "
+        f"{'default' if r['affinity_layer'] is None else r['affinity_layer']} | {r['n']} | {100 * r['success']:.1f} | "
         f"{100 * r['diff']:+.1f} [{100 * r['diff_ci'][0]:+.1f}, {100 * r['diff_ci'][1]:+.1f}] | "
-        f"{r['p_mcnemar']:.3g} |"
+        f"{r['p_mcnemar']:.3g} |" + (f" {out_in.get(r['arm'], '-')} |" if adaptive else "")
         for r in rows
     ]
-    table = f"baseline: {100 * base:.1f} % ({args.split}, n={args.episodes})\n\n" + "\n".join(lines)
+    n_base = adaptive["baseline_episodes"] if adaptive else args.episodes
+    table = f"baseline: {100 * base:.1f} % ({args.split}, n={n_base})\n\n" + "\n".join(lines)
+    if adaptive:
+        table += (
+            f"\n\nadaptive: {adaptive['rule']}; {adaptive['rounds']} round(s), {adaptive['cell_episodes_spent']} cell "
+            f"episodes spent of the grid's {adaptive['grid_cell_episodes']}; survivors: {', '.join(adaptive['survivors'])}"
+        )
     best_cfg = {k: best[k] for k in ("layer", "lam", "affinity_feature", "affinity_mode", "affinity_layer")}
     best_text = describe_setting(IVRAConfig(**best_cfg).to_dict())
     print(table)
@@ -572,6 +605,7 @@ def sweep(args) -> int:
                 "split": args.split,
                 "episodes": args.episodes,
                 "policy": args.policy,
+                "adaptive": adaptive,
                 "errors": error_summary(records),
             },
             indent=2,
@@ -600,6 +634,58 @@ def sweep(args) -> int:
             print(f"recorded the default IVRA setting ({best_text}) in {path}")
     print(f"wrote {', '.join(str(p) for p in pngs)}, {out / 'table.md'} in {time.time() - t0:.0f}s")
     return status
+
+
+def _adaptive_rounds(args, cells, pol, journal):
+    """Successive elimination: rounds of ``--round`` episodes for the baseline and every surviving cell (the same
+    seeds); after each, every cell's anytime-valid interval for (cell - baseline) at alpha 0.05 / cells (all
+    simultaneously valid, Bonferroni); a cell whose upper end is below some cell's lower end is worse than that cell
+    and stops. The grid's budget (cells x --episodes) goes to the survivors, until one is left or it is spent."""
+    from ivra.eval.sequential import PairedCS
+    from ivra.experiment.ab import make_units, paired_outcomes
+
+    alpha = 0.05 / len(cells)
+    cs = {name: PairedCS(alpha) for name, _ in cells}
+    alive = [name for name, _ in cells]
+    eliminated: dict[str, int] = {}
+    budget, spent, start, r, records = len(cells) * args.episodes, 0, 0, 0, []
+    while len(alive) > 1 and spent < budget:
+        r += 1
+        n = min(args.round, (budget - spent) // len(alive))
+        if n == 0:
+            break
+        arms = {"baseline": None, **{name: cfg for name, cfg in cells if name in alive}}
+        units = make_units([args.split], n, arms, chunk=args.chunk, first_seed=start)
+        for u in units:
+            u["key"] = f"{args.policy}@{_tag(args.policy)}/{u['key']}"
+        got, _ = _execute(args, units, journal, f"round {r}: {len(alive)} cells", pol)
+        records += got
+        for name in alive:
+            pairs = paired_outcomes(records, [args.split], treatment=name)
+            cs[name].extend(pairs[cs[name].n :])
+        spent += n * len(alive)
+        start += n
+        best = max(alive, key=lambda a: cs[a].lower)
+        out = [a for a in alive if cs[a].upper < cs[best].lower]
+        for a in out:
+            eliminated[a] = r
+        alive = [a for a in alive if a not in out]
+        print(
+            f"round {r}: {start} episodes per surviving cell; {len(out)} cell(s) out (worse than {best}), "
+            f"{len(alive)} left",
+            file=sys.stderr,
+        )
+    return records, {
+        "rule": f"successive elimination on anytime-valid 95 % intervals (alpha 0.05 / {len(cells)} per cell) for "
+        f"(cell - baseline), rounds of {args.round} episodes; budget {budget} cell episodes (the grid's)",
+        "rounds": r,
+        "cell_episodes_spent": spent,
+        "baseline_episodes": start,
+        "grid_cell_episodes": budget,
+        "survivors": alive,
+        "eliminated_in_round": eliminated,
+        "intervals": {name: [cs[name].lower, cs[name].upper] for name, _ in cells},
+    }
 
 
 def make_figure(policy: str, split: str, seed: int, cfg: dict, path, job=None, queries=None, pol=None):
