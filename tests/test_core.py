@@ -179,3 +179,31 @@ def test_row_weights_bad_mode_and_temperature():
         core.row_weights(A, "dot")
     with pytest.raises(ValueError, match="-1"):
         core.row_weights(A, "softmax", -1.0)
+
+
+def test_authors_row_rule_is_opt_in_and_reproduces_their_division():
+    """affinity_mode="cosine_authors": the released FLOWER integration's rule, W = A / clamp(rowsum, 1e-6), no
+    fallback; values computed by that rule in float64 (a row summing to <= 0 explodes, as documented)."""
+    k = _antipodal_keys()
+    A = ivra.affinity(k)[0]
+    sums = A.double().sum(-1)
+    assert (sums <= 0).any()  # the unsafe case occurs
+    tokens = _keys(n=5, d=4, seed=9)
+    lam = 0.2
+    ref = (1 - lam) * tokens.double() + lam * (A.double() / sums.clamp(min=1e-6)[:, None]) @ tokens.double()
+    out = ivra.pool_visual_tokens(tokens, ivra.affinity(k), lam, mode="cosine_authors")
+    assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-5)
+    W, n_fallback = core.row_weights(A[None], "cosine_authors")
+    assert n_fallback == 0 and torch.allclose(
+        W[0].double(), A.double() / sums.clamp(min=1e-6)[:, None], rtol=1e-5
+    )
+    bad = int(torch.argmin(sums))
+    assert out[bad].norm() > 1e4 * tokens.norm(dim=-1).max()  # the row that sums to <= 0 blows up
+    assert not torch.allclose(
+        out, ivra.pool_visual_tokens(tokens, ivra.affinity(k), lam)
+    )  # differs from ours
+    assert ivra.IVRAConfig().affinity_mode == "cosine"  # off by default, also in the flower preset
+    assert ivra.IVRAConfig.preset("flower").affinity_mode == "cosine"
+    assert (
+        ivra.IVRAConfig.parse("preset=flower,affinity_mode=cosine_authors").affinity_mode == "cosine_authors"
+    )

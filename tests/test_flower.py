@@ -1,14 +1,17 @@
-"""IVRA on FLOWER: the remote-code Florence-2 naming rebuilt over transformers' native Florence-2 modules (and the
-native naming itself), FLOWER's two-camera encoder input, the authors' spans for comparison. Core environment
-(transformers 5's Florence-2 classes); expectations computed independently (native modules, float64 loop)."""
+"""IVRA on FLOWER: our rebuild of FLOWERVLA and its remote-code Florence-2 (held to the facts recorded from the real
+code, tests/fixtures/real/flower.json), the flower adapter on that layout (and on transformers' native Florence-2),
+the florence2 adapter on the bare remote Florence-2, and the LIBERO wrapper driving FLOWERVLA's own API.
+Expectations computed independently (the modules run by hand, a float64 loop)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +21,11 @@ import ivra
 from ivra import IVRAConfig
 from ivra.adapters import IVRAError, detect
 from ivra.adapters.flower import FlowerAdapter
-from ivra.rebuilt.flower import build_tiny
+from ivra.rebuilt.flower import build_tiny, probe_pixels
 
-N = 25  # 5 x 5 patches at 40 px (strides 4, 2)
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = json.loads((ROOT / "tests/fixtures/real/flower.json").read_text())
+N = 16  # 4 x 4 patches per camera at 112 px (Florence-2's strides 4, 2, 2, 2)
 FLOWER = IVRAConfig.preset("flower")
 
 
@@ -50,41 +55,69 @@ def hooks(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def obs(batch=2, seed=0, text=6):
+def recorder():
+    spec = importlib.util.spec_from_file_location(
+        "record_fixture_flower", ROOT / "scripts/record_fixture_flower.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def batch(b=2, seed=0, texts=None):
+    """FLOWER's encode_observations batch: two cameras (B, T=1, 3, 112, 112) and instructions."""
     g = torch.Generator().manual_seed(seed)
-    static = torch.randn(batch, 3, 40, 40, generator=g)
-    gripper = torch.randn(batch, 3, 40, 40, generator=g)
-    ids = torch.randint(3, 100, (batch, text), generator=g)
-    return static, gripper, ids, torch.ones_like(ids)
+    static = torch.randn(b, 1, 3, 112, 112, generator=g)
+    gripper = torch.randn(b, 1, 3, 112, 112, generator=g)
+    texts = texts or ["pick up the bowl", "open the top drawer"][:b] + ["x"] * max(0, b - 2)
+    return {"rgb_obs": {"rgb_static": static, "rgb_gripper": gripper}, "lang_text": texts}
+
+
+def sub(bt, rows):
+    return {
+        "rgb_obs": {k: v[rows] for k, v in bt["rgb_obs"].items()},
+        "lang_text": bt["lang_text"][rows],
+    }
+
+
+def features(model, bt, config=None, adapter=None):
+    if config is None:
+        return model.encode_observations(bt)["features"]
+    with ivra.attach(model, config, adapter=adapter) as h:
+        out = model.encode_observations(bt)["features"]
+    return out, h
 
 
 def channel_keys(model, pixels):
-    """Keys of the last stage's last block's channel attention, from the native modules directly."""
-    native = model.vlm if not hasattr(model.vlm, "_encode_image") else None
-    tower = native.model.vision_tower if native is not None else model.vlm.vision_tower
-    x = pixels
-    convs = tower.convs
-    for s, (conv, stage) in enumerate(zip(convs, tower.blocks)):
+    """Keys of the last stage's last block's channel attention, running the tower's modules by hand."""
+    if hasattr(model.vlm, "_encode_image"):  # remote layout: tokens + size through every module
+        tower, x, size = model.vlm.vision_tower, pixels, tuple(pixels.shape[-2:])
+        for s, (conv, stage) in enumerate(zip(tower.convs, tower.blocks)):
+            x, size = conv(x, size)
+            for i, blk in enumerate(stage):
+                if s == len(tower.convs) - 1 and i == len(stage) - 1:
+                    x, size = blk.spatial_block(x, size)
+                    x, size = blk.channel_block.conv1(x, size)
+                    attn = blk.channel_block.channel_attn
+                    qkv = attn.fn.qkv(attn.norm(x))
+                    return qkv[..., qkv.shape[-1] // 3 : 2 * qkv.shape[-1] // 3]
+                x, size = blk(x, size)
+    tower, x = model.vlm.model.vision_tower, pixels  # native layout: (B, C, H, W) maps
+    for s, (conv, stage) in enumerate(zip(tower.convs, tower.blocks)):
         x = conv(x)
-        blocks = list(stage)
-        for i, blk in enumerate(blocks):
-            if s == len(convs) - 1 and i == len(blocks) - 1:
-                if native is not None:
-                    spatial, channel = blk.spatial_block, blk.channel_block
-                    norm, attn = channel.norm1, channel.channel_attn
-                else:
-                    spatial, channel = blk[0], blk[1]
-                    norm, attn = channel.channel_attn.norm, channel.channel_attn.fn
-                x = spatial(x)
-                x = channel.conv1(x) + x
-                qkv = attn.qkv(norm(x.flatten(2).transpose(1, 2)))
-                d = qkv.shape[-1] // 3
-                return qkv[..., d : 2 * d]
+        for i, blk in enumerate(stage):
+            if s == len(tower.convs) - 1 and i == len(stage) - 1:
+                x = blk.spatial_block(x)
+                x = blk.channel_block.conv1(x) + x
+                qkv = blk.channel_block.channel_attn.qkv(
+                    blk.channel_block.norm1(x.flatten(2).transpose(1, 2))
+                )
+                return qkv[..., qkv.shape[-1] // 3 : 2 * qkv.shape[-1] // 3]
             x = blk(x)
     raise AssertionError
 
 
-def naive_pool(tokens, keys, lam):
+def naive_pool(tokens, keys, lam, authors=False):
     k = keys.double()
     k = k / k.norm(dim=-1, keepdim=True)
     A = k @ k.T
@@ -92,46 +125,92 @@ def naive_pool(tokens, keys, lam):
     out = torch.empty_like(v)
     for i in range(A.shape[0]):
         row = A[i]
+        if authors:
+            out[i] = (1 - lam) * v[i] + lam * (row[:, None] * v).sum(0) / row.sum().clamp(min=1e-6)
+            continue
         if float(row.sum()) < 1.0:
             row = row.clamp(min=0)
         out[i] = (1 - lam) * v[i] + lam * (row[:, None] * v).sum(0) / row.sum()
     return out
 
 
-def encoder_output(model, o, config=None, adapter=None):
-    if config is None:
-        return model.encode_observations(*o)
-    with ivra.attach(model, config, adapter=adapter) as h:
-        out = model.encode_observations(*o)
-    return out, h
+# -- the rebuild is held to the facts recorded from the real code ------------------------------------------------------
+def compare(expected, got, path="", rtol=1e-4):
+    """Differences between a recorded fixture section and a measurement (floats to ``rtol``)."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        out = [
+            f"{path}/{k}: only in {'fixture' if k in expected else 'rebuild'}"
+            for k in set(expected) ^ set(got)
+        ]
+        for k in sorted(set(expected) & set(got)):
+            out += compare(expected[k], got[k], f"{path}/{k}", rtol)
+        return out
+    if isinstance(expected, list) and isinstance(got, list):
+        if len(expected) != len(got):
+            return [f"{path}: {len(expected)} items recorded, {len(got)} rebuilt"]
+        return [d for i, (a, b) in enumerate(zip(expected, got)) for d in compare(a, b, f"{path}[{i}]", rtol)]
+    if isinstance(expected, float) and isinstance(got, float):
+        ok = abs(expected - got) <= rtol * max(1.0, abs(expected))
+        return [] if ok else [f"{path}: recorded {expected}, rebuilt {got}"]
+    return [] if expected == got else [f"{path}: recorded {expected!r}, rebuilt {got!r}"]
 
 
-def test_remote_naming_computes_what_native_computes():
-    remote, native = get(), get(native=True)
-    assert hasattr(remote.vlm.vision_tower.blocks[-1][0][1].channel_attn.fn, "qkv")
-    assert remote.vlm.vision_tower.blocks[-1][0][1].channel_attn.fn.qkv is (
-        native.vlm.model.vision_tower.blocks[-1][0].channel_block.channel_attn.qkv
-    ) or torch.equal(
-        remote.vlm.vision_tower.blocks[-1][0][1].channel_attn.fn.qkv.weight,
-        native.vlm.model.vision_tower.blocks[-1][0].channel_block.channel_attn.qkv.weight,
+@pytest.fixture(scope="module")
+def measured():
+    return recorder().measure(
+        build_tiny(seed=3)
+    )  # measure_numerics overwrites the weights: a model of its own
+
+
+@pytest.mark.parametrize(
+    "section",
+    ["tree", "parameters", "signatures", "tokenizer", "token_order", "global_token", "chunking", "numerics"],
+)
+def test_rebuild_matches_the_real_code(measured, section):
+    """Module tree under ``vlm`` (path -> class), every parameter and buffer shape, the signatures, the tokenizer
+    ids, the encoder's token order, the chunking, and the numbers on name-filled weights: as recorded on FLOWER's
+    FLOWERVLA with the remote Florence-2 code (transformers 4.51.3)."""
+    assert compare(FIXTURE[section], measured[section], section) == []
+
+
+def test_the_fixture_check_catches_a_drift(measured):
+    drifted = json.loads(json.dumps(measured))
+    path = "vlm.vision_tower.blocks.-1.-1.channel_block.channel_attn"
+    drifted["tree"]["hooked"][path] = (
+        "ChannelAttention"  # e.g. the old rebuild: no PreNorm around the attention
     )
-    o = obs()
-    assert torch.equal(
-        remote.vlm._encode_image(o[0]), native.vlm.model.get_image_features(o[0]).pooler_output
-    )
-    assert isinstance(remote.vlm.language_model.model.encoder.layers[0](torch.randn(1, 3, 64)), tuple)
-    assert torch.allclose(encoder_output(remote, o), encoder_output(native, o), atol=1e-6)
+    drifted["parameters"].pop("vision_tower.blocks.3.0.channel_block.channel_attn.fn.qkv.weight")
+    drifted["numerics"]["encoder"]["sum"] += 0.5
+    drifted["signatures"]["FLOWERVLA.forward"] = ["static", "gripper", "text_ids", "text_mask", "noise"]
+    for section in ("tree", "parameters", "numerics", "signatures"):
+        assert compare(FIXTURE[section], drifted[section], section), section
 
 
+def test_the_fixture_names_its_sources():
+    src = FIXTURE["sources"]
+    assert src["flower"]["repo"] == "intuitive-robots/flower_vla_calvin"
+    assert src["florence2"]["repo"] == "microsoft/Florence-2-large"
+    for part in src.values():
+        assert re.fullmatch(r"[0-9a-f]{40}", part["commit"])
+    facts = [k for k in FIXTURE if k not in ("about", "sources", "environment", "where")]
+    assert set(facts) == set(FIXTURE["where"])
+    for section, places in FIXTURE["where"].items():
+        for place in places:
+            assert re.match(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}:\S+\.(py|yaml|txt)", place), (section, place)
+    assert FIXTURE["environment"]["transformers"] == "4.51.3"
+
+
+# -- the flower adapter --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("native", [False, True])
 def test_each_camera_its_own_block_global_token_alone(native):
-    """Preset 'flower' (post last encoder layer, lam 0.2): the encoder output changes exactly on each camera's
+    """Preset 'flower' (post last encoder layer, lam 0.2) on the real layout (MySequential blocks with named
+    children, channel_attn a PreNorm whose .fn holds qkv): the encoder output changes exactly on each camera's
     patches, each pooled with its own keys; global tokens, <Flow> and text untouched."""
     model = get(native)
     assert detect(model).name == "flower"
-    o = obs(seed=1)
-    base = encoder_output(model, o)
-    got, h = encoder_output(model, o, FLOWER)
+    bt = batch(seed=1)
+    base = features(model, bt)
+    got, h = features(model, bt, FLOWER)
     assert h.stats.calls == 1 and h.stats.images == 2 * 2 and h.stats.tokens == 2 * 2 * N
     assert h.stats.vision_captures == 2  # FLOWER's own two DaViT passes (one per camera), none added
     changed = (got != base).any(-1)
@@ -140,30 +219,30 @@ def test_each_camera_its_own_block_global_token_alone(native):
     expect[:, 2 + N : 2 + 2 * N] = True
     assert torch.equal(changed, expect)
     for b in range(2):
-        for cam, start in ((0, 1), (1, 2 + N)):
-            keys = channel_keys(model, o[cam][b : b + 1])[0]
+        for cam, start in (("rgb_static", 1), ("rgb_gripper", 2 + N)):
+            keys = channel_keys(model, bt["rgb_obs"][cam][b])[0]
             ref = naive_pool(base[b, start : start + N], keys, 0.2)
             assert torch.allclose(got[b, start : start + N].double(), ref, atol=1e-5, rtol=1e-4)
 
 
-def test_authors_spans_reproduce_the_released_off_by_one():
+def test_authors_spans_and_their_row_rule():
+    """authors_spans=True: the released off-by-one spans; with affinity_mode="cosine_authors" also their row rule
+    (division by clamp(row sum, 1e-6), no fallback)."""
     model = get()
-    o = obs(seed=2)
-    base = encoder_output(model, o)
-    got, h = encoder_output(model, o, FLOWER, adapter=FlowerAdapter(authors_spans=True))
-    changed = (got != base).any(-1)
-    expect = torch.zeros_like(changed)
-    expect[:, 0 : 2 * N] = True  # static keys on [0, N) incl. its global token; gripper keys on [N, 2N)
-    assert torch.equal(changed, expect)
-    keys_static = channel_keys(model, o[0][:1])[0]
-    keys_grip = channel_keys(model, o[1][:1])[0]
-    assert torch.allclose(
-        got[0, :N].double(), naive_pool(base[0, :N], keys_static, 0.2), atol=1e-5, rtol=1e-4
-    )
-    assert torch.allclose(
-        got[0, N : 2 * N].double(), naive_pool(base[0, N : 2 * N], keys_grip, 0.2), atol=1e-5, rtol=1e-4
-    )
-    ours, _ = encoder_output(model, o, FLOWER)
+    bt = batch(seed=2)
+    base = features(model, bt)
+    keys = [channel_keys(model, bt["rgb_obs"][cam][0])[0] for cam in ("rgb_static", "rgb_gripper")]
+    for mode in ("cosine", "cosine_authors"):
+        got, _ = features(model, bt, FLOWER.replace(affinity_mode=mode), FlowerAdapter(authors_spans=True))
+        changed = (got != base).any(-1)
+        expect = torch.zeros_like(changed)
+        expect[:, 0 : 2 * N] = True  # static keys on [0, N) incl. its global token; gripper keys on [N, 2N)
+        assert torch.equal(changed, expect)
+        authors = mode == "cosine_authors"
+        for c in range(2):
+            ref = naive_pool(base[0, c * N : (c + 1) * N], keys[c], 0.2, authors=authors)
+            assert torch.allclose(got[0, c * N : (c + 1) * N].double(), ref, atol=1e-4, rtol=1e-4), mode
+    ours, _ = features(model, bt, FLOWER)
     assert not torch.allclose(ours, got, atol=1e-4)
 
 
@@ -171,47 +250,100 @@ def test_one_vision_pass_per_camera_per_step():
     model = get()
     calls = []
     hd = model.vlm.vision_tower.convs[0].register_forward_pre_hook(lambda m, a: calls.append(1))
+    obs = {"rgb_obs": {k: v[:1] for k, v in batch(seed=3)["rgb_obs"].items()}}
     try:
-        g = torch.Generator().manual_seed(3)
-        noise = torch.randn(2, 10, 7, generator=g)
-        model(*obs(seed=3), noise)
+        model.reset()
+        model(obs, {"lang_text": "open the drawer"})
         baseline = len(calls)
         with ivra.attach(model, FLOWER) as h:
+            model.reset()
             for _ in range(3):
-                actions = model(*obs(seed=3), noise)
+                actions = model(obs, {"lang_text": "open the drawer"})
     finally:
         hd.remove()
     assert baseline == 2 and len(calls) == 2 + 3 * 2 and h.stats.calls == 3
-    assert actions.shape == (2, 10, 7)
+    assert actions.shape == (1, 10, 7)
 
 
 @pytest.mark.parametrize("native", [False, True])
 def test_lam_zero_bit_identical_batch_consistent_and_detach(native):
     model = get(native)
-    o = obs(batch=3, seed=4)
-    base = encoder_output(model, o)
-    zero, _ = encoder_output(model, o, FLOWER.replace(lam=0.0))
+    bt = batch(b=3, seed=4, texts=["a", "pick up the bowl", "close it"])
+    base = features(model, bt)
+    zero, _ = features(model, bt, FLOWER.replace(lam=0.0))
     assert torch.equal(zero, base)
-    n = hooks(model)
     with ivra.attach(model, FLOWER.replace(lam=0.5)):
-        batch = model.encode_observations(*o)
-        alone = [model.encode_observations(*(x[b : b + 1] for x in o)) for b in range(3)]
-    for b in range(3):
-        assert torch.allclose(batch[b], alone[b][0], atol=1e-5)
-    assert not torch.allclose(batch, base, atol=1e-4)
-    assert hooks(model) == n == 0
-    assert torch.equal(encoder_output(model, o), base)
+        together = model.encode_observations(bt)["features"]
+        alone = [model.encode_observations(sub(bt, slice(b, b + 1)))["features"] for b in range(3)]
+    for b in range(
+        3
+    ):  # text is padded to the batch's longest prompt (FLOWER's own padding=True): compare the images
+        assert torch.allclose(together[b, : 2 + 2 * N], alone[b][0, : 2 + 2 * N], atol=1e-5)
+    assert not torch.allclose(together, base, atol=1e-4)
+    assert hooks(model) == 0
+    assert torch.equal(features(model, bt), base)
 
 
 def test_pre_position_and_errors():
     model = get()
-    o = obs(seed=5)
-    base = encoder_output(model, o)
-    got, h = encoder_output(model, o, IVRAConfig(layer=6, lam=0.3))
+    bt = batch(seed=5)
+    base = features(model, bt)
+    got, h = features(model, bt, IVRAConfig(layer=6, lam=0.3))
     assert h.stats.tokens == 2 * 2 * N and not torch.equal(got, base)
     with ivra.attach(model, FLOWER) as h, pytest.raises(IVRAError, match="no visual tokens"):
-        model.vlm.get_encoder()(inputs_embeds=torch.randn(1, 5, 64), attention_mask=torch.ones(1, 5))
+        model.vlm.get_encoder()(inputs_embeds=torch.randn(1, 5, 32), attention_mask=torch.ones(1, 5))
     assert not h.attached
+
+
+# -- the florence2 adapter on the bare remote Florence-2 -----------------------------------------------------------------
+def window_keys(vlm, pixels):
+    """Keys of the last block's window attention in raster order: qkv of the normalised tokens (by hand)."""
+    tower, x, size = vlm.vision_tower, pixels, tuple(pixels.shape[-2:])
+    for s, (conv, stage) in enumerate(zip(tower.convs, tower.blocks)):
+        x, size = conv(x, size)
+        for i, blk in enumerate(stage):
+            if s == len(tower.convs) - 1 and i == len(stage) - 1:
+                x, size = blk.spatial_block.conv1(x, size)
+                attn = blk.spatial_block.window_attn
+                qkv = attn.fn.qkv(attn.norm(x))
+                return qkv[..., qkv.shape[-1] // 3 : 2 * qkv.shape[-1] // 3]
+            x, size = blk(x, size)
+    raise AssertionError
+
+
+def test_bare_remote_florence2_is_detected_and_edited():
+    """The remote Florence-2 on its own: adapter 'florence2' (remote paths: language_model.model.encoder.layers,
+    window_attn.fn.qkv reading (B, H*W, C) + size); no placeholder ids, the image first as the remote forward puts
+    it ([image (1 + N), prompt]); one pass = one encoder call."""
+    vlm = get().vlm
+    assert detect(vlm).name == "florence2"
+    px = probe_pixels(2, phase=0.3)
+    text = vlm.get_input_embeddings()(torch.tensor([[0, 70, 71, 72, 2], [0, 80, 81, 2, 1]]))
+
+    def encode():
+        merged = torch.cat([vlm._encode_image(px), text], dim=1)
+        return vlm.get_encoder()(inputs_embeds=merged, attention_mask=torch.ones(merged.shape[:2]))[0]
+
+    base = encode()
+    for feature in ("key", "hidden"):
+        with ivra.attach(vlm, IVRAConfig(layer=-1, position="post", lam=0.3, affinity_feature=feature)) as h:
+            got = encode()
+        assert h.adapter.name == "florence2" and h.stats.tokens == 2 * N and h.stats.calls == 1
+        changed = (got != base).any(-1)
+        expect = torch.zeros_like(changed)
+        expect[:, 1 : 1 + N] = True  # the global token (position 0) and the prompt untouched
+        assert torch.equal(changed, expect), feature
+    with ivra.attach(vlm, IVRAConfig(layer=-1, position="post", lam=0.3)):
+        got = encode()
+    keys = window_keys(vlm, px)
+    for b in range(2):
+        ref = naive_pool(base[b, 1 : 1 + N], keys[b], 0.3)
+        assert torch.allclose(got[b, 1 : 1 + N].double(), ref, atol=1e-5, rtol=1e-4)
+    with ivra.attach(vlm, IVRAConfig(layer=3, lam=0.0)):
+        assert torch.equal(encode(), base)
+    with ivra.attach(vlm, IVRAConfig(layer=3, lam=0.3)), pytest.raises(IVRAError, match="one image first"):
+        merged = torch.cat([vlm._encode_image(px[:1]), vlm._encode_image(px[1:]), text[:1]], dim=1)
+        vlm.get_encoder()(inputs_embeds=merged, attention_mask=torch.ones(merged.shape[:2]))
 
 
 def test_preset_and_cli_spec():
@@ -224,32 +356,91 @@ def test_preset_and_cli_spec():
 
 
 # -- the LIBERO policy wrapper ------------------------------------------------------------------------------------------
-def test_policy_chunks_seeded_noise_and_ivra():
+def frames(seed=0, size=128):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return [{"image": img, "wrist_image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8)}]
+
+
+def test_policy_follows_flowers_rollout_facts():
+    """The observation dict, cameras, image transforms and goal of FLOWER's LIBERO rollout, as recorded."""
+    from ivra.policies import flower as fp
+
+    cfg = FIXTURE["configs"]["val_transforms"]
+    for cam in ("rgb_static", "rgb_gripper"):
+        resize, scale, norm = cfg[cam]
+        assert resize["size"] == fp.IMAGE_SIZE and resize["antialias"] is True
+        assert scale["target"].endswith("ScaleImageTensor")
+        assert tuple(norm["mean"]) == fp.CLIP_MEAN and tuple(norm["std"]) == fp.CLIP_STD
+    mapping = FIXTURE["rollout"]["obs_mapping"]
+    assert {k: ["rgb_obs", v] for k, v in fp.CAMERAS.items()} == {k: mapping[k] for k in fp.CAMERAS}
+    policy = fp.FlowerPolicy(model="tiny")
+    seen = []
+    original = policy.model.step
+    policy.model.step = lambda obs, goal: seen.append((obs, goal)) or original(obs, goal)
+    try:
+        policy.reset(1)
+        policy.act(frames(1), ["open the drawer"])
+    finally:
+        del policy.model.step
+    obs, goal = seen[0]
+    assert set(obs) == {"rgb_obs"} and set(obs["rgb_obs"]) == {"rgb_static", "rgb_gripper"}
+    assert tuple(obs["rgb_obs"]["rgb_static"].shape) == (1, 1, 3, 112, 112)
+    assert goal["lang_text"] == "open the drawer"
+    flat = np.full(
+        (1, 128, 128, 3), 128, np.uint8
+    )  # a flat image: resize keeps 128; then /255 and CLIP's norm
+    x = policy.pixels(flat[0])
+    for c in range(3):
+        assert torch.allclose(
+            x[0, 0, c], torch.tensor((128 / 255 - fp.CLIP_MEAN[c]) / fp.CLIP_STD[c]), atol=1e-6
+        )
+    upright = np.zeros((128, 128, 3), np.uint8)
+    upright[:64] = (
+        255  # top half white as the harness shows it; LIBERO's own frame (what FLOWER sees) is flipped
+    )
+    y = policy.pixels(upright)[0, 0, 0]
+    assert y[-1].mean() > y[0].mean()
+
+
+def test_policy_drives_flowervla_step_with_paired_noise_and_ivra():
     from ivra.policies.flower import FlowerPolicy
 
     with pytest.raises(ValueError, match="needs a model: model=tiny for the RANDOM-weight rebuild"):
         FlowerPolicy()  # no silent random weights
-    policy = FlowerPolicy(model="tiny", chunk=4, multistep=2)
+    policy = FlowerPolicy(model="tiny", multistep=2)
     assert "random weights" in policy.random_weights
-    rng = np.random.default_rng(0)
-    obs = [{"image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "wrist_image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)}]  # fmt: skip
+    forwards = []
+    hd = policy.model.register_forward_pre_hook(lambda m, a: forwards.append(1))
+    obs = frames(0)
 
     def episode(seed):
         policy.reset(seed)
         return np.concatenate([policy.act(obs, ["open the drawer"]) for _ in range(4)])
 
-    a, b = episode(3), episode(3)
+    try:
+        state = torch.get_rng_state()
+        a, b = episode(3), episode(3)
+        assert torch.equal(torch.get_rng_state(), state)  # the process's own random stream is left alone
+        assert len(forwards) == 4  # FLOWERVLA.step: one chunk per multistep (2) steps
+        torch.manual_seed(123)  # whatever the global state, the episode seed decides the noise
+        assert np.array_equal(episode(3), a)
+    finally:
+        hd.remove()
     assert a.shape == (4, 7) and np.array_equal(a, b) and np.all(np.abs(a) <= 1)
+    assert not np.array_equal(a[0::2], a[1::2])  # steps of a chunk are its successive actions
     assert not np.array_equal(episode(4), a)
     policy.set_ivra({"layer": -1, "position": "post", "lam": 0.0})
-    assert np.array_equal(episode(3), a)  # lam 0: same actions
+    assert np.array_equal(episode(3), a)  # lam 0: same actions (both arms draw the same noise)
     assert policy.ivra_counters()["calls"] == 2  # one encoder pass per chunk (2 chunks of 2 steps)
-    assert policy.ivra_counters()["tokens"] == 2 * 2 * 196  # 112 px: 14 x 14 patches per camera
+    assert policy.ivra_counters()["tokens"] == 2 * 2 * N  # 112 px: 4 x 4 patches per camera
     policy.set_ivra({"layer": -1, "position": "post", "lam": 0.9})
     assert not np.allclose(episode(3), a)
     policy.set_ivra(None)
     with pytest.raises(ValueError, match="one episode at a time"):
         policy.act(obs * 2, ["a", "b"])
+    with pytest.raises(ValueError, match="no \\*.ckpt"):
+        FlowerPolicy(model=str(ROOT / "docs"))
 
 
 def _libero_missing():
@@ -285,4 +476,4 @@ def test_libero_ab_episode_with_tiny_weights(tmp_path):
     )
     stats = recs["ivra"]["result"]["ivra_stats"]
     chunks = -(-recs["ivra"]["result"]["steps"] // 10)
-    assert stats["calls"] == chunks and stats["tokens"] == chunks * 2 * 196
+    assert stats["calls"] == chunks and stats["tokens"] == chunks * 2 * N

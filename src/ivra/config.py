@@ -53,7 +53,9 @@ class IVRAConfig:
         state LLaVA projects, i.e. ``encoder.layers[-1]`` for ``vision_feature_layer=-2``).
     affinity_feature: key | query | value projection of that layer, or hidden (its input hidden states).
     affinity_mode: cosine (authors' raw cosine with row-sum normalisation, see ivra.core for the <= 0 rule) |
-        relu (negatives clipped) | softmax (with ``temperature``).
+        relu (negatives clipped) | softmax (with ``temperature``) | cosine_authors (UNSAFE, off by default: the
+        released FLOWER integration's rule, division by clamp(row sum, 1e-6) with no fallback; rows summing to
+        <= 0 are multiplied by up to 1e6; only for reproducing that release's numbers, see ivra.core).
     position: pre (input of layer L, the paper's P0, default) | post_attn (the residual stream after L's attention)
         | post (output of layer L).
     strict: raise if IVRA was asked for but could not act (no visual tokens found, keys not captured, token count

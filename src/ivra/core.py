@@ -11,6 +11,11 @@ Row-normalisation rule (``affinity_mode``):
   ``COSINE_ROW_FLOOR`` = 1.0 (the row's own self-affinity: the negative affinities outweigh the positive ones)
   fall back to the ``relu`` rule for that row. Above the floor every |W_ij| <= |A_ij| / 1 <= 1, so nothing
   blows up. The number of such rows is reported by :func:`row_weights`.
+* ``cosine_authors`` - UNSAFE, off by default, for reproducing the released FLOWER integration's numbers only:
+  W = A / clamp(rowsum(A), min=1e-6) with raw cosine A, no fallback and no identity rows. A row whose sum is
+  <= 0 is divided by 1e-6: its token is multiplied by up to ~1e6 and its sign may flip (on random weights the
+  authors' rule hit 20 of 100 rows). Never use it for results of your own; ``cosine`` is the same rule with the
+  fallback above.
 * ``relu`` - negatives clipped to zero, then W = A+ / rowsum(A+).
 * ``softmax`` - W = softmax(A / temperature) per row.
 
@@ -23,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AFFINITY_MODES = ("cosine", "relu", "softmax")
+AFFINITY_MODES = ("cosine", "relu", "softmax", "cosine_authors")
 COSINE_ROW_FLOOR = 1.0
 _EPS = 1e-6
 
@@ -47,6 +52,8 @@ def row_weights(A: torch.Tensor, mode: str = "cosine", temperature: float = 0.1)
     if mode not in AFFINITY_MODES:
         raise ValueError(f"affinity_mode must be one of {AFFINITY_MODES}, got {mode!r}")
     A = A.float()
+    if mode == "cosine_authors":  # UNSAFE (module docstring): the released integration's rule, no fallback
+        return A / A.sum(-1, keepdim=True).clamp(min=_EPS), 0
     if mode == "softmax":
         if not temperature > 0:
             raise ValueError(f"softmax temperature must be > 0, got {temperature!r}")

@@ -15,8 +15,10 @@ in the order the cameras were encoded, and the count comes from the keys capture
   camera c's N keys are applied to positions ``[c N, (c + 1) N)``, which for the static view takes in the global
   token and drops its last patch, and shifts every later view by one token per view before it (the gripper span
   starts on the static view's last patch); the keys themselves are the same (the second pass recomputed them);
-* both module namings are served: the remote code's (``vlm.vision_tower.blocks[-1][0][1].channel_attn.fn.qkv``,
-  ``vlm.language_model.model.encoder.layers`` returning tuples) and transformers 5's native Florence-2
+* both module namings are served: the remote code's (``vlm.vision_tower.blocks[-1][0].channel_block.channel_attn.fn.qkv``:
+  each block a ``MySequential`` with named children ``spatial_block``/``channel_block``, ``channel_attn`` a
+  ``PreNorm(norm, fn, drop_path)`` whose ``fn`` holds ``qkv``; ``vlm.language_model.model.encoder.layers`` returning
+  tuples; recorded from the real code in ``tests/fixtures/real/flower.json``) and transformers 5's native Florence-2
   (``vlm.model.vision_tower.blocks[-1][0].channel_block.channel_attn.qkv``, ``vlm.model.language_model.encoder``).
   The adapter attaches to FLOWER's model (``.vlm``) or to the Florence-2 model itself.
 
@@ -73,13 +75,20 @@ class FlowerAdapter(Adapter):
         return resolve(_vlm(model), ("vision_tower.blocks", "model.vision_tower.blocks"))[-1]
 
     def _channel_attention(self, block):
-        if hasattr(block, "channel_block"):  # native: blocks[-1][i].channel_block.channel_attn (has .qkv)
-            return block.channel_block.channel_attn, None
-        wrapped = block[1].channel_attn  # remote: blocks[-1][i][1].channel_attn = PreNorm(norm, fn)
-        return wrapped.fn, wrapped
+        """The channel attention (the module holding ``qkv``) of one DaViT block, in either layout.
+
+        Remote code: the block is ``MySequential(OrderedDict(spatial_block=..., channel_block=...))`` (so it has both
+        ``.channel_block`` and ``[1]``) and ``channel_attn`` is a ``PreNorm`` whose ``.fn`` is the attention; native
+        (transformers 5): ``channel_block.channel_attn`` is the attention itself (its norm is ``channel_block.norm1``).
+        """
+        channel = getattr(block, "channel_block", None)
+        if channel is None:
+            channel = block[1]
+        attn = channel.channel_attn
+        return getattr(attn, "fn", attn)
 
     def capture_points(self, model, layer, feature):
-        attn, wrapped = self._channel_attention(self.vision_layers(model)[layer])
+        attn = self._channel_attention(self.vision_layers(model)[layer])
         if feature == "hidden":  # the normalised tokens the channel attention reads
             return [CapturePoint(attn, "pre", lambda m, a, kw: {"keys": a[0] if a else kw["hidden_states"]})]
         part = _SLICE[feature]

@@ -1,33 +1,77 @@
-"""FLOWER on the LIBERO harness, following FLOWER's own LIBERO rollout (core environment, transformers 5).
+"""FLOWER on the LIBERO harness, driven through FLOWERVLA's own inference API as FLOWER's LIBERO rollout drives it.
 
-What FLOWER's LIBERO rollout does, and this wrapper with it:
+What FLOWER's rollout does (``flower/rollout/libero_rollout.py``, ``flower/evaluation/flower_eval_libero.py`` and
+``conf/datamodule/transforms/libero_transforms.yaml`` of intuitive-robots/flower_vla_calvin; recorded in
+``tests/fixtures/real/flower.json``), and this wrapper with it:
 
-* two cameras, raw: the third-person ``agentview_image`` and the wrist ``robot0_eye_in_hand_image`` as LIBERO
-  renders them (FLOWER trains on LIBERO's own upside-down frames). The harness hands upright images (rotated by
-  180 degrees for OpenVLA-style policies), so they are rotated back here;
-* each image resized to ``image_size`` (112 px, FLOWER's LIBERO setting; bilinear) and normalised with
-  Florence-2's ImageNet mean/std; each camera is encoded separately (one DaViT pass per camera);
-* an action chunk of ``chunk`` steps is sampled (flow matching, a few Euler steps from Gaussian noise) every
-  ``multistep`` steps and executed one action per step; actions are clamped to [-1, 1] and sent as they are.
+* the observation dict: ``{"rgb_obs": {"rgb_static": agentview_image, "rgb_gripper": robot0_eye_in_hand_image}}``,
+  each camera a (1, 1, 3, 112, 112) float tensor (batch, time, channels, ...); FLOWER's rollout feeds LIBERO's own
+  upside-down frames, and the harness hands them upright (rotated by 180 degrees for OpenVLA-style policies), so
+  they are rotated back here;
+* FLOWER's validation transforms: ``Resize(112, antialias=True)`` on the uint8 tensor (bilinear, rounded back to
+  uint8), ``/ 255``, ``Normalize`` with CLIP's mean/std;
+* the goal ``{"lang_text": instruction}``: the model builds its own prompt and tokenises it with its own tokenizer;
+* ``model.step(obs, goal)`` once per environment step: the model samples a chunk of ``act_window_size`` actions
+  every ``multistep`` steps (flow matching from Gaussian noise) and returns one action per step; ``model.reset()``
+  at each episode start. Actions are used as the model returns them (clamped to [-1, 1] by the model).
 
-The noise is drawn from a generator seeded by ``reset(seed)``, so both arms of an A/B draw the same noise.
-``model`` is required: ``model="tiny"`` builds :func:`ivra.rebuilt.flower.build_tiny` (RANDOM weights, a
-byte-level tokenizer: it tests the pipeline, its success rates say nothing about FLOWER; ``random_weights`` then
-says so, and the LIBERO run writes it into its output, manifest and report); a real FLOWER checkpoint is loaded
-with FLOWER's own code (not installable here): pass the loaded ``FLOWERVLA`` object as ``model`` (inline
-executor). Its LIBERO wait steps (5 zero actions) differ from the harness's
-protocol (10), which the run manifest records as the harness's own setting.
+Paired noise: FLOWER draws its noise with ``torch.randn`` on the global generator inside ``forward``. This wrapper
+keeps a generator state per episode, seeded by ``reset(seed)``, and runs each ``step`` on it (the process's own
+random state is restored afterwards), so both arms of an A/B pair draw the same noise.
+
+``model`` is required: ``model="tiny"`` builds :func:`ivra.rebuilt.flower.build_tiny` (our rebuild of FLOWERVLA's
+structure, held to the fixture, with RANDOM weights and a tiny local tokenizer: it tests the pipeline, its success
+rates say nothing about FLOWER; ``random_weights`` then says so, and the LIBERO run writes it into its output,
+manifest and report); ``model=RUN_DIR`` loads a FLOWER training run (its ``.hydra/config.yaml`` and a ``*.ckpt``)
+with FLOWER's own class (``flower.models.flower.FLOWERVLA.load_from_checkpoint``; FLOWER's code must be importable,
+e.g. ``pip install -e`` of its checkout); a loaded ``FLOWERVLA`` object may also be passed (inline executor).
+FLOWER's rollout runs 5 zero actions after reset; the harness's wait steps are its own setting (the run manifest
+records it).
 """
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ivra.policies.base import IVRASwitch
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: FLOWER's LIBERO validation transforms (conf/datamodule/transforms/libero_transforms.yaml): CLIP's mean/std
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+IMAGE_SIZE = 112
+#: LIBERO observation key -> FLOWER's observation dict path (flower/rollout/libero_rollout.py, translate_obs_space)
+CAMERAS = {"agentview_image": "rgb_static", "robot0_eye_in_hand_image": "rgb_gripper"}
+
+
+def load_checkpoint(path: str):
+    """A FLOWER training run folder (``.hydra/config.yaml`` + ``*.ckpt``, ``last.ckpt`` preferred) or a ``.ckpt`` file,
+    loaded with FLOWER's own Lightning class and the run's model config."""
+    run = Path(path)
+    ckpt = run if run.is_file() else None
+    if ckpt is None:
+        found = sorted(run.rglob("*.ckpt"))
+        if not found:
+            raise ValueError(
+                f"model={path!r}: no *.ckpt under that folder (a FLOWER training run is expected)"
+            )
+        ckpt = next((c for c in found if c.stem == "last"), found[-1])
+    configs = sorted((ckpt.parent if run.is_file() else run).rglob("*hydra/config.yaml"))
+    if not configs:
+        raise ValueError(f"model={path!r}: no .hydra/config.yaml beside the checkpoint (FLOWER's run config)")
+    try:
+        from flower.models.flower import FLOWERVLA
+        from omegaconf import OmegaConf
+    except ImportError as exc:
+        raise ValueError(
+            f"model={path!r}: loading a FLOWER checkpoint needs FLOWER's own code (pip install -e a checkout of "
+            f"intuitive-robots/flower_vla_calvin): {exc}"
+        ) from None
+    cfg = OmegaConf.to_container(OmegaConf.load(configs[0]).model, resolve=True)
+    cfg = {k: v for k, v in cfg.items() if k not in ("_target_", "_recursive_")}
+    return FLOWERVLA.load_from_checkpoint(str(ckpt), **cfg)
 
 
 class FlowerPolicy(IVRASwitch):
@@ -36,12 +80,10 @@ class FlowerPolicy(IVRASwitch):
     def __init__(
         self,
         model: Any = None,
-        image_size: int = 112,
-        chunk: int = 10,
-        multistep: int = 10,
         authors_spans: bool = False,
         device: str = "cpu",
         model_seed: int = 0,
+        multistep: int | None = None,
         ivra: dict | None = None,
     ):
         import torch
@@ -51,62 +93,93 @@ class FlowerPolicy(IVRASwitch):
         if model is None:
             raise ValueError(
                 "FlowerPolicy needs a model: model=tiny for the RANDOM-weight rebuild (tests the pipeline only), "
-                "or a loaded FLOWERVLA object (FLOWER's own code, inline executor)"
+                "model=RUN_DIR (a FLOWER training run, loaded with FLOWER's own code) or a loaded FLOWERVLA object"
             )
         #: why this policy runs random weights (None: the weights given)
         self.random_weights: str | None = None
-        if isinstance(model, str):
-            if model != "tiny":
-                raise ValueError(
-                    f"model={model!r}: FLOWER checkpoints load with FLOWER's own code; pass the loaded FLOWERVLA "
-                    "object as model=..., or model='tiny' for the random-weight rebuild"
-                )
-            from ivra.rebuilt.flower import build_tiny
+        if isinstance(model, (str, Path)):
+            if str(model) == "tiny":
+                from ivra.rebuilt.flower import build_tiny
 
-            model = build_tiny(seed=model_seed)
-            model.chunk = chunk
-            self.random_weights = (
-                f"model=tiny: FLOWER's structure rebuilt with random weights (model_seed={model_seed}), "
-                "not a trained checkpoint"
-            )
+                extra = {} if multistep is None else {"multistep": int(multistep)}
+                model = build_tiny(seed=model_seed, **extra)
+                self.random_weights = (
+                    f"model=tiny: FLOWER's structure rebuilt with random weights (model_seed={model_seed}), "
+                    "not a trained checkpoint"
+                )
+            else:
+                model = load_checkpoint(str(model))
+        if multistep is not None:
+            if not 1 <= int(multistep) <= model.act_window_size:
+                raise ValueError(f"multistep must be in 1..{model.act_window_size}, got {multistep}")
+            model.multistep = int(multistep)
         self.model = model.to(device).eval()
-        self.device, self.image_size = device, int(image_size)
-        self.chunk, self.multistep = int(chunk), int(multistep)
-        if not 1 <= self.multistep <= self.chunk:
-            raise ValueError(f"multistep must be in 1..chunk ({self.chunk}), got {multistep}")
+        self.device = torch.device(device)
         self.adapter = FlowerAdapter(authors_spans=authors_spans)
-        self.generator = torch.Generator(device="cpu").manual_seed(0)
-        self._queue: list[np.ndarray] = []
+        self._rng: dict[str, Any] = {}
+        self.reset(0)
         self.ivra_target = self.model
         self.ivra_adapter = self.adapter
         self.set_ivra(ivra)
 
-    def reset(self, seed: int | None = None) -> None:
-        self.generator.manual_seed(0 if seed is None else int(seed))
-        self._queue = []
-
-    def pixels(self, image: np.ndarray):
+    # -- the episode's random stream (FLOWER's noise comes from the global generator) ---------------------------------
+    def _cuda(self) -> list[int]:
         import torch
-        from PIL import Image
+
+        if self.device.type != "cuda":
+            return []
+        return [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+
+    def reset(self, seed: int | None = None) -> None:
+        import torch
+
+        devices = self._cuda()
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0 if seed is None else int(seed))
+            self._rng = {"cpu": torch.get_rng_state()}
+            for d in devices:
+                self._rng[d] = torch.cuda.get_rng_state(d)
+        self.model.reset()
+
+    @contextlib.contextmanager
+    def _episode_rng(self):
+        import torch
+
+        devices = self._cuda()
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self._rng["cpu"])
+            for d in devices:
+                torch.cuda.set_rng_state(self._rng[d], d)
+            yield
+            self._rng = {"cpu": torch.get_rng_state(), **{d: torch.cuda.get_rng_state(d) for d in devices}}
+
+    # -- FLOWER's observation ------------------------------------------------------------------------------------------
+    def pixels(self, image: np.ndarray):
+        """One harness frame (H, W, 3) uint8, upright -> (1, 1, 3, 112, 112) as FLOWER's transforms make it."""
+        import torch
+        import torch.nn.functional as F
 
         raw = np.ascontiguousarray(
             np.asarray(image, dtype=np.uint8)[::-1, ::-1]
         )  # back to LIBERO's own frame
-        img = Image.fromarray(raw).convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        x = torch.from_numpy(raw).permute(2, 0, 1)[
+            None
+        ]  # (1, 3, H, W) uint8, as the rollout's from_numpy().byte()
+        h, w = x.shape[-2:]
+        size = (IMAGE_SIZE, round(IMAGE_SIZE * w / h)) if h <= w else (round(IMAGE_SIZE * h / w), IMAGE_SIZE)
+        x = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = x.round().clamp(0, 255) / 255.0  # Resize on uint8 returns uint8; then ScaleImageTensor
+        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        return ((x - mean) / std)[None].to(self.device)  # (B=1, T=1, 3, H, W)
 
-    def text_ids(self, instructions: list[str]):
-        import torch
-
-        vocab = self.model.vlm.config.text_config.vocab_size
-        rows = [[3 + b % (vocab - 3) for b in s.lower().encode("utf-8")] or [3] for s in instructions]
-        n = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), n, dtype=torch.long)
-        mask = torch.zeros(len(rows), n, dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-        return ids, mask
+    def observation(self, obs: dict[str, Any]) -> dict:
+        return {
+            "rgb_obs": {
+                "rgb_static": self.pixels(obs["image"]),
+                "rgb_gripper": self.pixels(obs["wrist_image"]),
+            }
+        }
 
     def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
         import torch
@@ -115,14 +188,8 @@ class FlowerPolicy(IVRASwitch):
             raise ValueError(
                 f"FlowerPolicy runs one episode at a time (action chunks), got a batch of {len(observations)}"
             )
-        if not self._queue:
-            static = torch.stack([self.pixels(o["image"]) for o in observations]).to(self.device)
-            gripper = torch.stack([self.pixels(o["wrist_image"]) for o in observations]).to(self.device)
-            ids, mask = self.text_ids(instructions)
-            noise = torch.randn(1, self.chunk, self.model.action_dim, generator=self.generator).to(
-                self.device
-            )
-            with torch.inference_mode():
-                chunk = self.model(static, gripper, ids.to(self.device), mask.to(self.device), noise)
-            self._queue = list(chunk[0, : self.multistep].float().cpu().numpy().astype(np.float64))
-        return self._queue.pop(0)[None]
+        obs = self.observation(observations[0])
+        goal = {"lang_text": instructions[0], "lang": None}
+        with self._episode_rng(), torch.inference_mode():
+            action = self.model.step(obs, goal)
+        return action.float().cpu().numpy().astype(np.float64).reshape(1, -1)
