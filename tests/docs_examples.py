@@ -165,3 +165,25 @@ def run(block: Block) -> None:
         raise AssertionError(
             f"{block.id}: output lacks {missing}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
+
+
+def env_tests(env: str):
+    """The tests of one pinned environment's doc blocks (tests/envs/<env>/test_<env>_docs.py):
+    ``(workspaces fixture, has-blocks test, parametrized block test)``, assigned to module-level names there."""
+    import pytest
+
+    chosen = [b for b in blocks() if b.env == env]
+
+    @pytest.fixture(scope="module", autouse=True)
+    def workspaces():
+        yield
+        remove_workspaces()
+
+    def test_this_environment_has_doc_blocks():
+        assert chosen, f"no block of README.md or docs/ is marked for the {env} environment"
+
+    @pytest.mark.parametrize("block", chosen, ids=lambda b: b.id)
+    def test_doc_block(block):
+        run(block)
+
+    return workspaces, test_this_environment_has_doc_blocks, test_doc_block

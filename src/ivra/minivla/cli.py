@@ -13,6 +13,40 @@ from ivra.minivla.train import VISION_SCENES
 STOP_HELP = "end after this many steps of the --steps schedule (reproduces a run stopped early)"
 
 
+def _schedule(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
+    """The options of a training schedule, shared by the LM stages."""
+    p.add_argument("--steps", type=positive_int, default=steps, help="optimiser steps (default %(default)s)")
+    p.add_argument("--batch", type=positive_int, default=32, help="batch size (default %(default)s)")
+    p.add_argument(
+        "--lr",
+        type=positive_float,
+        default=lr,
+        help="peak learning rate of the cosine schedule (default %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=0,
+        help="seed of the data order and initial weights (default %(default)s)",
+    )
+    p.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
+
+
+def _inputs(p: argparse.ArgumentParser, out: str) -> None:
+    """The vision tower an LM stage starts from, and its run directory."""
+    p.add_argument(
+        "--vision",
+        default="runs/train/vision/vision.safetensors",
+        help="the pre-trained vision tower (vision.safetensors of `ivra train vision`; default %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default=out,
+        type=out_dir,
+        help="run directory: checkpoints, log, run.json; rerun to resume (default %(default)s)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the tiny LLaRA-style policy (vision, grounding, policy stages)")
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
@@ -69,35 +103,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ground",
         help="stage 2: vision-language pre-training (projector + LM answer referring questions about world scenes)",
     )
-    g.add_argument(
-        "--vision",
-        default="runs/train/vision/vision.safetensors",
-        help="the pre-trained vision tower (vision.safetensors of `ivra train vision`; default %(default)s)",
-    )
-    g.add_argument(
-        "--out",
-        default="runs/train/ground",
-        type=out_dir,
-        help="run directory: checkpoints, log, run.json; rerun to resume (default %(default)s)",
-    )
+    _inputs(g, out="runs/train/ground")
     g.add_argument(
         "--scenes", type=positive_int, default=40000, help="world scenes (about 14 questions each)"
     )
-    g.add_argument("--steps", type=positive_int, default=3000, help="optimiser steps (default %(default)s)")
-    g.add_argument("--batch", type=positive_int, default=32, help="batch size (default %(default)s)")
-    g.add_argument(
-        "--lr",
-        type=positive_float,
-        default=1e-3,
-        help="peak learning rate of the cosine schedule (default %(default)s)",
-    )
-    g.add_argument(
-        "--seed",
-        type=nonneg_int,
-        default=0,
-        help="seed of the data order and initial weights (default %(default)s)",
-    )
-    g.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
+    _schedule(g, steps=3000, lr=1e-3)
     g.add_argument(
         "--prompt",
         default=None,
@@ -110,34 +120,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=_ground)
 
     q = stages.add_parser("policy", help="stage 3: projector + LM from expert demonstrations, vision frozen")
-    q.add_argument(
-        "--vision",
-        default="runs/train/vision/vision.safetensors",
-        help="the pre-trained vision tower (vision.safetensors of `ivra train vision`; default %(default)s)",
-    )
-    q.add_argument(
-        "--out",
-        default="runs/train/policy-low",
-        type=out_dir,
-        help="run directory: checkpoints, log, run.json; rerun to resume (default %(default)s)",
-    )
+    _inputs(q, out="runs/train/policy-low")
     q.add_argument("--episodes", type=positive_int, default=300000, help="episodes of the full data set")
     q.add_argument("--fraction", type=fraction, default=0.12, help="fraction of them used (1.0 = full data)")
-    q.add_argument("--steps", type=positive_int, default=4000, help="optimiser steps (default %(default)s)")
-    q.add_argument("--batch", type=positive_int, default=32, help="batch size (default %(default)s)")
-    q.add_argument(
-        "--lr",
-        type=positive_float,
-        default=1e-3,
-        help="peak learning rate of the cosine schedule (default %(default)s)",
-    )
-    q.add_argument(
-        "--seed",
-        type=nonneg_int,
-        default=0,
-        help="seed of the data order and initial weights (default %(default)s)",
-    )
-    q.add_argument("--stop", type=positive_int, default=None, help=STOP_HELP)
+    _schedule(q, steps=4000, lr=1e-3)
     q.add_argument(
         "--init",
         default=None,
