@@ -103,8 +103,9 @@ class PairedCS:
         inside = m[log_mix < math.log(1 / self.alpha)]
         if inside.size == 0:  # the whole grid rejected: the interval collapses around the empirical mean
             lo = hi = 2 * (self._sum / self.n) - 1
-        else:
-            lo, hi = 2 * float(inside[0]) - 1, 2 * float(inside[-1]) - 1
+        else:  # one grid step outwards: the exact set's ends lie between grid points, never further out
+            step = m[1] - m[0]
+            lo, hi = 2 * (float(inside[0]) - step) - 1, 2 * (float(inside[-1]) + step) - 1
         self.lower, self.upper = max(self.lower, lo), min(self.upper, hi)
         if self.lower > self.upper:  # rounding at the grid's resolution; keep a valid (point) interval
             self.lower = self.upper = (self.lower + self.upper) / 2
