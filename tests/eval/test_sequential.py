@@ -17,7 +17,7 @@ def simulate_pairs(rng, n, p_a_only, p_b_only, p_both):
 
 
 def test_interval_covers_the_true_difference_at_every_time():
-    """Anytime validity: over many sequences the interval, looked at after every pair, misses the true
+    """Anytime validity: over many sequences the interval, looked at every 10 pairs, misses the true
     difference in at most alpha of them (here with a margin for the simulation's own error)."""
     rng = np.random.default_rng(0)
     true = 0.10 - 0.05
@@ -25,12 +25,27 @@ def test_interval_covers_the_true_difference_at_every_time():
     runs = 200
     for _ in range(runs):
         cs = PairedCS(alpha=0.1)
-        for a, b in simulate_pairs(rng, 300, 0.05, 0.10, 0.4):
-            cs.update(a, b)
+        pairs = simulate_pairs(rng, 300, 0.05, 0.10, 0.4)
+        for start in range(0, 300, 10):  # looked at every 10 pairs
+            cs.extend(pairs[start : start + 10])
             if not cs.lower <= true <= cs.upper:
                 misses += 1
                 break
     assert misses / runs <= 0.1 + 0.05, misses
+
+
+def test_interval_ends_are_exact_not_the_grids():
+    """The ends are found by bisection between grid points: the capital at each end sits at the threshold."""
+    import math
+
+    rng = np.random.default_rng(5)
+    cs = PairedCS().extend(simulate_pairs(rng, 3000, 0.03, 0.05, 0.4))
+    threshold = math.log(1 / cs.alpha)
+    for end in (cs.lower, cs.upper):
+        m = (end + 1) / 2
+        assert abs(cs._log_mix(m) - threshold) < 1e-3 or cs._log_mix(m) > threshold
+        inward = m + 1e-6 if end == cs.lower else m - 1e-6
+        assert cs._log_mix(inward) < threshold + 1e-3
 
 
 def test_interval_shrinks_and_contains_the_estimate():

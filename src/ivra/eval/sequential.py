@@ -43,7 +43,9 @@ class PairedCS:
     """Confidence sequence for D = rate(B) - rate(A) from paired outcomes, updated one pair at a time."""
 
     alpha: float = 0.05
-    horizon: int | None = None  # tune the bets for this many pairs (the paper's fixed-n tuning); None: eq. (26)
+    horizon: int | None = (
+        None  # tune the bets for this many pairs (the paper's fixed-n tuning); None: eq. (26)
+    )
     n: int = 0
     discordant: int = 0
     b_only: int = 0  # pairs where only arm B succeeded
@@ -53,6 +55,9 @@ class PairedCS:
     _log_kp: np.ndarray = field(init=False, repr=False)
     _log_km: np.ndarray = field(init=False, repr=False)
     _sum: float = field(default=0.0, init=False, repr=False)
+    _history: list = field(
+        default_factory=list, init=False, repr=False
+    )  # (x, bet) chunks: exact interval ends
     _sq: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +92,7 @@ class PairedCS:
         var_prev = (0.25 + sq[:-1]) / i  # running variance of the pairs before i, prior 1/4 (predictable)
         scale = i * np.log1p(i) if self.horizon is None else np.full(len(x), float(self.horizon))
         bet = np.sqrt(2 * math.log(2 / self.alpha) / (var_prev * scale))[:, None]
+        self._history.append((x, bet[:, 0]))
         m = self._grid[None, :]
         dx = x[:, None] - m
         self._log_kp += np.log1p(np.minimum(bet, C / m) * dx).sum(0)
@@ -103,12 +109,39 @@ class PairedCS:
         inside = m[log_mix < math.log(1 / self.alpha)]
         if inside.size == 0:  # the whole grid rejected: the interval collapses around the empirical mean
             lo = hi = 2 * (self._sum / self.n) - 1
-        else:  # one grid step outwards: the exact set's ends lie between grid points, never further out
-            step = m[1] - m[0]
-            lo, hi = 2 * (float(inside[0]) - step) - 1, 2 * (float(inside[-1]) + step) - 1
+        else:  # the exact ends, between the last grid point inside and the first outside, by bisection
+            i, j = int(np.searchsorted(m, inside[0])), int(np.searchsorted(m, inside[-1]))
+            low_m = self._boundary(m[i - 1] if i > 0 else 0.0, m[i])
+            high_m = self._boundary(m[j + 1] if j + 1 < len(m) else 1.0, m[j])
+            lo, hi = 2 * low_m - 1, 2 * high_m - 1
         self.lower, self.upper = max(self.lower, lo), min(self.upper, hi)
         if self.lower > self.upper:  # rounding at the grid's resolution; keep a valid (point) interval
             self.lower = self.upper = (self.lower + self.upper) / 2
+
+    def _log_mix(self, m: float) -> float:
+        """log of the hedged capital at one candidate mean, from the recorded pairs and bets."""
+        if m <= 0.0 or m >= 1.0:
+            return math.inf
+        x = np.concatenate([h[0] for h in self._history])
+        bet = np.concatenate([h[1] for h in self._history])
+        if len(self._history) > 1:
+            self._history = [(x, bet)]
+        dx = x - m
+        kp = np.log1p(np.minimum(bet, C / m) * dx).sum()
+        km = np.log1p(-np.minimum(bet, C / (1 - m)) * dx).sum()
+        return float(np.logaddexp(kp, km) - math.log(2))
+
+    def _boundary(self, outside: float, inside: float, steps: int = 30) -> float:
+        """The end of the confidence set between a candidate mean outside it and one inside (bisection); the
+        returned end is on the outside of the true one, so the interval is never narrower than the math."""
+        threshold = math.log(1 / self.alpha)
+        for _ in range(steps):
+            mid = (outside + inside) / 2
+            if self._log_mix(mid) < threshold:
+                inside = mid
+            else:
+                outside = mid
+        return outside
 
     @property
     def estimate(self) -> float:
