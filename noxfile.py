@@ -3,6 +3,7 @@
     .venv/bin/nox -s lerobot        # lerobot 0.6.1 (SmolVLA, pi0, pi0.5) on Python 3.12
     .venv/bin/nox -s openvla        # OpenVLA / OpenVLA-OFT's stack: timm 0.9.16, transformers 4.40.1, Python 3.11
     .venv/bin/nox -s llara          # LLaRA's LLaVA-1.5 code (llava-torch) on transformers 4.37.2, Python 3.11
+    .venv/bin/nox -s flower         # FLOWER's stack: torch 2.13.0, transformers 4.51.3, timm, Python 3.11
     .venv/bin/nox -l                # list the sessions
 
 Each session installs this package unchanged (``pip install -e .`` constrained by the environment's pins) and
@@ -22,7 +23,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lerobot", "openvla", "llara"]
+nox.options.sessions = ["lerobot", "openvla", "llara", "flower"]
 
 ROOT = Path(__file__).parent
 
@@ -140,3 +141,12 @@ def llara(session: nox.Session) -> None:
     install_once(session, "llara.txt", no_deps=("llara-nodeps.txt",))
     # no LIBERO here: LLaRA acts in VIMA's 2-D pick/place action space, it has no LIBERO policy wrapper
     session.run(*pytest_args(session, "llara"), env={"IVRA_ENV": "llara"})
+
+
+@nox.session(python=interpreter("3.11"))
+def flower(session: nox.Session) -> None:
+    """FLOWER's stack (torch 2.13.0, transformers 4.51.3): the rebuild held to the real code's facts, the flower and
+    florence2 adapters, FlowerPolicy (FLOWER's own transforms) and a LIBERO A/B episode."""
+    install_once(session, "flower.txt")
+    libero(session, "requirements/flower.txt")
+    session.run(*pytest_args(session, "flower"), env={"IVRA_ENV": "flower"})
