@@ -48,7 +48,7 @@ echo "== pytest (core environment)"
 .venv/bin/python -m pytest "$@" || failed+=("core pytest")
 if [[ -z "${IVRA_SKIP_ENVS:-}" ]]; then
   prune lerobot
-  for name in openvla llara; do
+  for name in openvla llara flower; do
     env_session "$name"
     prune "$name"
   done

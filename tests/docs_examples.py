@@ -10,7 +10,7 @@ A block may be preceded by a directive, an HTML comment that Markdown renders as
     <!-- test: {"env": "lerobot", "replace": [["--episodes 1000", "--episodes 4"]], "timeout": 300} -->
 
 - ``env``: the environment the block runs in: ``core`` (default; `bash scripts/test.sh`'s core suite) or a nox
-  session (``lerobot``, ``openvla``, ``llara``: tests/envs/<name>/test_*_docs.py). Elsewhere it is skipped,
+  session (``lerobot``, ``openvla``, ``llara``, ``flower``: tests/envs/<name>/test_*_docs.py). Elsewhere it is skipped,
   saying where it runs.
 - ``replace``: ``[old, new]`` pairs applied to a bash block before it runs: the same command at a small size
   (fewer episodes, one worker, no GPU). Each ``old`` must occur, so a directive cannot silently stop applying.
@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-ENVS = ("core", "lerobot", "openvla", "llara")
+ENVS = ("core", "lerobot", "openvla", "llara", "flower")
 DIRECTIVE = re.compile(r"<!--\s*test:\s*(\{.*\})\s*-->$", re.S)
 KEYS = {"env", "replace", "setenv", "skip", "timeout", "expect"}
 
@@ -109,9 +109,9 @@ def workspace(doc: Path) -> Path:
     """One folder per document: links to every top-level entry of the checkout except run outputs."""
     if doc not in _WORKSPACES:
         ws = Path(tempfile.mkdtemp(prefix=f"ivra-doc-{doc.stem}-"))
-        for entry in ROOT.iterdir():
-            if entry.name not in {"runs", ".git", ".pytest_cache", ".ruff_cache"}:
-                (ws / entry.name).symlink_to(entry)
+        names = {e.name for e in ROOT.iterdir()} | {".venv", ".venv-openpi", ".nox", ".libero"}  # made later too
+        for name in sorted(names - {"runs", ".git", ".pytest_cache", ".ruff_cache"}):
+            (ws / name).symlink_to(ROOT / name)
         _WORKSPACES[doc] = ws
     return _WORKSPACES[doc]
 
