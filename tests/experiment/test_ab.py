@@ -393,7 +393,9 @@ def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision
     assert (tmp_path / "journal.jsonl").read_text().splitlines() == journal
 
 
-def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(tiny_policy_dir, tmp_path, capsys):
+def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(
+    tiny_policy_dir, tmp_path, capsys
+):
     """`ivra sweep --adaptive`: rounds for the baseline and the surviving cells; every cell's anytime-valid
     interval (Bonferroni over cells) is recorded; cells out are never the winner; at most the grid's budget."""
     from ivra.cli import main
@@ -410,3 +412,41 @@ def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(
         assert res["winner"]["arm"] in ad["survivors"]
     out = capsys.readouterr().out
     assert "adaptive: successive elimination" in out and "| out in round |" in out
+
+
+def test_adaptive_elimination_stops_clearly_worse_cells_and_then_the_sweep(monkeypatch):
+    """With episodes of known outcome (cell 'bad' always fails, the baseline and 'good' always succeed, 'mid'
+    succeeds on even seeds), 'bad' is eliminated once its interval lies below another cell's, runs no further
+    episode, and the sweep ends when one cell is left, far under the grid's budget."""
+    from types import SimpleNamespace
+
+    from ivra.experiment import cli as ecli
+
+    outcome = {
+        "baseline": lambda s: True,
+        "good": lambda s: True,
+        "bad": lambda s: False,
+        "mid": lambda s: s % 2 == 0,
+    }
+    ran: dict[str, int] = {}
+
+    def fake_execute(args, units, journal, desc, pol=None):
+        recs = []
+        for u in units:
+            ran[u["arm"]] = ran.get(u["arm"], 0) + len(u["seeds"])
+            eps = [{"split": u["split"], "seed": s, "success": outcome[u["arm"]](s), "task": "t", "malformed": False}
+                   for s in u["seeds"]]  # fmt: skip
+            recs.append({"key": u["key"], "status": "ok", "unit": u, "result": {"episodes": eps}})
+        return recs, None
+
+    monkeypatch.setattr(ecli, "_execute", fake_execute)
+    args = SimpleNamespace(episodes=400, round=50, split="val", chunk=50, policy="p")
+    cells = [("good", {}), ("bad", {}), ("mid", {})]
+    _, info = ecli._adaptive_rounds(args, cells, None, None)
+    assert "bad" in info["eliminated_in_round"] and "bad" not in info["survivors"]
+    assert info["cell_episodes_spent"] <= info["grid_cell_episodes"] == 3 * 400
+    first_out = info["eliminated_in_round"]["bad"]
+    assert ran["bad"] == 50 * first_out  # it stopped at the round it was eliminated in
+    assert info["survivors"] == ["good"] and info["cell_episodes_spent"] < 3 * 400
+    lo, hi = info["intervals"]["bad"]
+    assert hi < info["intervals"]["good"][0]
