@@ -207,6 +207,47 @@ def for_maximum(max_pairs: int, alpha: float = 0.05) -> PairedCS:
     return PairedCS(alpha, horizon=max(1, round(HORIZON_SHARE * max_pairs)))
 
 
+RULE = (
+    "anytime-valid 95 % confidence sequence for the paired difference (Waudby-Smith & Ramdas 2023, hedged "
+    "capital), checked after every round of {round}; stop when it excludes 0 (effect) or lies inside +-{delta:.1f} "
+    "pp (futility), at most {most}"
+)
+
+
+class Rounds:
+    """A sequential A/B as the verbs run it: after each round, the pairs so far (in their fixed order, earlier
+    rounds first) extend the confidence sequence and the rule decides; the last round may end inconclusive."""
+
+    def __init__(self, max_pairs: int, delta: float, alpha: float = 0.05):
+        self.cs = for_maximum(max_pairs, alpha)
+        self.delta, self.max_pairs, self.rounds = delta, max_pairs, 0
+        self.decision = decide(self.cs, delta, max_pairs)
+
+    def add(self, pairs: list[tuple[bool, bool]], last: bool = False) -> Decision:
+        """``pairs``: every pair finished so far; ``last``: no round follows (an undecided run is inconclusive)."""
+        self.cs.extend(pairs[self.cs.n :])
+        self.rounds += 1
+        self.decision = decide(self.cs, self.delta, self.cs.n if last else self.max_pairs)
+        return self.decision
+
+    def line(self) -> str:
+        cs = self.cs
+        return (
+            f"round {self.rounds}: {cs.n} pairs, paired difference {100 * cs.estimate:+.1f} pp, anytime-valid 95 % "
+            f"interval [{100 * cs.lower:+.1f}, {100 * cs.upper:+.1f}] pp: {self.decision.outcome}"
+        )
+
+    def record(self, round: str, most: str, spent: int, fixed: int) -> dict:
+        """What a run's results keep: the rule, the decision, rounds, episodes spent and the fixed design's."""
+        return {
+            "rule": RULE.format(round=round, delta=100 * self.delta, most=most),
+            "decision": self.decision.to_dict(),
+            "rounds": self.rounds,
+            "episodes_spent": spent,
+            "fixed_design_episodes": fixed,
+        }
+
+
 def run_sequence(
     pairs: Iterable[tuple[bool, bool]],
     rounds: Iterable[int],
@@ -217,14 +258,10 @@ def run_sequence(
     """Replay pairs in their fixed order, deciding at each round boundary (cumulative pair counts): the decision
     a run reaches, and where, depends only on the pairs and the boundaries, so a resumed run reaches the same."""
     pairs = list(pairs)
-    cs = for_maximum(max_pairs, alpha)
-    decision = decide(cs, delta, max_pairs)
-    done = 0
+    seq = Rounds(max_pairs, delta, alpha)
     for bound in rounds:
         bound = min(bound, len(pairs))
-        cs.extend(pairs[done:bound])
-        done = bound
-        decision = decide(cs, delta, max_pairs)
-        if decision.stop or done == len(pairs):
+        seq.add(pairs[:bound], last=bound >= max_pairs)
+        if seq.decision.stop or bound == len(pairs):
             break
-    return decision, cs
+    return seq.decision, seq.cs

@@ -392,42 +392,32 @@ def _demo_units(args, splits, cfg, tag, n_episodes, first_seed=0):
 def _sequential_rounds(args, splits, cfg, tag, journal, pol):
     """Rounds of ``--round`` episodes per split and arm (the same units, hence the same journal keys, as a fixed
     run) until the stop rule decides; a rerun replays the journaled rounds and reaches the same decision."""
-    from ivra.eval.sequential import decide, for_maximum
+    from ivra.eval.sequential import Rounds
     from ivra.experiment.ab import paired_outcomes
 
-    cs, records, done, job = for_maximum(args.episodes * len(splits)), [], 0, None
-    fixed = 2 * args.episodes * len(splits)
+    seq, records, job = Rounds(args.episodes * len(splits), args.delta), [], None
     bounds = list(range(args.round, args.episodes, args.round)) + [args.episodes]
     start = 0
     for r, bound in enumerate(bounds, 1):
         units = _demo_units(args, splits, cfg, tag, bound - start, first_seed=start)
         got, job = _execute(args, units, journal, f"round {r}/{len(bounds)}", pol)
         records += got
-        pairs = paired_outcomes(records, splits, below_seed=bound)
-        cs.extend(pairs[done:])
-        done = len(pairs)
-        decision = decide(cs, args.delta, max_pairs=cs.n if bound == args.episodes else fixed)
-        print(
-            f"round {r}: {cs.n} pairs, paired difference {100 * cs.estimate:+.1f} pp, anytime-valid 95 % interval "
-            f"[{100 * cs.lower:+.1f}, {100 * cs.upper:+.1f}] pp: {decision.outcome}",
-            file=sys.stderr,
-        )
+        seq.add(paired_outcomes(records, splits, below_seed=bound), last=bound == args.episodes)
+        print(seq.line(), file=sys.stderr)
         start = bound
-        if decision.stop:
+        if seq.decision.stop:
             break
     spent = sum(len(rec["result"]["episodes"]) for rec in records if rec.get("status") == "ok")  # both arms
-    sequential = {
-        "rule": f"anytime-valid 95 % confidence sequence for the pooled paired difference (Waudby-Smith & Ramdas "
-        f"2023, hedged capital), checked after every round of {args.round} episodes per split and arm; stop when it "
-        f"excludes 0 (effect) or lies inside +-{100 * args.delta:.1f} pp (futility), at most {args.episodes} "
-        "episodes per split",
-        "decision": decision.to_dict(),
-        "rounds": r,
-        "episodes_spent": spent,
-        "fixed_design_episodes": fixed,
-    }
+    fixed = 2 * args.episodes * len(splits)
+    sequential = seq.record(
+        f"{args.round} episodes per split and arm (all splits pooled)",
+        f"{args.episodes} episodes per split",
+        spent,
+        fixed,
+    )
+    d = seq.decision
     print(
-        f"sequential A/B: {decision.outcome} after {r} round(s): {decision.reason}; {spent} episodes spent, "
+        f"sequential A/B: {d.outcome} after {seq.rounds} round(s): {d.reason}; {spent} episodes spent, "
         f"the fixed design would spend {fixed}"
     )
     return records, job, sequential

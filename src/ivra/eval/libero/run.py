@@ -344,38 +344,23 @@ def paired_outcomes(records: list[dict], arms: dict, init_states: list[int]) -> 
 
 def _sequential_rounds(run_units, units, init_states, arms, suite, round: int, delta: float):
     """Rounds of ``round`` initial states (every task, both arms) until the anytime-valid rule decides."""
-    from ivra.eval.sequential import decide, for_maximum
+    from ivra.eval.sequential import Rounds
 
     if list(arms) != ["baseline", "ivra"]:
         raise ValueError(f"a sequential run is a paired A/B of arms baseline and ivra, got {list(arms)}")
-    cs, records, done = for_maximum(len(units) // 2), [], 0
+    seq, records = Rounds(len(units) // 2, delta), []
     groups = [init_states[i : i + round] for i in range(0, len(init_states), round)]
     for r, group in enumerate(groups, 1):
         chosen = set(group)
         records += run_units(
             [u for u in units if u["init_state"] in chosen], f"LIBERO {suite} round {r}/{len(groups)}"
         )
-        pairs = paired_outcomes(records, arms, init_states)
-        cs.extend(pairs[done:])
-        done = len(pairs)
-        decision = decide(cs, delta, max_pairs=cs.n if r == len(groups) else len(units))
-        print(
-            f"round {r}: {cs.n} pairs, paired difference {100 * cs.estimate:+.1f} pp, anytime-valid 95 % interval "
-            f"[{100 * cs.lower:+.1f}, {100 * cs.upper:+.1f}] pp: {decision.outcome}",
-            file=sys.stderr,
-        )
-        if decision.stop:
+        seq.add(paired_outcomes(records, arms, init_states), last=r == len(groups))
+        print(seq.line(), file=sys.stderr)
+        if seq.decision.stop:
             break
     spent = sum(1 for rec in records if rec.get("status") == "ok")
-    return records, {
-        "rule": f"anytime-valid 95 % confidence sequence for the paired difference (Waudby-Smith & Ramdas 2023, "
-        f"hedged capital), checked after every round of {round} initial states x every task; stop when it "
-        f"excludes 0 (effect) or lies inside +-{100 * delta:.1f} pp (futility), at most the whole run",
-        "decision": decision.to_dict(),
-        "rounds": r,
-        "episodes_spent": spent,
-        "fixed_design_episodes": len(units),
-    }
+    return records, seq.record(f"{round} initial states x every task", "the whole run", spent, len(units))
 
 
 def _final_lines(journal: Path) -> list[dict]:
