@@ -44,3 +44,21 @@ def test_every_option_has_help(path):
         if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction) and not a.help
     ]
     assert not missing, f"ivra {' '.join(path)}: options without help: {missing}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--sequential", "--delta", "0"],
+        ["eval", "libero", "--suite", "libero_spatial", "--ab", "--sequential", "--delta", "1"],
+        ["trials", "--delta", "0"],
+        ["plan", "--alpha", "1"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_sequential_margins_and_rates_outside_0_1_are_usage_errors(argv, capsys):
+    """`--delta 0` used to run a whole round, then end in a ValueError traceback from the stop rule."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "expected a number in (0, 1)" in capsys.readouterr().err

@@ -73,6 +73,14 @@ def unit_float(text: str) -> float:
     return value
 
 
+def open_unit_float(text: str) -> float:
+    """A number in (0, 1): a rate, a significance level, the smallest effect of interest."""
+    value = _float(text, "a number in (0, 1)")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
 def fraction(text: str) -> float:
     """A number in (0, 1] (a fraction of a data set)."""
     value = _float(text, "a number in (0, 1]")

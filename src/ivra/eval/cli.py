@@ -11,6 +11,7 @@ from ivra.cliargs import (
     ivra_setting,
     key_values,
     nonneg_int,
+    open_unit_float,
     out_dir,
     positive_int,
 )
@@ -197,16 +198,6 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
 _RAY_NUMBERS = ("num_cpus", "num_gpus", "memory", "object_store_memory")
 _RAY_INTS = {"max_restarts": -1, "max_task_retries": -1, "max_concurrency": 1}  # smallest allowed value
 _RAY_STRINGS = ("accelerator_type",)
-
-
-def _delta(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a difference of rates in (0, 1), e.g. 0.02, got {text!r}")
-    return v
 
 
 def ray_resources(text: str) -> dict:
@@ -452,7 +443,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     lib.add_argument(
         "--delta",
-        type=_delta,
+        type=open_unit_float,
         default=0.02,
         help="with --sequential: the smallest effect of interest, a difference of rates (default 0.02 = 2 pp)",
     )

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ivra.cliargs import UsageError
-
-
-def _rate(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return v
+from ivra.cliargs import UsageError, open_unit_float
 
 
 def _effect(text: str) -> float:
@@ -98,13 +88,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="episodes an A/B needs: paired and unpaired designs, from assumed rates or a pilot run",
         description="Without --baseline/--effect it prints what the paper's three claims would need.",
     )
-    p.add_argument("--baseline", type=_rate, default=None, help="baseline success rate, e.g. 0.45")
+    p.add_argument("--baseline", type=open_unit_float, default=None, help="baseline success rate, e.g. 0.45")
     p.add_argument("--effect", type=_effect, default=None, help="difference to detect, e.g. 0.02 (2 pp)")
-    p.add_argument("--alpha", type=_rate, default=0.05, help="two-sided significance level (default 0.05)")
-    p.add_argument("--power", type=_rate, default=0.8, help="power (default 0.8)")
+    p.add_argument(
+        "--alpha", type=open_unit_float, default=0.05, help="two-sided significance level (default 0.05)"
+    )
+    p.add_argument("--power", type=open_unit_float, default=0.8, help="power (default 0.8)")
     p.add_argument(
         "--discordance",
-        type=_rate,
+        type=open_unit_float,
         default=None,
         help="share of pairs whose arms disagree (default: as for independent arms, or the pilot's)",
     )

@@ -27,6 +27,7 @@ from ivra.cliargs import (
     ivra_setting,
     list_of,
     nonneg_int,
+    open_unit_float,
     out_dir,
     out_file,
     positive_int,
@@ -111,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--delta",
-        type=unit_float,
+        type=open_unit_float,
         default=0.02,
         help="with --sequential: the smallest effect of interest, as a difference of rates (default 0.02 = 2 pp)",
     )

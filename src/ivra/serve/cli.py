@@ -149,7 +149,14 @@ def port(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ivra.cliargs import ivra_setting, key_values, nonneg_int, positive_float, positive_int, unit_float
+    from ivra.cliargs import (
+        ivra_setting,
+        key_values,
+        nonneg_int,
+        open_unit_float,
+        positive_float,
+        positive_int,
+    )
     from ivra.config import PRESETS
     from ivra.serve.blind import DEFAULT_DIR
 
@@ -260,7 +267,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--delta",
-        type=unit_float,
+        type=open_unit_float,
         default=0.1,
         help="the sequential rule's smallest effect of interest (default 0.1 = 10 pp): after each session the rule "
         "says whether the A/B is decided (not which way); --report shows the decision",
