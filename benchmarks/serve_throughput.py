@@ -13,7 +13,7 @@ Model of the hardware (all parameters are flags and are written into the result)
   of wall time (a sleep, like a GPU kernel: no CPU used). Defaults 40 ms + 2 ms/sample.
 * **one GPU**: in the *copies* mode every worker holds its own policy copy, and their calls are serialised by one
   cross-process lock (one device runs one call at a time; a real 7B model would not even fit N copies). In the
-  *server* mode the workers are :class:`ivra.serve.client.RemotePolicy` clients of one ``ivra serve --policy sim``
+  *server* mode the workers are :class:`ivra.policies.remote.RemotePolicy` clients of one ``ivra serve --policy sim``
   process (one model copy), which batches their requests.
 * **simulator**: ``--env sleep`` (default): an environment step costs ``--step-ms`` of wall time (20 ms = LIBERO's
   physics-only step rate measured on this machine, 49.6 steps/s, benchmarks/libero_throughput.md), with LIBERO's
@@ -90,8 +90,8 @@ class LiberoPhysicsEnv:
 def worker(args: dict, lock, ready, start, out) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(ROOT / "src"))
-    from ivra.serve.client import RemotePolicy
-    from ivra.serve.policies import SimLatencyPolicy
+    from ivra.policies.remote import RemotePolicy
+    from ivra.policies.sim import SimLatencyPolicy
 
     if args["env"] == "libero":
         from ivra.eval.libero.install import import_libero
@@ -225,8 +225,8 @@ class Server:
 def server_latency(opts) -> dict:
     """Added latency of the server path at batch 1: round trip minus the in-process call, zero-cost policy."""
     sys.path.insert(0, str(ROOT / "src"))
-    from ivra.serve.client import RemotePolicy
-    from ivra.serve.policies import SimLatencyPolicy
+    from ivra.policies.remote import RemotePolicy
+    from ivra.policies.sim import SimLatencyPolicy
 
     obs = observation()
     local = SimLatencyPolicy(0, 0)

@@ -16,9 +16,9 @@ def _obs(seed, size=96):
 def test_zero_policy():
     p = ZeroPolicy()
     assert isinstance(p, Policy)
-    p.reset(3)
     a = p.act([_obs(0), _obs(1)], ["a", "b"])
     assert a.shape == (2, 7)
+    assert p.predict([_obs(0)], ["a"], [3]).shape == (1, 1, 7)  # the chunk contract: (B, H=1, D)
     assert (a[:, :6] == 0).all() and (a[:, 6] == -1).all()
 
 
@@ -37,7 +37,6 @@ def test_tiny_vla_actions_are_deterministic_bin_centres(vla):
     assert isinstance(vla, Policy)
     assert type(vla.model).__name__ == "LlavaForConditionalGeneration"
     assert vla.vocab - N_BINS == 260  # action tokens are the last 256 ids
-    vla.reset(0)
     obs, instr = [_obs(0), _obs(1)], ["pick up the bowl", "open the drawer"]
     a = vla.act(obs, instr)
     assert a.shape == (2, 7)
@@ -72,3 +71,16 @@ def test_tiny_vla_ivra_attach_detach(vla):
     assert vla.ivra_config is None and vla.overlay() is None and vla.ivra_counters() is None
     assert np.array_equal(vla.action_logits(obs, instr), base_logits)
     assert np.array_equal(vla.act(obs, instr), base_act)
+
+
+def test_tiny_vla_sampling_noise_is_per_row_seed():
+    """temperature > 0: a row's sample depends on its own seed only -- alone or in a batch, in any position."""
+    vla = TinyVLAPolicy(model_seed=0, temperature=5.0)
+    obs, instr = [_obs(0), _obs(1), _obs(0)], ["pick up the bowl", "open the drawer", "pick up the bowl"]
+    batch = vla.predict(obs, instr, seeds=[11, 12, 13])
+    assert batch.shape == (3, 1, 7)
+    assert np.array_equal(batch[1], vla.predict(obs[1:2], instr[1:2], seeds=[12])[0])
+    assert np.array_equal(batch[0], vla.predict(obs[:1], instr[:1], seeds=[11])[0])
+    # same observation, other seed: another sample (at temperature 5 over 256 bins, 7 equal draws are ~impossible)
+    assert not np.array_equal(batch[0], batch[2])
+    assert np.array_equal(vla.predict(obs[:1], instr[:1], seeds=[13])[0], batch[2])

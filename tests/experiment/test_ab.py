@@ -11,9 +11,10 @@ import pytest
 from ivra.experiment.ab import families, format_table, make_units, summarize
 from ivra.tabletop.env import TabletopEnv
 from ivra.tabletop.rollout import rollout
+from ivra.policies.base import SingleStep
 
 
-class MirrorExpert:
+class MirrorExpert(SingleStep):
     """Knows the scenes because it replays the same (split, seeds) in envs of its own, in lockstep."""
 
     name = "mirror-expert"
@@ -24,9 +25,6 @@ class MirrorExpert:
             env.reset(seed=seed)
         self.active = list(range(len(seeds)))
         self.spoil = set(spoil)  # indices whose first action is malformed
-
-    def reset(self, seed=None):
-        pass
 
     def act(self, observations, instructions):
         out = []

@@ -93,7 +93,7 @@ def test_tiny_vla_per_sample_arms():
 
 def test_server_batches_both_arms_together(low_policy, tabletop_obs):
     """Requests with different 'ivra' entries, sent concurrently, share policy calls and get their own arm."""
-    from ivra.serve.client import RemotePolicy
+    from ivra.policies.remote import RemotePolicy
 
     policy, spec = low_policy
     obs = tabletop_obs[: len(ARMS)]
@@ -114,7 +114,7 @@ def test_server_batches_both_arms_together(low_policy, tabletop_obs):
 def test_explicit_nil_arm_gets_the_baseline_on_a_server_with_a_default_arm(low_policy, tabletop_obs):
     """On a server started with a default IVRA arm, a request with "ivra": nil is the baseline, and one without
     the key gets the default arm."""
-    from ivra.serve.client import RemotePolicy
+    from ivra.policies.remote import RemotePolicy
 
     policy, spec = low_policy
     obs = tabletop_obs[:4]

@@ -8,8 +8,9 @@ import threading
 import numpy as np
 from serve_helpers import start
 
-from ivra.serve.client import RemotePolicy
-from ivra.serve.policies import ObsSpec, SimLatencyPolicy
+from ivra.policies.remote import RemotePolicy
+from ivra.policies.sim import SimLatencyPolicy
+from ivra.serve.policies import ObsSpec
 
 SPEC = ObsSpec(image_shape=(16, 16, 3), action_dim=7)
 

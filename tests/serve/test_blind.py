@@ -13,8 +13,9 @@ from websockets.sync.client import connect
 from ivra.config import IVRAConfig
 from ivra.serve import wire
 from ivra.serve.blind import BlindAB, arm_of, record_outcomes, report
-from ivra.serve.client import RemotePolicy, ServerError
-from ivra.serve.policies import ObsSpec, SimLatencyPolicy
+from ivra.policies.remote import RemotePolicy, ServerError
+from ivra.policies.sim import SimLatencyPolicy
+from ivra.serve.policies import ObsSpec
 from ivra.serve.server import PolicyServer, ServeOptions, ServerThread
 
 CFG = IVRAConfig(layer=2, lam=0.25).to_dict()

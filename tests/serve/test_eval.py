@@ -13,7 +13,7 @@ from serve_helpers import start
 from ivra.config import IVRAConfig
 from ivra.eval.executor import execute
 from ivra.experiment.ab import TabletopABJob, make_units
-from ivra.serve.client import ServerUnavailable
+from ivra.policies.remote import ServerUnavailable
 
 CFG = IVRAConfig(layer=2, lam=0.5).to_dict()
 

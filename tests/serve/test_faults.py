@@ -14,8 +14,9 @@ from serve_helpers import run_openpi, start
 from websockets.sync.client import connect
 
 from ivra.serve import wire
-from ivra.serve.client import RemotePolicy, ServerError, ServerUnavailable
-from ivra.serve.policies import ObsSpec, SimLatencyPolicy
+from ivra.policies.remote import RemotePolicy, ServerError, ServerUnavailable
+from ivra.policies.sim import SimLatencyPolicy
+from ivra.serve.policies import ObsSpec
 from ivra.serve.server import PolicyServer, ServeOptions, ServerThread
 
 SPEC = ObsSpec(image_shape=(32, 32, 3), action_dim=7)

@@ -47,7 +47,7 @@ def test_health_check_and_metadata(low_policy):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{st.server.port}/healthz", timeout=10) as r:
             assert r.status == 200 and r.read() == b"OK\n"
-        from ivra.serve.client import RemotePolicy
+        from ivra.policies.remote import RemotePolicy
 
         rp = RemotePolicy(st.url)
         assert rp.metadata["protocol"] == "openpi-websocket-msgpack-numpy"

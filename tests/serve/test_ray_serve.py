@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from ivra.serve.client import RemotePolicy, ServerError
-from ivra.serve.policies import SimLatencyPolicy
+from ivra.policies.remote import RemotePolicy, ServerError
+from ivra.policies.sim import SimLatencyPolicy
 from ivra.serve.server import ServeOptions, ServerThread
 
 pytestmark = pytest.mark.ray

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 from serve_procs import ROOT, serve_process
 
-from ivra.serve.client import RemotePolicy
-from ivra.serve.policies import SimLatencyPolicy
+from ivra.policies.remote import RemotePolicy
+from ivra.policies.sim import SimLatencyPolicy
 
 
 def test_ivra_serve_command_serves_and_stops_on_sigterm():

@@ -79,9 +79,9 @@ def _collect() -> None:
 
 
 def _build(name: str, kwargs: dict):
-    """The policy exactly as the LIBERO job builds it (:func:`ivra.eval.libero.job.build_policy`), its mistakes as
+    """The policy exactly as the LIBERO job builds it (:func:`ivra.policies.registry.build_policy`), its mistakes as
     :class:`UsageError`."""
-    from ivra.eval.libero.job import build_policy
+    from ivra.policies.registry import build_policy
 
     try:
         return build_policy(name, kwargs)
@@ -119,7 +119,7 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
         return {"policy": None, "random_weights": None}
     if name.startswith(("ws://", "wss://")):
         check_server_url(name)
-        from ivra.serve.client import RemotePolicy, ServerUnavailable
+        from ivra.policies.remote import RemotePolicy, ServerUnavailable
 
         try:  # one connection attempt (2 s), not the minute of reconnects an episode may wait for
             pol = RemotePolicy(name, **{**kwargs, "reconnect_s": 2.0})

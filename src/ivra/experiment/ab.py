@@ -68,7 +68,7 @@ def make_units(splits, n_episodes: int, arms: dict[str, dict | None], chunk: int
 @dataclass
 class TabletopABJob:
     """``policy``: a shipped regime, a run directory, or ``ws://HOST:PORT`` (a policy served by ``ivra serve``;
-    ``client_kwargs`` go to :class:`ivra.serve.client.RemotePolicy`, e.g. ``reconnect_s``)."""
+    ``client_kwargs`` go to :class:`ivra.policies.remote.RemotePolicy`, e.g. ``reconnect_s``)."""
 
     policy: str = "low"
     threads: int | None = None
@@ -79,7 +79,7 @@ class TabletopABJob:
         import torch
 
         from ivra.minivla.policy import MiniVLAPolicy
-        from ivra.serve.client import RemotePolicy, is_server_url
+        from ivra.policies.remote import RemotePolicy, is_server_url
 
         if self.threads:
             torch.set_num_threads(self.threads)

@@ -242,22 +242,24 @@ def preflight(policy: str, arms: dict[str, dict | None], executor: str = "inline
 
 
 def load_policy(policy: str, executor: str = "inline"):
-    """The policy named on the command line (a shipped regime, a run directory, or a server that answers now);
-    a mistake is a :class:`UsageError`."""
-    from ivra.minivla.policy import MiniVLAPolicy
-    from ivra.serve.client import RemotePolicy, ServerUnavailable, is_server_url
+    """The policy named on the command line, built by :func:`ivra.policies.registry.build_policy` (a shipped
+    tabletop regime, a run directory, ``package.module:Class``, or a server that answers now); a mistake is a
+    :class:`UsageError`."""
+    from ivra.policies.registry import NAMES, build_policy, is_tabletop
+    from ivra.policies.remote import ServerUnavailable, is_server_url
 
     check_executor(executor)
-    if is_server_url(
-        policy
-    ):  # served by `ivra serve`: reachable now (the server checks the settings it gets)
-        try:
-            return RemotePolicy(policy, reconnect_s=5)
-        except ServerUnavailable as exc:
-            raise UsageError(f"--policy {policy}: {exc}") from None
-    try:
-        return MiniVLAPolicy(policy)
-    except (ValueError, FileNotFoundError) as exc:
+    served = is_server_url(policy)
+    if not is_tabletop(policy) and (policy in NAMES or policy.startswith(("sim:", "lerobot:"))):
+        raise UsageError(
+            f"--policy {policy}: not a tabletop policy; this verb runs the tabletop: low | full | a training run "
+            "directory | ws://HOST:PORT | package.module:Class (LIBERO policies run with `ivra eval libero`)"
+        )
+    try:  # served by `ivra serve`: reachable now (the server checks the settings it gets)
+        return build_policy(policy, {"reconnect_s": 5} if served else {})
+    except ServerUnavailable as exc:
+        raise UsageError(f"--policy {policy}: {exc}") from None
+    except (ValueError, FileNotFoundError, ImportError, AttributeError) as exc:
         raise UsageError(f"--policy {policy}: {exc}") from None
 
 

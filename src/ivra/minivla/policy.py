@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from ivra.minivla.model import MiniVLASpec, build_policy, predict
 from ivra.minivla.tokenizer import WordTokenizer
-from ivra.policies.base import IVRASwitch
+from ivra.policies.base import IVRASwitch, SingleStep
 
 WEIGHTS = Path(__file__).parent / "weights"
 REGIMES = ("low", "full")
@@ -71,7 +71,7 @@ def _match_vision_prefix(state: dict, model_keys) -> dict:
     return state
 
 
-class MiniVLAPolicy(IVRASwitch):
+class MiniVLAPolicy(SingleStep, IVRASwitch):
     """Greedy text-action decoding; malformed outputs give NaN actions (the runner counts them as failures)."""
 
     def __init__(self, which: str = "low", weights_dir: str | Path | None = None):
@@ -81,9 +81,6 @@ class MiniVLAPolicy(IVRASwitch):
         self.ivra_target = self.model
 
     per_sample_ivra = True  # act(..., ivra=[cfg or None per row]) runs both arms in one batch
-
-    def reset(self, seed: int | None = None) -> None:  # deterministic policy: nothing to reseed
-        return None
 
     def act(
         self,

@@ -1,15 +1,27 @@
-"""The one interface every policy implements, whatever the benchmark.
+"""The one contract every policy implements: a batch of observations in, a batch of action chunks out.
 
-A policy maps a batch of observations (each a dict of numpy arrays, e.g. ``{"image": HxWx3 uint8}``, plus
-``{"wrist_image": ...}`` where the benchmark has one) and their instructions to a batch of actions.
-Single-episode callers pass lists of length one. ``reset()`` is called at the start of every episode
-(with the episode's seed, so stochastic policies draw identical noise in both arms of an A/B).
+``predict(observations, instructions, seeds=None, ivra=None) -> (B, H, D)``
 
-Per-sample arms: ``act(observations, instructions, ivra=[cfg_or_None, ...])`` gives each row its own IVRA
-setting (a dict of :class:`ivra.IVRAConfig` fields, or None for the baseline) inside one batch; ``ivra=None``
-(the default) keeps today's behaviour (the setting of the last ``set_ivra``). :func:`act_with_arms` calls any
-policy that way: natively when the policy declares ``per_sample_ivra = True``, otherwise by running one
-sub-batch per distinct setting through ``set_ivra`` (correct, but not one batch).
+* ``observations``: one dict of numpy arrays per row (``{"image": HxWx3 uint8, "wrist_image": ..., "state": ...}``
+  as the benchmark gives them), ``instructions``: one string per row;
+* ``seeds``: one integer per row, the noise seed of this call (flow-matching noise, sampling). A row's output
+  depends only on its own observation, instruction, seed and arm -- never on the other rows or on earlier calls --
+  so both arms of a pair draw the same noise and a result does not depend on how episodes are batched. ``None``:
+  seed 0 for every row. Deterministic policies ignore it;
+* ``ivra``: one IVRA setting per row (a dict of :class:`ivra.IVRAConfig` fields, or None for the baseline); ``None``
+  (the argument) keeps the setting of the last ``set_ivra``.
+
+A policy holds no episode state. ``chunk_length`` (H) is how many actions one call predicts (1 for single-step
+policies) and ``execute_steps`` how many of them a caller executes before it asks again by default (lerobot's
+``n_action_steps``, OpenVLA-OFT's open-loop steps, FLOWER's ``multistep``). The episode state -- the queue of
+actions left, the episode's seed, the number of chunks drawn -- lives with the caller: :mod:`ivra.episodes` for
+the tabletop rollouts and the LIBERO job, the server's sessions for ``ivra serve``, the client for a remote robot
+(as openpi's ``ActionChunkBroker`` does).
+
+:func:`predict_with_arms` calls any policy with one arm per row: natively when the policy declares
+``per_sample_ivra = True`` (one forward pass), otherwise one sub-batch per distinct setting through ``set_ivra``.
+Single-step policies implement ``act(observations, instructions[, ivra]) -> (B, D)`` and get ``predict`` from
+:class:`SingleStep`.
 """
 
 from __future__ import annotations
@@ -24,12 +36,17 @@ import numpy as np
 @runtime_checkable
 class Policy(Protocol):
     name: str
+    chunk_length: int
+    execute_steps: int
 
-    def reset(self, seed: int | None = None) -> None:
-        """Start a new episode; ``seed`` fixes any sampling noise for the episode."""
-
-    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
-        """Return a float array of shape (batch, action_dim)."""
+    def predict(
+        self,
+        observations: list[dict[str, Any]],
+        instructions: list[str],
+        seeds: Sequence[int] | None = None,
+        ivra: Sequence[dict | None] | None = None,
+    ) -> np.ndarray:
+        """Return a float array of shape (batch, chunk_length, action_dim)."""
 
     def set_ivra(self, cfg: dict | None) -> None:
         """Attach IVRA with ``cfg`` (fields of :class:`ivra.IVRAConfig`) to the policy's model, or detach it
@@ -49,35 +66,95 @@ def group_rows(ivra: Sequence[dict | None]) -> dict[str | None, list[int]]:
     return groups
 
 
-def act_with_arms(
-    policy, observations: list[dict[str, Any]], instructions: list[str], ivra: Sequence[dict | None] | None
+def chunk_spec(policy) -> tuple[int, int]:
+    """``(chunk_length, execute_steps)`` of a policy, checked: 1 <= execute_steps <= chunk_length."""
+    h = int(getattr(policy, "chunk_length", 1))
+    e = int(getattr(policy, "execute_steps", h))
+    if h < 1 or not 1 <= e <= h:
+        name = getattr(policy, "name", type(policy).__name__)
+        raise ValueError(f"policy {name!r}: execute_steps {e} must be in 1..chunk_length ({h})")
+    return h, e
+
+
+def row_seeds(seeds: Sequence[int] | None, n: int) -> list[int]:
+    """The per-row seeds of a call (``None``: 0 for every row), checked against the batch size."""
+    if seeds is None:
+        return [0] * n
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"seeds has {len(seeds)} entries for a batch of {n} observations")
+    return seeds
+
+
+def check_chunks(policy, chunks: Any, n: int) -> np.ndarray:
+    """A policy's answer as a (n, H, D) float array, or a ValueError naming what came back."""
+    arr = np.asarray(chunks, dtype=np.float64)
+    h = int(getattr(policy, "chunk_length", 1))
+    if arr.ndim != 3 or arr.shape[0] != n or arr.shape[1] != h:
+        name = getattr(policy, "name", type(policy).__name__)
+        raise ValueError(
+            f"policy {name!r} returned actions of shape {arr.shape}; expected ({n}, {h}, action_dim)"
+        )
+    return arr
+
+
+def predict_with_arms(
+    policy,
+    observations: list[dict[str, Any]],
+    instructions: list[str],
+    seeds: Sequence[int] | None = None,
+    ivra: Sequence[dict | None] | None = None,
 ) -> np.ndarray:
-    """``policy.act`` with one IVRA setting per row (see the module docstring)."""
+    """``policy.predict`` with one IVRA setting per row (see the module docstring); (B, H, D)."""
+    n = len(observations)
+    if len(instructions) != n:
+        raise ValueError(f"{len(instructions)} instructions for a batch of {n} observations")
+    seeds = row_seeds(seeds, n)
     if ivra is None:
-        return np.asarray(policy.act(observations, instructions))
+        return check_chunks(policy, policy.predict(observations, instructions, seeds), n)
     ivra = list(ivra)
-    if len(ivra) != len(observations):
-        raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
+    if len(ivra) != n:
+        raise ValueError(f"ivra has {len(ivra)} entries for a batch of {n} observations")
     if getattr(policy, "per_sample_ivra", False):
-        return np.asarray(policy.act(observations, instructions, ivra=ivra))
-    groups = group_rows(ivra)
+        return check_chunks(policy, policy.predict(observations, instructions, seeds, ivra=ivra), n)
     out: np.ndarray | None = None
-    for rows in groups.values():
-        cfg = ivra[rows[0]]
-        if hasattr(policy, "set_ivra"):
-            policy.set_ivra(cfg)
-        elif cfg:
-            raise ValueError(
-                f"policy {getattr(policy, 'name', policy)!r} cannot take IVRA settings (no set_ivra)"
+    try:
+        for rows in group_rows(ivra).values():
+            cfg = ivra[rows[0]]
+            if hasattr(policy, "set_ivra"):
+                policy.set_ivra(cfg)
+            elif cfg:
+                raise ValueError(
+                    f"policy {getattr(policy, 'name', policy)!r} cannot take IVRA settings (no set_ivra)"
+                )
+            part = check_chunks(
+                policy,
+                policy.predict(
+                    [observations[i] for i in rows], [instructions[i] for i in rows], [seeds[i] for i in rows]
+                ),
+                len(rows),
             )
-        part = np.asarray(policy.act([observations[i] for i in rows], [instructions[i] for i in rows]))
-        if out is None:
-            out = np.empty((len(observations), *part.shape[1:]), dtype=part.dtype)
-        out[rows] = part
-    if hasattr(policy, "set_ivra"):
-        policy.set_ivra(None)
+            if out is None:
+                out = np.empty((n, *part.shape[1:]), dtype=part.dtype)
+            out[rows] = part
+    finally:
+        if hasattr(policy, "set_ivra"):
+            policy.set_ivra(None)
     assert out is not None
     return out
+
+
+class SingleStep:
+    """``predict`` for a policy that answers one action per call with ``act(observations, instructions[, ivra])``
+    -> (B, D): chunk length 1, every action executed. Deterministic: the seeds are not used."""
+
+    chunk_length = 1
+    execute_steps = 1
+
+    def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
+        row_seeds(seeds, len(observations))
+        actions = self.act(observations, instructions) if ivra is None else self.act(observations, instructions, ivra=ivra)
+        return np.asarray(actions, dtype=np.float64)[:, None, :]
 
 
 class IVRASwitch:

@@ -8,8 +8,8 @@ visual tokens inside the language model, ``generate`` -- and IVRA attached to it
 * tokens: a byte-level "tokenizer" (ids 3..258 = UTF-8 bytes, 0 pad, 1 BOS, 259 the image placeholder), then
   256 action tokens, which are the *last* 256 ids of the vocabulary (as in OpenVLA);
 * prompt (OpenVLA's): ``BOS <image>*N "In: What action should the robot take to {instruction}?\\nOut:"``;
-* actions: ``generate(max_new_tokens=7)`` greedy (or sampled with ``temperature > 0``, seeded by
-  ``reset(seed)``), constrained to the action ids; token ``V-256+i`` -> bin ``i`` of 256 uniform bins over
+* actions: ``generate(max_new_tokens=7)`` greedy (or sampled with ``temperature > 0``, each row
+  seeded by its ``seeds`` entry of ``predict``, one row at a time), constrained to the action ids; token ``V-256+i`` -> bin ``i`` of 256 uniform bins over
   [-1, 1] -> the bin centre ``-1 + (i + 0.5) * 2/256``; the gripper dimension is binarised to -1 (open) /
   +1 (close), LIBERO's convention;
 * image: the third-person ``observation["image"]`` (HxWx3 uint8, already upright), resized bilinearly to
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ivra.policies.base import IVRASwitch
+from ivra.policies.base import IVRASwitch, SingleStep, row_seeds
 
 N_BINS = 256
 ACTION_DIM = 7
@@ -92,7 +92,7 @@ def build_tiny_llava(
     return model
 
 
-class TinyVLAPolicy(IVRASwitch):
+class TinyVLAPolicy(SingleStep, IVRASwitch):
     """Random-weight LLaVA VLA emitting OpenVLA-style action tokens; see the module docstring."""
 
     name = "tiny-vla"
@@ -132,11 +132,23 @@ class TinyVLAPolicy(IVRASwitch):
         return a.mean(axis=0).reshape(g, g)
 
     # -- Policy protocol ---------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> None:
-        if self.temperature > 0 and seed is not None:
-            import torch
+    def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
+        """(B, 1, 7). Greedy: one batch, seeds unused. Sampling (``temperature > 0``): row i is sampled on a
+        generator seeded with ``seeds[i]``, one row at a time (generate's sampler draws from one global stream, so
+        a batch would give a row different noise than it gets alone)."""
+        if self.temperature <= 0:
+            return SingleStep.predict(self, observations, instructions, seeds, ivra)
+        import torch
 
-            torch.manual_seed(int(seed))
+        seeds = row_seeds(seeds, len(observations))
+        devices = [torch.device(self.device).index or 0] if torch.device(self.device).type == "cuda" else []
+        out = []
+        for i, seed in enumerate(seeds):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                one = ([observations[i]], [instructions[i]])
+                out.append(self.act(*one) if ivra is None else self.act(*one, ivra=[ivra[i]]))
+        return np.concatenate(out)[:, None, :]
 
     def preprocess(self, image: np.ndarray):
         import torch

@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from ivra.policies.base import SingleStep
 
-class ZeroPolicy:
+
+class ZeroPolicy(SingleStep):
     """Always returns ``[0, ..., 0, gripper]`` (LIBERO/robosuite: gripper -1 = open, +1 = closed)."""
 
     name = "zero"
@@ -20,9 +22,6 @@ class ZeroPolicy:
     def set_ivra(self, cfg: dict | None) -> None:
         """Accepted and ignored (there is no model): a zero-policy A/B has identical arms by construction."""
         self.ivra_config = dict(cfg) if cfg else None
-
-    def reset(self, seed: int | None = None) -> None:
-        return None
 
     def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
         out = np.zeros((len(observations), self.action_dim), dtype=np.float64)

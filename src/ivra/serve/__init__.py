@@ -2,7 +2,7 @@
 
 * :mod:`ivra.serve.wire`     msgpack frames with numpy arrays (openpi's convention)
 * :mod:`ivra.serve.server`   the websocket server: metadata on connect, validation, dynamic batching, per-sample arms
-* :mod:`ivra.serve.client`   :class:`RemotePolicy`, the common policy interface over the wire (eval workers)
+* :mod:`ivra.policies.remote`   :class:`RemotePolicy`, the common policy interface over the wire (eval workers)
 * :mod:`ivra.serve.policies` what ``--policy`` can name, including the simulated-latency policy
 * :mod:`ivra.serve.blind`    blind real-robot A/B: per-episode arm assignment, operator outcomes, unblinded report
 * :mod:`ivra.serve.ray_serve` the same protocol in front of Ray Serve replicas

@@ -1,7 +1,9 @@
 """Batched closed-loop episodes on the tabletop for any :class:`ivra.policies.Policy`.
 
-All episodes of a batch advance in lockstep (one batched ``act`` per step), and each episode is decided by its
-``(split, seed)`` alone, so two arms given the same list see identical scenes. A malformed action (NaN row, e.g.
+All episodes of a batch advance in lockstep through one :class:`ivra.episodes.EpisodeRunner` (one batched
+``predict`` per step for the episodes whose action queue is empty), and each episode is decided by its
+``(split, seed)`` alone -- its scene and its policy noise -- so two arms given the same list see identical scenes
+and an episode gives the same result in any batch. A malformed action (NaN row, e.g.
 unparsable text) ends that episode as a failure, flagged ``malformed``.
 """
 
@@ -11,12 +13,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ivra.episodes import EpisodeRunner
 from ivra.tabletop.env import TabletopEnv
 
 
 def rollout(
-    policy, split: str, seeds: Sequence[int], resolution: int = 96, task: str | None = None
+    policy,
+    split: str,
+    seeds: Sequence[int],
+    resolution: int = 96,
+    task: str | None = None,
+    ivra: dict | None = None,
+    execute: int | None = None,
 ) -> list[dict]:
+    """Run one episode per seed in lockstep; ``ivra``: the arm of every episode (None: the policy's current
+    setting, as ``set_ivra`` left it); ``execute``: actions executed per chunk (default: the policy's)."""
     envs = [TabletopEnv(resolution=resolution, split=split, task=task) for _ in seeds]
     obs, results = [], []
     for env, seed in zip(envs, seeds):
@@ -33,10 +44,13 @@ def rollout(
                 "actions": [],
             }
         )
-    policy.reset(seed=int(seeds[0]) if len(seeds) else None)
+    runner = EpisodeRunner(policy, execute=execute, arms=ivra is not None)
+    episodes = [runner.start(int(seed), ivra) for seed in seeds]
     active = list(range(len(envs)))
     while active:
-        actions = np.asarray(policy.act([obs[i] for i in active], [obs[i]["instruction"] for i in active]))
+        actions = runner.step(
+            [episodes[i] for i in active], [obs[i] for i in active], [obs[i]["instruction"] for i in active]
+        )
         still = []
         for row, i in zip(actions, active):
             res = results[i]

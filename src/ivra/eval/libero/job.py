@@ -2,7 +2,8 @@
 
 A unit is ``{"key", "suite", "task_id", "init_state", "seed", "arm"}`` and alone decides the scene:
 ``env.reset()`` -> ``env.set_init_state(init_states[init_state])`` -> wait steps -> policy until done or
-``max_steps``. Both arms of an A/B get the same units (same scene, same ``policy.reset(seed)``).
+``max_steps``. Both arms of an A/B get the same units (same scene, same episode seed: the policy's noise of chunk k is seeded by
+``ivra.episodes.chunk_seed(seed, k)``).
 
 The simulator and the policy are built lazily inside the worker (``setup()`` and the first unit of a
 task); a worker keeps one environment (the last task's) and one policy, switching IVRA on/off per arm.
@@ -11,7 +12,6 @@ task); a worker keeps one environment (the last task's) and one policy, switchin
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import os
 import re
@@ -22,14 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from ivra.episodes import EpisodeRunner
 from ivra.eval.libero import protocol
+from ivra.policies.registry import build_policy
 
 
 @dataclass
 class LiberoConfig:
     suite: str = "libero_spatial"
-    policy: str = "zero"  # zero | tiny-vla | "package.module:Class"
+    policy: str = "zero"  # a name of ivra.policies.registry
     policy_kwargs: dict = field(default_factory=dict)
+    execute_steps: int | None = None  # actions executed per predicted chunk; None: the policy's default
     arms: dict = field(default_factory=lambda: {"baseline": None})  # arm -> IVRA settings dict or None
     max_steps: int | None = None  # None: the protocol's per-suite budget
     wait_steps: int = protocol.WAIT_STEPS
@@ -76,33 +79,6 @@ def make_units(
                     }
                 )
     return units
-
-
-def build_policy(name: str, kwargs: dict | None = None):
-    kwargs = dict(kwargs or {})
-    if name == "zero":
-        from ivra.policies.zero import ZeroPolicy
-
-        return ZeroPolicy(**kwargs)
-    if name == "tiny-vla":
-        from ivra.policies.vla import TinyVLAPolicy
-
-        return TinyVLAPolicy(**kwargs)
-    if name.startswith(("ws://", "wss://")):  # a policy served by `ivra serve` (any Python environment)
-        from ivra.serve.client import RemotePolicy
-
-        return RemotePolicy(name, **kwargs)
-    if name.startswith("lerobot:"):  # lerobot:smolvla | lerobot:pi0 | lerobot:pi05 (the lerobot environment)
-        from ivra.policies.lerobot import LerobotPolicy
-
-        return LerobotPolicy(kind=name.split(":", 1)[1], **kwargs)
-    if ":" in name:
-        mod, cls = name.split(":", 1)
-        return getattr(importlib.import_module(mod), cls)(**kwargs)
-    raise ValueError(
-        f"unknown policy {name!r}: use zero, tiny-vla, lerobot:smolvla|pi0|pi05, ws://HOST:PORT or "
-        "'package.module:Class'"
-    )
 
 
 def flip(img: np.ndarray) -> np.ndarray:
@@ -242,7 +218,8 @@ class LiberoJob:
             env.seed(int(unit["seed"]))
             env.reset()
             obs = env.set_init_state(init_states[idx])
-            policy.reset(int(unit["seed"]))
+            runner = EpisodeRunner(policy, execute=cfg.execute_steps, arms=False)  # the arm is set above
+            episode = runner.start(int(unit["seed"]))
             wait = list(protocol.WAIT_ACTION)
             t0 = time.perf_counter()
             for _ in range(cfg.wait_steps):
@@ -254,7 +231,7 @@ class LiberoJob:
                 if want_video:
                     frames.append(pobs["image"])
                 t0 = time.perf_counter()
-                action = np.asarray(policy.act([pobs], [task.language]), dtype=np.float64)[0]
+                action = runner.step([episode], [pobs], [task.language])[0]
                 policy_time += time.perf_counter() - t0
                 if want_video and hasattr(policy, "overlay"):
                     ov = policy.overlay()

@@ -254,7 +254,7 @@ def run_libero(
         if isinstance(getattr(policy_instance, "metadata", None), dict):
             manifest["policy_server"] = policy_instance.metadata
         else:
-            from ivra.serve.client import RemotePolicy
+            from ivra.policies.remote import RemotePolicy
 
             remote = RemotePolicy(policy, **(policy_kwargs or {}))
             manifest["policy_server"] = remote.metadata
