@@ -1,6 +1,6 @@
-"""lerobot policies (SmolVLA, pi0, pi0.5) behind the benchmark-agnostic policy interface, with IVRA per arm.
+"""lerobot policies (SmolVLA, pi0, pi0.5) under the chunk contract (:mod:`ivra.policies.base`), with IVRA per row.
 
-``--policy lerobot:smolvla --policy-kwargs path=CHECKPOINT`` (``ivra eval libero``) builds
+``--policy lerobot:smolvla --policy-kwargs path=CHECKPOINT`` (``ivra eval libero``, ``ivra serve``) builds
 ``LerobotPolicy(kind="smolvla", path=CHECKPOINT)``. What it does, following lerobot 0.6.1's own LIBERO path:
 
 * loads the policy with ``from_pretrained(path)`` (a local folder, or a hub name where the hub is reachable)
@@ -9,12 +9,21 @@
   machines (the saved pipeline names a hub tokenizer, e.g. PaliGemma's);
 * maps an observation the way lerobot's LIBERO env + ``LiberoProcessorStep`` do: the third-person and wrist
   images (``image`` and ``wrist_image``, already rotated 180 degrees by ivra's LIBERO job, as lerobot's processor
-  does) become ``observation.images.image`` and ``observation.images.image2`` in [0, 1] CHW, and the 9-d robot
-  state (eef position, eef quaternion xyzw, 2 gripper joints) becomes lerobot's 8-d state (position, axis-angle,
-  gripper); camera keys are configurable (``cameras=a,b``) for checkpoints trained with other names;
-* predicts a chunk with the flow-matching noise drawn from the episode seed (``reset(seed)``), so both arms of a
-  pair see the same noise, and executes ``n_action_steps`` of it before predicting again (lerobot's queue);
-* ``set_ivra(cfg)`` attaches IVRA to the policy (the prefix prefill of each chunk) or detaches it.
+  does) become ``observation.images.image`` and ``observation.images.image2`` in [0, 1] CHW; the robot state is
+  either ivra's 9-d LIBERO state (eef position, eef quaternion xyzw, 2 gripper joints), turned into lerobot's
+  8-d layout (position, axis-angle, gripper), or already that 8-d layout (what openpi's LIBERO client sends);
+  camera keys are configurable (``cameras=a,b``) for checkpoints trained with other names;
+* ``predict`` makes ONE batched pre-process and ONE ``predict_action_chunk(batch, noise=noise)`` for all rows; row
+  i's flow-matching noise, shape (chunk_size, max_action_dim), is drawn from ``torch.Generator().manual_seed(
+  seeds[i])``, so a row gets the same noise alone or in any batch and both arms of a pair share it; every step of
+  the chunk goes through lerobot's post-processor: (B, chunk_size, action_dim). ``chunk_length`` is the config's
+  ``chunk_size`` and ``execute_steps`` its ``n_action_steps``: an :class:`ivra.episodes.EpisodeRunner` with those
+  steps reproduces lerobot's own ``select_action`` queue (tested against it);
+* IVRA per row: ``predict(..., ivra=[cfg or None per row])`` runs mixed arms in that one batch (one handle per
+  setting restricted to its rows); ``set_ivra(cfg)`` attaches IVRA to every row until detached. IVRA edits the
+  prefix prefill, once per chunk.
+
+No episode state: no ``reset``, no action queue, no generator kept between calls.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ivra.policies.base import IVRASwitch
+from ivra.policies.base import IVRASwitch, row_seeds
 
 KINDS = ("smolvla", "pi0", "pi05")
 LIBERO_CAMERAS = ("observation.images.image", "observation.images.image2")
@@ -47,6 +56,20 @@ def libero_state(state9: np.ndarray) -> np.ndarray:
     return np.concatenate([s[..., :3], quat_to_axis_angle(s[..., 3:7]), s[..., 7:9]], -1).astype(np.float32)
 
 
+def lerobot_state(state: np.ndarray) -> np.ndarray:
+    """One observation's state as lerobot's 8-d LIBERO state: ivra's 9-d one converted, an 8-d one (already
+    lerobot's layout) as it is; anything else is refused in one line."""
+    s = np.asarray(state, dtype=np.float64)
+    if s.shape == (9,):
+        return libero_state(s)
+    if s.shape == (8,):
+        return s.astype(np.float32)
+    raise ValueError(
+        f"observation 'state' of shape {s.shape}: expected 8-d (lerobot's LIBERO layout: eef pos 3, axis-angle 3, "
+        "gripper 2) or 9-d (ivra's: eef pos 3, quat xyzw 4, gripper 2)"
+    )
+
+
 def _policy_class(kind: str):
     if kind == "smolvla":
         from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
@@ -62,8 +85,10 @@ def _policy_class(kind: str):
 
 
 class LerobotPolicy(IVRASwitch):
-    """A lerobot flow-matching VLA for ivra's harness: ``reset(seed)``, ``act(observations, instructions)``,
-    ``set_ivra(cfg)``."""
+    """A lerobot flow-matching VLA under the chunk contract: ``predict(observations, instructions, seeds, ivra)``
+    -> (B, chunk_size, action_dim), ``set_ivra(cfg)``; see the module docstring."""
+
+    per_sample_ivra = True  # predict(..., ivra=[...]): mixed arms in one batch (row-masked handles)
 
     def __init__(
         self,
@@ -101,18 +126,12 @@ class LerobotPolicy(IVRASwitch):
                 self.policy.config, pretrained_path=path, preprocessor_overrides=overrides
             )
         self.preprocessor, self.postprocessor = processors
+        cfg = self.policy.config
+        #: actions per predicted chunk (the config's chunk_size) and executed per chunk by default (n_action_steps)
+        self.chunk_length, self.execute_steps = int(cfg.chunk_size), int(cfg.n_action_steps)
         self.ivra_target = self.policy
-        self._queue: list[np.ndarray] = []
-        self._gen = torch.Generator().manual_seed(0)
 
-    # -- Policy protocol -----------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> None:
-        import torch
-
-        self._queue = []
-        self._gen = torch.Generator().manual_seed(int(seed or 0))
-        self.policy.reset()
-
+    # -- the chunk contract ---------------------------------------------------------------------------------------
     def batch(self, observations: list[dict[str, Any]], instructions: list[str]) -> dict[str, Any]:
         """lerobot's raw observation batch (before its pre-processor) for LIBERO-style observations."""
         import torch
@@ -126,23 +145,41 @@ class LerobotPolicy(IVRASwitch):
                 )
             out[key] = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(255.0)
         out["observation.state"] = torch.from_numpy(
-            np.stack([libero_state(o["state"]) for o in observations])
+            np.stack([lerobot_state(o["state"]) for o in observations])
         )
         out["task"] = [s.strip() for s in instructions]
         return out
 
-    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+    def noise(self, seeds: list[int]):
+        """The flow-matching noise of a call: row i drawn from ``torch.Generator().manual_seed(seeds[i])``,
+        (B, chunk_size, max_action_dim) float32 on the policy's device."""
         import torch
 
-        if not self._queue:
-            batch = self.preprocessor(self.batch(observations, instructions))
-            cfg = self.policy.config
-            noise = torch.randn(
-                len(observations), cfg.chunk_size, cfg.max_action_dim, generator=self._gen
-            ).to(self.device)
-            with torch.no_grad():
-                chunk = self.policy.predict_action_chunk(batch, noise=noise)[:, : cfg.n_action_steps]
-            for t in range(chunk.shape[1]):
-                action = self.postprocessor(chunk[:, t])
-                self._queue.append(np.asarray(action.float().cpu().numpy(), dtype=np.float64))
-        return self._queue.pop(0)
+        cfg = self.policy.config
+        rows = [
+            torch.randn(cfg.chunk_size, cfg.max_action_dim, generator=torch.Generator().manual_seed(int(s)))
+            for s in seeds
+        ]
+        return torch.stack(rows).to(self.device)
+
+    def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
+        """(B, chunk_size, action_dim): one batched pre-process and chunk prediction for all rows."""
+        n = len(observations)
+        if len(instructions) != n:
+            raise ValueError(f"{len(instructions)} instructions for a batch of {n} observations")
+        seeds = row_seeds(seeds, n)
+        if ivra is None:
+            return self._chunks(observations, instructions, seeds)
+        # SampleArms hands back the whole batch (every row, in order), its handles restricted to their rows
+        return self.act_per_sample(
+            observations, instructions, list(ivra), lambda obs, texts: self._chunks(obs, texts, seeds)
+        )
+
+    def _chunks(self, observations, instructions, seeds) -> np.ndarray:
+        import torch
+
+        batch = self.preprocessor(self.batch(observations, instructions))
+        with torch.no_grad():
+            chunk = self.policy.predict_action_chunk(batch, noise=self.noise(seeds))
+            steps = [self.postprocessor(chunk[:, t]) for t in range(chunk.shape[1])]
+        return np.stack([np.asarray(a.float().cpu().numpy(), dtype=np.float64) for a in steps], axis=1)

@@ -114,9 +114,11 @@ def smolvla_policy(
     chunk: int = 4,
     special_tokens: bool = False,
     vlm_folder: str | Path | None = None,
+    execute: int | None = None,
     **config,
 ):
-    """A tiny ``SmolVLAPolicy`` (4 VLM text layers of width 64, 2 SigLIP layers; 16 tokens per camera).
+    """A tiny ``SmolVLAPolicy`` (4 VLM text layers of width 64, 2 SigLIP layers; 16 tokens per camera), chunks of
+    ``chunk`` actions of which ``execute`` (default: all) are executed (``n_action_steps``).
 
     ``vlm_folder``: where the tiny SmolVLM config + processor are written (SmolVLA reads them at construction
     and its config keeps the path); a temporary folder by default."""
@@ -132,7 +134,7 @@ def smolvla_policy(
         resize_imgs_with_padding=(image_size, image_size),
         add_image_special_tokens=special_tokens,
         chunk_size=chunk,
-        n_action_steps=chunk,
+        n_action_steps=execute or chunk,
         num_steps=3,
         max_state_dim=STATE_DIM,
         max_action_dim=ACTION_DIM,
@@ -144,7 +146,7 @@ def smolvla_policy(
     return SmolVLAPolicy(cfg).eval()
 
 
-def _pi_policy(kind: str, seed: int, image_size: int, chunk: int, **config):
+def _pi_policy(kind: str, seed: int, image_size: int, chunk: int, execute: int | None = None, **config):
     if kind == "pi0":
         import lerobot.policies.pi0.modeling_pi0 as modeling
         from lerobot.policies.pi0.configuration_pi0 import PI0Config as Config
@@ -175,7 +177,7 @@ def _pi_policy(kind: str, seed: int, image_size: int, chunk: int, **config):
         cfg = Config(
             image_resolution=(image_size, image_size),
             chunk_size=chunk,
-            n_action_steps=chunk,
+            n_action_steps=execute or chunk,
             num_inference_steps=3,
             max_state_dim=STATE_DIM,
             max_action_dim=ACTION_DIM,
@@ -188,14 +190,15 @@ def _pi_policy(kind: str, seed: int, image_size: int, chunk: int, **config):
     return policy.eval()
 
 
-def pi0_policy(seed: int = 0, image_size: int = 56, chunk: int = 4, **config):
-    """A tiny ``PI0Policy`` (Gemma width 64 / expert 32, 2 layers each; 2-layer SigLIP; 16 tokens per camera)."""
-    return _pi_policy("pi0", seed, image_size, chunk, **config)
+def pi0_policy(seed: int = 0, image_size: int = 56, chunk: int = 4, execute: int | None = None, **config):
+    """A tiny ``PI0Policy`` (Gemma width 64 / expert 32, 2 layers each; 2-layer SigLIP; 16 tokens per camera);
+    ``chunk`` / ``execute`` as for :func:`smolvla_policy`."""
+    return _pi_policy("pi0", seed, image_size, chunk, execute, **config)
 
 
-def pi05_policy(seed: int = 0, image_size: int = 56, chunk: int = 4, **config):
+def pi05_policy(seed: int = 0, image_size: int = 56, chunk: int = 4, execute: int | None = None, **config):
     """A tiny ``PI05Policy``, sized like :func:`pi0_policy`."""
-    return _pi_policy("pi05", seed, image_size, chunk, **config)
+    return _pi_policy("pi05", seed, image_size, chunk, execute, **config)
 
 
 def batch(policy, batch_size: int = 2, seed: int = 0, lang_len: int = 5, cameras=CAMERAS) -> dict:
