@@ -1,6 +1,9 @@
-"""OpenVLA on the LIBERO harness, following OpenVLA's own LIBERO evaluation protocol (``openvla`` environment).
+"""OpenVLA and OpenVLA-OFT on the LIBERO harness, following their own LIBERO evaluation protocols (``openvla``
+environment), under the chunk contract (:mod:`ivra.policies.base`; no episode state, no ``reset``).
 
-Per step, for each observation (OpenVLA predicts one sample at a time):
+:class:`OpenVLAPolicy` is single-step (chunk length 1, every action executed, :class:`~ivra.policies.base.SingleStep`)
+and deterministic (greedy decoding: the seeds are not used). OpenVLA predicts one sample at a time, so a batch is a
+loop over its rows, one ``predict_action`` each. Per row:
 
 1. the third-person image, upright: LIBERO renders upside down and the harness already rotates it by 180 degrees
    (OpenVLA's flip; :func:`ivra.eval.libero.job.policy_observation`), so it is not flipped again here;
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ivra.policies.base import IVRASwitch
+from ivra.policies.base import IVRASwitch, SingleStep, predict_with_arms, row_seeds
 
 DINO_MEAN, DINO_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -80,8 +83,18 @@ class ByteTokenizer:
         return [1] + [b + 3 for b in text.encode("utf-8")]
 
 
-class OpenVLAPolicy(IVRASwitch):
-    name = "openvla"
+def predict_by_arm(policy, observations, instructions, seeds, ivra) -> np.ndarray:
+    """``predict`` with one IVRA setting per row for a policy without per-row arms: one sub-batch per distinct
+    setting through ``set_ivra`` (the setting of the last ``set_ivra`` is restored afterwards)."""
+    saved = policy.ivra_config
+    try:
+        return predict_with_arms(policy, observations, instructions, seeds, ivra)
+    finally:
+        policy.set_ivra(saved)
+
+
+class _Prismatic(IVRASwitch):
+    """What OpenVLA and OpenVLA-OFT share: loading, the image protocol, the prompt, the processor's inputs."""
 
     def __init__(
         self,
@@ -138,10 +151,6 @@ class OpenVLAPolicy(IVRASwitch):
 
         return build_tiny(seed=seed, norm_stats=stats, dtype=torch_dtype)
 
-    # -- protocol ----------------------------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> None:
-        return None  # greedy decoding: nothing random
-
     def prompt(self, instruction: str) -> str:
         return f"In: What action should the robot take to {instruction.lower()}?\nOut:"
 
@@ -167,7 +176,19 @@ class OpenVLAPolicy(IVRASwitch):
         ids = torch.tensor([self.tokenizer(self.prompt(instruction))], device=self.device)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
 
+
+class OpenVLAPolicy(SingleStep, _Prismatic):
+    """OpenVLA: one action per row and call, (B, 1, 7); see the module docstring."""
+
+    name = "openvla"
+
+    def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
+        if ivra is not None:
+            return predict_by_arm(self, observations, instructions, seeds, ivra)
+        return SingleStep.predict(self, observations, instructions, seeds)
+
     def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+        """(B, 7): one ``predict_action`` per row (OpenVLA's LIBERO evaluation runs a batch of one)."""
         import torch
 
         out = []
@@ -189,12 +210,15 @@ def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
     return q[:3] * 2.0 * math.acos(w) / den
 
 
-class OpenVLAOFTPolicy(OpenVLAPolicy):
+class OpenVLAOFTPolicy(_Prismatic):
     """OpenVLA-OFT on LIBERO: OpenVLA's image protocol for both cameras (third-person, then wrist), an 8-D proprio
     token (end-effector position, axis-angle orientation, the two gripper joints) normalised to [-1, 1] with its
-    q01/q99, one forward per chunk of 8 actions executed open loop, q01/q99 un-normalisation and OpenVLA's gripper
-    convention. Only ``model="tiny"`` (the rebuilt OFT structure with RANDOM weights, identity norm stats), and it
-    must be given: OFT checkpoints need OFT's own code for their action head and proprio projector."""
+    q01/q99, one forward per chunk of ``chunk_length`` actions (the model's ``action_chunk``: 8 for LIBERO), q01/q99
+    un-normalisation and OpenVLA's gripper convention on every action of the chunk: ``predict`` -> (B, 8, 7).
+    ``execute_steps`` = ``open_loop_steps`` (OFT's LIBERO default: the whole chunk). Deterministic (OFT's L1
+    regression head: the seeds are not used); the rows of a batch run one at a time (one forward each). Only
+    ``model="tiny"`` (the rebuilt OFT structure with RANDOM weights, identity norm stats), and it must be given: OFT
+    checkpoints need OFT's own code for their action head and proprio projector."""
 
     name = "openvla-oft"
 
@@ -209,9 +233,15 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
                 f"model={model!r}: OpenVLA-OFT checkpoints load with OFT's own code (action head, proprio "
                 "projector); only model='tiny' (the rebuilt structure) is built here"
             )
-        self.open_loop_steps, self.use_film = int(open_loop_steps), bool(use_film)
-        self._queue: list[np.ndarray] = []
+        self.use_film = bool(use_film)
         super().__init__(model="tiny", **kwargs)
+        #: actions per forward (the model's chunk) and executed open loop per chunk by default
+        self.chunk_length = int(self.model.config.action_chunk)
+        if not 1 <= int(open_loop_steps) <= self.chunk_length:
+            raise ValueError(
+                f"open_loop_steps must be in 1..{self.chunk_length} (the chunk), got {open_loop_steps}"
+            )
+        self.execute_steps = self.open_loop_steps = int(open_loop_steps)
 
     def _build_tiny(self, seed, stats, torch_dtype):
         from ivra.rebuilt.openvla import build_tiny
@@ -222,9 +252,6 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
             use_film=self.use_film,
         )  # fmt: skip
 
-    def reset(self, seed: int | None = None) -> None:
-        self._queue = []
-
     def proprio(self, state: np.ndarray) -> np.ndarray:
         s = np.asarray(state, dtype=np.float64)
         raw = np.concatenate([s[:3], quat_to_axis_angle(s[3:7]), s[7:9]])
@@ -232,22 +259,26 @@ class OpenVLAOFTPolicy(OpenVLAPolicy):
         low, high = np.asarray(p["q01"]), np.asarray(p["q99"])
         return np.clip(2.0 * (raw - low) / np.maximum(high - low, 1e-8) - 1.0, -1.0, 1.0)
 
-    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+    def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
+        """(B, chunk_length, 7): the whole chunk of every row, un-normalised, LIBERO's gripper convention."""
+        if ivra is not None:
+            return predict_by_arm(self, observations, instructions, seeds, ivra)
+        if len(instructions) != len(observations):
+            raise ValueError(
+                f"{len(instructions)} instructions for a batch of {len(observations)} observations"
+            )
+        row_seeds(seeds, len(observations))
+        return np.stack([self.chunk(o, t) for o, t in zip(observations, instructions)])
+
+    def chunk(self, obs: dict[str, Any], text: str) -> np.ndarray:
+        """One row's chunk (chunk_length, 7): one forward over both cameras and the proprio token."""
         import torch
 
-        if len(observations) != 1:
-            raise ValueError(
-                f"OpenVLAOFTPolicy runs one episode at a time (action chunks), got {len(observations)}"
-            )
-        if not self._queue:
-            obs, text = observations[0], instructions[0]
-            views = [self._inputs(self.image({"image": obs[k]}), text) for k in ("image", "wrist_image")]
-            inputs = views[0]
-            inputs["pixel_values"] = torch.cat([v["pixel_values"] for v in views], dim=1)
-            proprio = torch.tensor(self.proprio(obs["state"]), dtype=self.dtype, device=self.device)[None]
-            with torch.inference_mode():
-                chunk = self.model.predict_action_chunk(**inputs, proprio=proprio)
-            normalized = chunk[0].float().cpu().numpy().astype(np.float64)
-            actions = self.model.unnormalize(normalized, self.unnorm_key)
-            self._queue = [gripper_to_libero(a) for a in actions[: self.open_loop_steps]]
-        return self._queue.pop(0)[None]
+        views = [self._inputs(self.image({"image": obs[k]}), text) for k in ("image", "wrist_image")]
+        inputs = views[0]
+        inputs["pixel_values"] = torch.cat([v["pixel_values"] for v in views], dim=1)
+        proprio = torch.tensor(self.proprio(obs["state"]), dtype=self.dtype, device=self.device)[None]
+        with torch.inference_mode():
+            chunk = self.model.predict_action_chunk(**inputs, proprio=proprio)
+        normalized = chunk[0].float().cpu().numpy().astype(np.float64)
+        return gripper_to_libero(self.model.unnormalize(normalized, self.unnorm_key))

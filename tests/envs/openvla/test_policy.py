@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from ivra.policies.openvla import OpenVLAPolicy, center_crop, gripper_to_libero, jpeg_resize
 
@@ -41,17 +42,47 @@ def test_gripper_convention():
     assert np.array_equal(out[:, :6], a[:, :6])
 
 
-def test_act_and_set_ivra():
+def _image(rng):
+    return rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+
+
+def _logits(policy, *args, **kwargs):
+    """The policy's answer and the language model's last-position logits of every forward it made (the tiny
+    random model's greedy tokens saturate at one bin, so IVRA's effect is checked on the logits)."""
+    seen = []
+    hook = policy.model.language_model.register_forward_hook(lambda m, a, out: seen.append(out.logits[:, -1]))
+    try:
+        return policy.predict(*args, **kwargs), torch.cat(seen)
+    finally:
+        hook.remove()
+
+
+def test_predict_single_step_set_ivra_and_arms_per_row():
     policy = OpenVLAPolicy(model="tiny")
+    assert (policy.chunk_length, policy.execute_steps) == (1, 1) and not hasattr(policy, "reset")
     rng = np.random.default_rng(1)
-    obs = [{"image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)}]
-    base = policy.act(obs, ["Put the bowl on the plate"])
-    assert base.shape == (1, 7) and np.all(np.abs(base) <= 1.0) and abs(base[0, -1]) == 1.0
+    obs = [{"image": _image(rng)}, {"image": _image(rng)}]
+    texts = ["Put the bowl on the plate", "open the drawer"]
+    base = policy.predict(obs[:1], texts[:1])
+    assert base.shape == (1, 1, 7) and np.all(np.abs(base) <= 1.0) and abs(base[0, 0, -1]) == 1.0
     bins = policy.model.bin_centers
-    assert all(np.isclose(bins, v).any() for v in base[0, :6])  # identity norm stats: values are bin centres
+    assert all(
+        np.isclose(bins, v).any() for v in base[0, 0, :6]
+    )  # identity norm stats: values are bin centres
+    both, logits = _logits(
+        policy, obs, texts, seeds=[3, 4]
+    )  # greedy: seeds change nothing; rows one at a time
+    assert np.array_equal(both[:1], base) and np.array_equal(both[1:], policy.predict(obs[1:], texts[1:]))
+    n = len(logits) // 2  # forwards per row
     policy.set_ivra({"layer": 2, "lam": 0.0})
-    assert np.array_equal(policy.act(obs, ["Put the bowl on the plate"]), base)
+    assert np.array_equal(policy.predict(obs[:1], texts[:1]), base)
     assert policy.ivra_counters()["calls"] == 1 and policy.ivra_counters()["tokens"] == 256
+    policy.set_ivra({"layer": 2, "lam": 0.9})
+    _, edited = _logits(policy, obs, texts)
+    assert not torch.allclose(edited[:n], logits[:n]) and not torch.allclose(edited[n:], logits[n:])
+    _, mixed = _logits(policy, obs, texts, ivra=[None, {"layer": 2, "lam": 0.9}])  # one arm per row
+    assert torch.equal(mixed[:n], logits[:n]) and torch.equal(mixed[n:], edited[n:])
+    assert policy.ivra_config == {"layer": 2, "lam": 0.9}  # the policy's own setting is back after the call
     policy.set_ivra(None)
     assert policy.ivra_counters() is None
 
@@ -102,22 +133,38 @@ def test_quat_to_axis_angle_matches_scipy():
     assert np.array_equal(quat_to_axis_angle([0, 0, 0, 1.0]), np.zeros(3))
 
 
-def test_oft_policy_chunks_two_cameras_and_proprio():
+def test_oft_policy_predicts_whole_chunks_and_the_runner_executes_open_loop_steps():
+    from ivra.episodes import EpisodeRunner
     from ivra.policies.openvla import OpenVLAOFTPolicy
 
     policy = OpenVLAOFTPolicy(model="tiny", open_loop_steps=4)
+    assert (policy.chunk_length, policy.execute_steps) == (8, 4) and not hasattr(policy, "reset")
     rng = np.random.default_rng(3)
-    state = np.concatenate([rng.normal(size=3), [0, 0, 0, 1.0], [0.02, -0.02]]).astype(np.float32)
-    obs = [{"image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "wrist_image": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), "state": state}]  # fmt: skip
+
+    def obs():
+        state = np.concatenate([rng.normal(size=3), [0, 0, 0, 1.0], [0.02, -0.02]]).astype(np.float32)
+        return {"image": _image(rng), "wrist_image": _image(rng), "state": state}
+
+    frames = [obs() for _ in range(6)]
+    chunks = policy.predict(frames[:2], ["pick up the bowl"] * 2)
+    assert chunks.shape == (2, 8, 7) and set(np.abs(chunks[..., -1]).ravel()) <= {0.0, 1.0}
+    assert np.array_equal(chunks[1:], policy.predict(frames[1:2], ["pick up the bowl"]))  # batch == alone
+    assert not np.array_equal(chunks[0, 0], chunks[0, 1])  # a chunk's steps are successive actions
     policy.set_ivra({"layer": 2, "lam": 0.5})
-    policy.reset(0)
-    actions = np.concatenate([policy.act(obs, ["pick up the bowl"]) for _ in range(6)])
-    assert actions.shape == (6, 7) and set(np.abs(actions[:, -1])) <= {0.0, 1.0}
+    runner = EpisodeRunner(policy, arms=False)
+    ep = runner.start(0)
+    actions = np.stack([runner.step([ep], [frames[t]], ["pick up the bowl"])[0] for t in range(6)])
     counters = policy.ivra_counters()
     assert counters["calls"] == 2 and counters["tokens"] == 2 * 2 * 256  # 2 chunks, two cameras of 256 tokens
-    assert np.allclose(policy.proprio(state)[3:6], 0.0)
+    edited = [policy.predict([frames[t]], ["pick up the bowl"])[0] for t in (0, 4)]
+    assert np.array_equal(actions, np.concatenate([edited[0][:4], edited[1][:2]]))  # 4 steps of each chunk
+    assert not np.array_equal(edited[0], chunks[0])
+    policy.set_ivra(None)
+    assert np.allclose(policy.proprio(frames[0]["state"])[3:6], 0.0)
     with pytest.raises(ValueError, match="OFT's own code"):
         OpenVLAOFTPolicy(model="moojink/openvla-7b-oft-finetuned-libero-spatial")
+    with pytest.raises(ValueError, match="open_loop_steps must be in 1..8 \\(the chunk\\), got 9"):
+        OpenVLAOFTPolicy(model="tiny", open_loop_steps=9)
 
 
 @pytest.mark.skipif(_libero_missing() is not None, reason=str(_libero_missing()))
