@@ -21,6 +21,7 @@ import ivra
 from ivra import IVRAConfig
 from ivra.adapters import IVRAError, detect
 from ivra.adapters.flower import FlowerAdapter
+from ivra.episodes import EpisodeRunner, chunk_seed
 from ivra.rebuilt.flower import build_tiny, probe_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,14 +376,12 @@ def test_policy_follows_flowers_rollout_facts():
     mapping = FIXTURE["rollout"]["obs_mapping"]
     assert {k: ["rgb_obs", v] for k, v in fp.CAMERAS.items()} == {k: mapping[k] for k in fp.CAMERAS}
     policy = fp.FlowerPolicy(model="tiny")
-    seen = []
-    original = policy.model.step
-    policy.model.step = lambda obs, goal: seen.append((obs, goal)) or original(obs, goal)
+    seen = []  # FLOWER's chunk API, model(obs, goal) = FLOWERVLA.forward, as FLOWERVLA.step calls it
+    hook = policy.model.register_forward_pre_hook(lambda m, args: seen.append(args))
     try:
-        policy.reset(1)
-        policy.act(frames(1), ["open the drawer"])
+        policy.predict(frames(1), ["open the drawer"], [1])
     finally:
-        del policy.model.step
+        hook.remove()
     obs, goal = seen[0]
     assert set(obs) == {"rgb_obs"} and set(obs["rgb_obs"]) == {"rgb_static", "rgb_gripper"}
     assert tuple(obs["rgb_obs"]["rgb_static"].shape) == (1, 1, 3, 112, 112)
@@ -403,44 +402,92 @@ def test_policy_follows_flowers_rollout_facts():
     assert y[-1].mean() > y[0].mean()
 
 
-def test_policy_drives_flowervla_step_with_paired_noise_and_ivra():
+def episode(policy, seed, cfg=None, steps=4, arms=True, execute=None):
+    """One episode through the runner, a new frame each step."""
+    runner = EpisodeRunner(policy, execute=execute, arms=arms)
+    ep = runner.start(seed, ivra=cfg)
+    return np.stack([runner.step([ep], frames(t), ["open the drawer"])[0] for t in range(steps)])
+
+
+def test_policy_predicts_flowers_chunks_with_paired_noise_and_ivra():
     from ivra.policies.flower import FlowerPolicy
 
     with pytest.raises(ValueError, match="needs a model: model=tiny for the RANDOM-weight rebuild"):
         FlowerPolicy()  # no silent random weights
     policy = FlowerPolicy(model="tiny", multistep=2)
     assert "random weights" in policy.random_weights
+    assert (policy.chunk_length, policy.execute_steps) == (policy.model.act_window_size, 2) == (10, 2)
+    assert not hasattr(policy, "reset") and not hasattr(policy, "act")  # no episode state in the policy
     forwards = []
     hd = policy.model.register_forward_pre_hook(lambda m, a: forwards.append(1))
-    obs = frames(0)
-
-    def episode(seed):
-        policy.reset(seed)
-        return np.concatenate([policy.act(obs, ["open the drawer"]) for _ in range(4)])
-
     try:
         state = torch.get_rng_state()
-        a, b = episode(3), episode(3)
+        a, b = episode(policy, 3), episode(policy, 3)
         assert torch.equal(torch.get_rng_state(), state)  # the process's own random stream is left alone
-        assert len(forwards) == 4  # FLOWERVLA.step: one chunk per multistep (2) steps
+        assert len(forwards) == 4  # one chunk per multistep (2) steps, twice
         torch.manual_seed(123)  # whatever the global state, the episode seed decides the noise
-        assert np.array_equal(episode(3), a)
+        assert np.array_equal(episode(policy, 3), a)
     finally:
         hd.remove()
     assert a.shape == (4, 7) and np.array_equal(a, b) and np.all(np.abs(a) <= 1)
-    assert not np.array_equal(a[0::2], a[1::2])  # steps of a chunk are its successive actions
-    assert not np.array_equal(episode(4), a)
-    policy.set_ivra({"layer": -1, "position": "post", "lam": 0.0})
-    assert np.array_equal(episode(3), a)  # lam 0: same actions (both arms draw the same noise)
+    assert not np.array_equal(episode(policy, 4), a)
+    chunk = policy.predict(frames(0), ["open the drawer"], [9])
+    assert chunk.shape == (1, 10, 7) and not np.array_equal(chunk[0, 0], chunk[0, 1])  # successive actions
+    # a batch of rows == the rows alone (FLOWER's forward takes one goal text: the rows run one at a time)
+    two = frames(0) + frames(1)
+    both = policy.predict(two, ["open the drawer", "close the drawer"], [9, 10])
+    assert np.array_equal(both[:1], chunk)
+    assert np.array_equal(both[1:], policy.predict(two[1:], ["close the drawer"], [10]))
+    assert np.array_equal(episode(policy, 3, {"layer": -1, "position": "post", "lam": 0.0}), a)  # lam 0: same
+    arm = {"layer": -1, "position": "post", "lam": 0.9}
+    edited = episode(policy, 3, arm)
+    assert not np.allclose(edited, a)
+    mixed = policy.predict(two, ["open the drawer", "close the drawer"], [9, 10], ivra=[None, arm])
+    assert np.array_equal(mixed[:1], chunk)  # one arm per row; the baseline row untouched
+    assert np.array_equal(mixed[1:], policy.predict(two[1:], ["close the drawer"], [10], ivra=[arm]))
+    assert not np.allclose(mixed[1:], both[1:])
+    policy.set_ivra(
+        {"layer": -1, "position": "post", "lam": 0.0}
+    )  # the arm set on the policy (the LIBERO job)
+    assert np.array_equal(episode(policy, 3, arms=False), a)
     assert policy.ivra_counters()["calls"] == 2  # one encoder pass per chunk (2 chunks of 2 steps)
     assert policy.ivra_counters()["tokens"] == 2 * 2 * N  # 112 px: 4 x 4 patches per camera
-    policy.set_ivra({"layer": -1, "position": "post", "lam": 0.9})
-    assert not np.allclose(episode(3), a)
+    policy.set_ivra(arm)
+    assert np.array_equal(episode(policy, 3, arms=False), edited)
     policy.set_ivra(None)
-    with pytest.raises(ValueError, match="one episode at a time"):
-        policy.act(obs * 2, ["a", "b"])
+    with pytest.raises(ValueError, match="2 instructions for a batch of 1 observations"):
+        policy.predict(frames(0), ["a", "b"])
     with pytest.raises(ValueError, match="no \\*.ckpt"):
         FlowerPolicy(model=str(ROOT / "docs"))
+
+
+def test_runner_gives_flowervla_steps_own_actions():
+    runner_against_step()
+
+
+def runner_against_step(model=None):
+    """EpisodeRunner(FlowerPolicy, execute=multistep) executes exactly what FLOWERVLA.step's own loop returns
+    (model.reset(), then step() every environment step, a new frame each step) when the noise of each of step's
+    forwards is seeded as the runner seeds chunk k: chunk_seed(episode seed, k). ``model``: a FLOWERVLA to drive
+    (default: the tiny rebuild; FLOWER's real class where it is installed)."""
+    from ivra.policies.flower import FlowerPolicy
+
+    policy = FlowerPolicy(model="tiny" if model is None else model, multistep=3)
+    flower, seed, steps, text = policy.model, 5, 8, "open the drawer"
+    ours = episode(policy, seed, steps=steps, execute=policy.execute_steps)
+    flower.reset()
+    theirs = []
+    for t in range(steps):
+        k, fresh = divmod(t, flower.multistep)
+        with torch.random.fork_rng(devices=[]):
+            if fresh == 0:  # step() calls forward now
+                torch.manual_seed(chunk_seed(seed, k))
+            action = flower.step(policy.observation(frames(t)[0]), {"lang_text": text, "lang": None})
+        theirs.append(action.float().cpu().numpy().reshape(-1))
+    assert np.array_equal(ours, np.asarray(theirs, dtype=np.float64))
+    # the boundary matters: executing the whole window gives other actions from step multistep on
+    whole = episode(policy, seed, steps=steps, execute=policy.chunk_length)
+    assert np.array_equal(whole[:3], ours[:3]) and not np.allclose(whole[3:], ours[3:])
 
 
 def _libero_missing():

@@ -11,13 +11,18 @@ What FLOWER's rollout does (``flower/rollout/libero_rollout.py``, ``flower/evalu
 * FLOWER's validation transforms: ``Resize(112, antialias=True)`` on the uint8 tensor (bilinear, rounded back to
   uint8), ``/ 255``, ``Normalize`` with CLIP's mean/std;
 * the goal ``{"lang_text": instruction}``: the model builds its own prompt and tokenises it with its own tokenizer;
-* ``model.step(obs, goal)`` once per environment step: the model samples a chunk of ``act_window_size`` actions
-  every ``multistep`` steps (flow matching from Gaussian noise) and returns one action per step; ``model.reset()``
-  at each episode start. Actions are used as the model returns them (clamped to [-1, 1] by the model).
+* FLOWER's rollout calls ``model.step(obs, goal)`` once per environment step; ``step`` calls FLOWER's chunk API,
+  ``model(obs, goal)`` (``FLOWERVLA.forward``: a chunk of ``act_window_size`` actions by flow matching from Gaussian
+  noise, clamped to [-1, 1]), every ``multistep`` steps and returns the chunk's actions one by one. Under the chunk
+  contract (:mod:`ivra.policies.base`) this wrapper calls ``model(obs, goal)`` itself: ``predict`` returns the
+  whole chunk, (B, act_window_size, 7); ``chunk_length`` is ``act_window_size`` and ``execute_steps``
+  ``multistep``, so an :class:`ivra.episodes.EpisodeRunner` with those steps executes exactly what ``step`` would
+  (tested against FLOWERVLA.step's own loop). No episode state: no ``reset``, no queue, no random stream kept.
 
-Paired noise: FLOWER draws its noise with ``torch.randn`` on the global generator inside ``forward``. This wrapper
-keeps a generator state per episode, seeded by ``reset(seed)``, and runs each ``step`` on it (the process's own
-random state is restored afterwards), so both arms of an A/B pair draw the same noise.
+Rows run one at a time (FLOWER's forward takes one goal text, ``[goal["lang_text"]]``). Paired noise: FLOWER draws
+its noise with ``torch.randn`` on the global generator inside ``forward``, so each row's forward runs under
+``torch.random.fork_rng`` with the generator seeded by the row's seed (the process's own random state is restored
+afterwards): a row's chunk depends on its seed only, and both arms of an A/B pair draw the same noise.
 
 ``model`` is required: ``model="tiny"`` builds :func:`ivra.rebuilt.flower.build_tiny` (our rebuild of FLOWERVLA's
 structure, held to the fixture, with RANDOM weights and a tiny local tokenizer: it tests the pipeline, its success
@@ -31,13 +36,12 @@ records it).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ivra.policies.base import IVRASwitch
+from ivra.policies.base import IVRASwitch, predict_with_arms, row_seeds
 
 #: FLOWER's LIBERO validation transforms (conf/datamodule/transforms/libero_transforms.yaml): CLIP's mean/std
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -116,13 +120,20 @@ class FlowerPolicy(IVRASwitch):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.adapter = FlowerAdapter(authors_spans=authors_spans)
-        self._rng: dict[str, Any] = {}
-        self.reset(0)
         self.ivra_target = self.model
         self.ivra_adapter = self.adapter
         self.set_ivra(ivra)
 
-    # -- the episode's random stream (FLOWER's noise comes from the global generator) ---------------------------------
+    @property
+    def chunk_length(self) -> int:
+        """Actions per chunk: the model's ``act_window_size``."""
+        return int(self.model.act_window_size)
+
+    @property
+    def execute_steps(self) -> int:
+        """Actions executed per chunk by default: the model's ``multistep`` (what FLOWERVLA.step executes)."""
+        return int(self.model.multistep)
+
     def _cuda(self) -> list[int]:
         import torch
 
@@ -130,41 +141,15 @@ class FlowerPolicy(IVRASwitch):
             return []
         return [self.device.index if self.device.index is not None else torch.cuda.current_device()]
 
-    def reset(self, seed: int | None = None) -> None:
-        import torch
-
-        devices = self._cuda()
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0 if seed is None else int(seed))
-            self._rng = {"cpu": torch.get_rng_state()}
-            for d in devices:
-                self._rng[d] = torch.cuda.get_rng_state(d)
-        self.model.reset()
-
-    @contextlib.contextmanager
-    def _episode_rng(self):
-        import torch
-
-        devices = self._cuda()
-        with torch.random.fork_rng(devices=devices):
-            torch.set_rng_state(self._rng["cpu"])
-            for d in devices:
-                torch.cuda.set_rng_state(self._rng[d], d)
-            yield
-            self._rng = {"cpu": torch.get_rng_state(), **{d: torch.cuda.get_rng_state(d) for d in devices}}
-
     # -- FLOWER's observation ------------------------------------------------------------------------------------------
     def pixels(self, image: np.ndarray):
         """One harness frame (H, W, 3) uint8, upright -> (1, 1, 3, 112, 112) as FLOWER's transforms make it."""
         import torch
         import torch.nn.functional as F
 
-        raw = np.ascontiguousarray(
-            np.asarray(image, dtype=np.uint8)[::-1, ::-1]
-        )  # back to LIBERO's own frame
-        x = torch.from_numpy(raw).permute(2, 0, 1)[
-            None
-        ]  # (1, 3, H, W) uint8, as the rollout's from_numpy().byte()
+        # back to LIBERO's own frame, (1, 3, H, W) uint8 as the rollout's from_numpy().byte()
+        raw = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[::-1, ::-1])
+        x = torch.from_numpy(raw).permute(2, 0, 1)[None]
         h, w = x.shape[-2:]
         size = (IMAGE_SIZE, round(IMAGE_SIZE * w / h)) if h <= w else (round(IMAGE_SIZE * h / w), IMAGE_SIZE)
         x = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -181,15 +166,33 @@ class FlowerPolicy(IVRASwitch):
             }
         }
 
-    def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
+    def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
+        """(B, act_window_size, action_dim): FLOWER's ``model(obs, goal)`` once per row, its noise seeded by the
+        row's seed. ``ivra``: one setting per row, run as one sub-batch per setting through ``set_ivra``."""
+        if ivra is not None:
+            saved = self.ivra_config
+            try:
+                return predict_with_arms(self, observations, instructions, seeds, ivra)
+            finally:
+                self.set_ivra(saved)
+        n = len(observations)
+        if len(instructions) != n:
+            raise ValueError(f"{len(instructions)} instructions for a batch of {n} observations")
+        seeds = row_seeds(seeds, n)
+        return np.stack([self.chunk(o, t, s) for o, t, s in zip(observations, instructions, seeds)])
+
+    def chunk(self, observation: dict[str, Any], instruction: str, seed: int) -> np.ndarray:
+        """One row: ``model(obs, goal)`` with the global generator (CPU, and the model's GPU) seeded by ``seed``
+        -> (act_window_size, action_dim)."""
         import torch
 
-        if len(observations) != 1:
-            raise ValueError(
-                f"FlowerPolicy runs one episode at a time (action chunks), got a batch of {len(observations)}"
-            )
-        obs = self.observation(observations[0])
-        goal = {"lang_text": instructions[0], "lang": None}
-        with self._episode_rng(), torch.inference_mode():
-            action = self.model.step(obs, goal)
-        return action.float().cpu().numpy().astype(np.float64).reshape(1, -1)
+        obs = self.observation(observation)
+        goal = {"lang_text": instruction, "lang": None}
+        devices = self._cuda()
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.default_generator.manual_seed(int(seed))
+            for d in devices:
+                with torch.cuda.device(d):
+                    torch.cuda.manual_seed(int(seed))
+            actions = self.model(obs, goal)
+        return actions[0].float().cpu().numpy().astype(np.float64)

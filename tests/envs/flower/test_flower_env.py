@@ -71,8 +71,12 @@ def test_policy_images_are_flowers_own_transforms():
         assert torch.allclose(policy.pixels(upright)[0], ref, atol=1e-6)
 
 
-def test_policy_drives_step_with_paired_noise():
-    T.test_policy_drives_flowervla_step_with_paired_noise_and_ivra()
+def test_policy_predicts_chunks_with_paired_noise():
+    T.test_policy_predicts_flowers_chunks_with_paired_noise_and_ivra()
+
+
+def test_runner_gives_flowervla_steps_own_actions():
+    T.test_runner_gives_flowervla_steps_own_actions()
 
 
 @pytest.mark.libero
@@ -86,9 +90,7 @@ def test_attach_through_the_policy_and_detach():
     from ivra.policies.flower import FlowerPolicy
 
     policy = FlowerPolicy(model="tiny", ivra=ivra.IVRAConfig.preset("flower").to_dict())
-    policy.reset(0)
-    frames = T.frames(0)
-    policy.act(frames, ["open the drawer"])
+    policy.predict(T.frames(0), ["open the drawer"], [0])
     assert policy.ivra_counters()["tokens"] == 2 * T.N
     policy.set_ivra(None)
     assert T.hooks(policy.model) == 0
