@@ -11,10 +11,11 @@ import pytest
 from websockets.sync.client import connect
 
 from ivra.config import IVRAConfig
-from ivra.serve import wire
-from ivra.serve.blind import BlindAB, arm_of, record_outcomes, report
+from ivra.episodes import EpisodeRunner, chunk_seed
 from ivra.policies.remote import RemotePolicy, ServerError
 from ivra.policies.sim import SimLatencyPolicy
+from ivra.serve import wire
+from ivra.serve.blind import BlindAB, arm_of, record_outcomes, report
 from ivra.serve.policies import ObsSpec
 from ivra.serve.server import PolicyServer, ServeOptions, ServerThread
 
@@ -33,44 +34,61 @@ def test_schedule_is_balanced_seeded_and_varied():
 
 
 def test_server_applies_the_hidden_arm_per_episode(tmp_path):
+    """Chunk episodes stepped in lockstep by an EpisodeRunner over RemotePolicy (reset(seed) announces each) get
+    their own hidden arm and the in-process chunks of their seed; openpi-style clients without episode_id get one
+    episode per connection, and reset: true starts the next."""
     blind = BlindAB(tmp_path / "ab", CFG, seed=3, policy="sim")
-    st = ServerThread(PolicyServer(SimLatencyPolicy(0, 0), ServeOptions(port=0), SPEC, blind=blind)).start()
+    policy = SimLatencyPolicy(0, 0, chunk=4, execute=2)
+    st = ServerThread(PolicyServer(policy, ServeOptions(port=0), SPEC, blind=blind)).start()
     try:
         rp = RemotePolicy(st.url)
         assert rp.metadata["ab"] == "blind" and "default_ivra" not in rp.metadata
-        obs = {"image": np.full((8, 8, 3), 50, np.uint8)}
-        for e in range(6):
-            rp.reset(e)
-            for _ in range(3):  # several steps of one episode keep its arm
-                got = rp.act([obs], ["stack the cups"])[0]
-                want = SimLatencyPolicy.expected(
-                    obs, "stack the cups", 7, CFG if arm_of(3, e) == "ivra" else None
-                )
-                np.testing.assert_array_equal(got, want)
+        assert (rp.chunk_length, rp.execute_steps) == (4, 2)
+        obs = [{"image": np.full((8, 8, 3), 50 + 10 * j, np.uint8)} for j in range(3)]
+        text = ["stack the cups"] * 3
+        for group in ((0, 1, 2), (3, 4, 5)):  # episodes 0-2, then 3-5: three in lockstep at a time
+            runner = EpisodeRunner(rp)
+            eps = [runner.start(seed=100 + e) for e in group]
+            for e in group:
+                rp.reset(100 + e)
+            got = np.stack([runner.step(eps, obs, text) for _ in range(5)])  # 3 chunks per episode
+            for j, e in enumerate(group):
+                arm = CFG if arm_of(3, e) == "ivra" else None
+                want = [
+                    SimLatencyPolicy.expected_chunk(obs[j], text[j], 7, arm, chunk_seed(100 + e, k), 4)[t]
+                    for k in range(3)
+                    for t in range(2)
+                ][:5]
+                np.testing.assert_array_equal(got[:, j], want)  # its own arm, its own seeded chunks
+        assert max(policy.batch_sizes) == 3  # lockstep episodes shared one call
+        runner = EpisodeRunner(rp)
+        stray = runner.start(seed=999)  # never announced with reset(999)
+        with pytest.raises(ValueError, match="noise seed .* belongs to no episode announced with reset"):
+            runner.step([stray], obs[:1], text[:1])
         with pytest.raises(ServerError, match="blind A/B: the arm is assigned per episode"):
             ws = connect(st.url, legacy=True)
             ws.recv(timeout=10)
-            ws.send(wire.packb({"observation/image": obs["image"], "prompt": "x", "ivra": None}))
+            ws.send(wire.packb({"observation/image": obs[0]["image"], "prompt": "x", "ivra": None}))
             reply = ws.recv(timeout=10)
             ws.close()
             raise ServerError(reply)
-        # an openpi-style client without episode_id: one connection = one episode
-        for _ in range(2):
+        # an openpi-style client without episode_id: one connection = one episode; reset: true starts the next
+        for resets in ((False, False), (False, True)):
             ws = connect(st.url, legacy=True)
             ws.recv(timeout=10)
-            for _ in range(2):
-                ws.send(wire.packb({"observation/image": obs["image"], "prompt": "x"}))
+            for reset in resets:
+                ws.send(wire.packb({"observation/image": obs[0]["image"], "prompt": "x", "reset": reset}))
                 assert not isinstance(ws.recv(timeout=10), str)
             ws.close()
         rp.close()
     finally:
         st.stop()
     lines = [json.loads(s) for s in (tmp_path / "ab" / "episodes.jsonl").read_text().splitlines()]
-    assert [e["episode"] for e in lines] == list(range(8))
+    assert [e["episode"] for e in lines] == list(range(9))
     assert all("arm" not in e for e in lines)  # nothing the operator sees holds the arm
     # resuming continues the numbering; another seed in the same folder is refused
     again = BlindAB(tmp_path / "ab", CFG, seed=3, policy="sim")
-    assert again.arm_for("new")[0] == arm_of(3, 8)
+    assert again.arm_for("new")[0] == arm_of(3, 9)
     with pytest.raises(ValueError, match="another seed, treatment or policy"):
         BlindAB(tmp_path / "ab", CFG, seed=4, policy="sim")
 
@@ -147,7 +165,11 @@ def test_trials_say_when_the_sequential_rule_decides_without_unblinding(tmp_path
     assert record_outcomes(folder, io.StringIO("\n".join(answers[4:]) + "\n"), out, delta=0.1) == 0
     text = out.getvalue()
     assert "the A/B is decided after 20 complete pairs (an effect)" in text
-    assert "better" not in text and "worse" not in text and "ivra" not in text.split("sequential rule")[1].split(";")[0]
+    assert (
+        "better" not in text
+        and "worse" not in text
+        and "ivra" not in text.split("sequential rule")[1].split(";")[0]
+    )
     r = report(folder, delta=0.1)
     assert r["sequential"]["outcome"] == "effect" and "ivra better than baseline" in r["sequential"]["reason"]
     assert "**effect** after 20 pairs" in (folder / "report.md").read_text()

@@ -66,11 +66,13 @@ class _Restarter:
         self.st = None
         self.stopped = threading.Event()
 
-    def act(self, observations, instructions, ivra=None):
+    chunk_length = execute_steps = 1
+
+    def predict(self, observations, instructions, seeds=None, ivra=None):
         self.calls += 1
         if self.calls == self.after:
             threading.Thread(target=self._stop).start()
-        return self.inner.act(observations, instructions, ivra=ivra)
+        return self.inner.predict(observations, instructions, seeds, ivra=ivra)
 
     def _stop(self):
         self.st.stop()

@@ -13,9 +13,9 @@ import pytest
 from serve_helpers import run_openpi, start
 from websockets.sync.client import connect
 
-from ivra.serve import wire
 from ivra.policies.remote import RemotePolicy, ServerError, ServerUnavailable
 from ivra.policies.sim import SimLatencyPolicy
+from ivra.serve import wire
 from ivra.serve.policies import ObsSpec
 from ivra.serve.server import PolicyServer, ServeOptions, ServerThread
 
@@ -52,6 +52,31 @@ BAD = [
     (wire.packb({**GOOD, "ivra": {"lam": 3}}), "ivra: lam must be in [0, 1], got 3"),
     (wire.packb({**GOOD, "ivra": {"colour": 1}}), "ivra: "),
     (wire.packb({**GOOD, "more": -1}), "more must be an integer >= 0"),
+    (wire.packb({**GOOD, "episode_id": 1.5}), "episode_id must be a string or an integer, got float 1.5"),
+    (wire.packb({**GOOD, "episode_id": True}), "episode_id must be a string or an integer, got bool"),
+    (wire.packb({**GOOD, "episode_id": [1]}), "episode_id must be a string or an integer, got list"),
+    (
+        wire.packb({**GOOD, "reset": "yes"}),
+        "reset must be true or false (start a new episode), got str 'yes'",
+    ),
+    (wire.packb({**GOOD, "reset": 1}), "reset must be true or false"),
+    (
+        wire.packb({**GOOD, "seed": "7"}),
+        "seed must be an integer (the seed of the episode this request starts), got '7'",
+    ),
+    (wire.packb({**GOOD, "seed": 1.0}), "seed must be an integer"),
+    (wire.packb({**GOOD, "seed": False}), "seed must be an integer"),
+    (
+        wire.packb({**GOOD, "noise_seed": -1}),
+        "noise_seed must be an integer in 0..2**63-1 (this request's noise seed), got -1",
+    ),
+    (wire.packb({**GOOD, "noise_seed": 2**63}), "noise_seed must be an integer in 0..2**63-1"),
+    (wire.packb({**GOOD, "noise_seed": "3"}), "noise_seed must be an integer in 0..2**63-1"),
+    (
+        wire.packb({**GOOD, "noise_seed": 3, "reset": True}),
+        "noise_seed seeds one request outside any episode: it cannot be combined with reset or seed",
+    ),
+    (wire.packb({**GOOD, "noise_seed": 3, "seed": 4}), "cannot be combined with reset or seed"),
     (
         wire.packb({**GOOD, "observation/state": np.zeros((2, 2), np.float32)}),
         "observation/state must be a 1-D",
@@ -96,6 +121,13 @@ def test_bad_requests_get_error_frames_and_the_server_keeps_serving():
             ws.send(wire.packb(GOOD))
             ok = wire.unpackb(ws.recv(timeout=10))
             assert ok["actions"].shape == (1, 7)
+        # a refused request neither started nor advanced the connection's episode: one chunk per good request
+        assert ok["episode"] == {
+            "episode_id": None,
+            "seed": 0,
+            "chunk": len(BAD) - 1,
+            "noise_seed": ok["episode"]["noise_seed"],
+        }
         obs = {"image": GOOD["observation/image"]}
         np.testing.assert_array_equal(other.act([obs], ["x"])[0], SimLatencyPolicy.expected(obs, "x"))
         assert st.server.stats["errors"] == len(BAD)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -20,6 +21,7 @@ def test_ivra_serve_command_serves_and_stops_on_sigterm():
     ):
         rp = RemotePolicy(url)
         assert rp.metadata["policy"] == "sim" and rp.metadata["max_batch"] == 4
+        assert (rp.chunk_length, rp.execute_steps) == (1, 1)  # a single-step policy answers (1, D)
         obs = [{"image": np.full((8, 8, 3), i, np.uint8)} for i in range(3)]
         np.testing.assert_array_equal(
             rp.act(obs, ["go"] * 3), np.stack([SimLatencyPolicy.expected(o, "go") for o in obs])
@@ -49,12 +51,18 @@ def test_bad_arguments_are_one_line_errors():
         (["trials", "/nonexistent/ab"], "not a blind A/B folder"),
         (["serve", "--policy", "sim", "--ab", "blind"], "--ab blind needs --ivra"),
         (["serve", "--policy", "sim:fixed_ms=-1"], "latencies must be >= 0"),
-        (["serve", "--policy", "lerobot:smolvla"], "lerobot:smolvla cannot be served yet"),
-        (
-            ["serve", "--policy", "tiny-vla", "--policy-kwargs", "temperature=0.5"],
-            "serve it with temperature=0",
-        ),
+        (["serve", "--policy", "ws://127.0.0.1:9"], "is a policy server already: point the clients at it"),
+        (["serve", "--policy", "sim:chunk=4,execute=5"], "need chunk >= 1 and execute in 1..chunk"),
     ]
+    if (
+        importlib.util.find_spec("lerobot") is None
+    ):  # the core environment: lerobot's policies run in their own
+        cases.append(
+            (
+                ["serve", "--policy", "lerobot:smolvla", "--policy-kwargs", "path=/nonexistent"],
+                "--policy lerobot:smolvla: cannot be built in this environment (No module named 'lerobot')",
+            )
+        )
     for args, needle in cases:
         res = run_cli(*args)
         assert res.returncode != 0, args

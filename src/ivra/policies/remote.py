@@ -1,16 +1,26 @@
-"""The client the evaluation workers use: the common policy interface over ``ivra serve``'s websocket.
+"""The client the evaluation workers use: the chunk contract (:mod:`ivra.policies.base`) over ``ivra serve``.
 
-``RemotePolicy("ws://127.0.0.1:8000")`` behaves like a local policy (``reset(seed)``, ``act(observations,
-instructions[, ivra=[...]])``, ``set_ivra(cfg)``): ``act`` sends one request per observation, pipelined on one
-connection (the server batches them with every other client's), and reads the answers in order. ``set_ivra``
-chooses the arm the following requests carry (None = explicit baseline); before any ``set_ivra`` the server's
-default arm applies.
+``RemotePolicy("ws://127.0.0.1:8000")`` is a policy like a local one: ``predict(observations, instructions, seeds,
+ivra)`` -> (B, H, D) sends one request per row, pipelined on one connection (the server batches them with every
+other client's), each with ``noise_seed`` = the row's seed, and reads the answers (whole chunks) in order. It is
+stateless, like every policy: row i's chunk is the in-process policy's chunk for that observation, seed and arm, so
+:class:`ivra.episodes.EpisodeRunner` over a RemotePolicy gives the in-process episodes. ``chunk_length`` and
+``execute_steps`` are the server's (its metadata: ``action_horizon``, ``execute_steps``). ``set_ivra`` chooses the
+arm the following requests carry (None = explicit baseline); before any ``set_ivra`` the server's default arm
+applies. ``act(observations, instructions[, ivra])`` -> (B, D) remains for single-step servers (H = 1).
+
+Blind A/B servers assign the arm per episode, so the server must know which episode a request belongs to, which a
+noise seed does not say. There, ``reset(seed)`` announces an episode seeded ``seed`` (as
+:meth:`ivra.episodes.EpisodeRunner.start` starts it): the requests whose noise seed is one of its chunk seeds
+(:func:`ivra.episodes.chunk_seed` ``(seed, k)``, k = 0, 1, ...) carry ``episode_id`` = ``"<client>/<n>:<seed>"``
+(n counts this client's episodes), so episodes stepped in lockstep keep their own arms; a row whose seed belongs to
+no announced episode is refused, naming it.
 
 Faults: when the connection drops (server restart, network), the client reconnects with exponential backoff
-(0.1 s doubling to 5 s) for up to ``reconnect_s`` seconds and re-sends the requests of the current ``act`` that
-were not answered (the policy is a function of the observation, so a resend is safe); after that it raises
-:class:`ServerUnavailable` and the evaluation executor journals the unit as an error and retries it. A text
-frame from the server (bad request, policy error) raises :class:`ServerError` at once, naming the problem.
+(0.1 s doubling to 5 s) for up to ``reconnect_s`` seconds and re-sends the requests of the current call that were
+not answered (a request carries its own noise seed, so a resend gets the same chunk); after that it raises
+:class:`ServerUnavailable` and the evaluation executor journals the unit as an error and retries it. A text frame
+from the server (bad request, policy error) raises :class:`ServerError` at once, naming the problem.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ class RemotePolicy:
         self._arm: Any = _UNSET
         self._client_id = uuid.uuid4().hex[:12]
         self._episode = 0
+        self._blind_rows: dict[int, tuple[str, int, int]] = {}  # next chunk seed -> (episode_id, seed, chunk)
         self.reconnects = 0
         self.last_timing: list[dict] = []
         self._connect(first=True)
@@ -140,9 +151,38 @@ class RemotePolicy:
         shape = (self.metadata.get("observation") or {}).get("image_shape") or [None]
         return shape[0]
 
-    def reset(self, seed: int | None = None) -> None:
-        """A new episode: a blind A/B server assigns the next episode's arm from the next request on."""
+    @property
+    def chunk_length(self) -> int:
+        """H: the actions per chunk the server answers (its metadata's ``action_horizon``)."""
+        return int(self.metadata.get("action_horizon", 1))
+
+    @property
+    def execute_steps(self) -> int:
+        """How many actions of a chunk the served policy executes by default (the server's metadata)."""
+        return int(self.metadata.get("execute_steps", self.chunk_length))
+
+    def reset(self, seed: int = 0) -> str:
+        """Blind A/B only (other servers need no episode state from the client): announce an episode seeded
+        ``seed``; the rows whose noise seeds are its chunk seeds are sent as that episode. Returns its id."""
+        from ivra.episodes import chunk_seed
+
+        episode_id = f"{self._client_id}/{self._episode}:{int(seed)}"
         self._episode += 1
+        self._blind_rows[chunk_seed(int(seed), 0)] = (episode_id, int(seed), 0)
+        return episode_id
+
+    def _blind_episode(self, noise_seed: int) -> str:
+        from ivra.episodes import chunk_seed
+
+        try:
+            episode_id, seed, k = self._blind_rows.pop(noise_seed)
+        except KeyError:
+            raise ValueError(
+                f"{self.url} runs a blind A/B: noise seed {noise_seed} belongs to no episode announced with "
+                "reset(seed) (the server assigns arms per episode, so every episode must be announced)"
+            ) from None
+        self._blind_rows[chunk_seed(seed, k + 1)] = (episode_id, seed, k + 1)
+        return episode_id
 
     def set_ivra(self, cfg: dict | None) -> None:
         if cfg and self.metadata.get("ab") == "blind":
@@ -151,8 +191,10 @@ class RemotePolicy:
             )
         self._arm = dict(cfg) if cfg else None
 
-    def request(self, obs: dict[str, Any], instruction: str, ivra: Any = _UNSET) -> dict:
-        msg: dict[str, Any] = {"prompt": instruction}
+    def request(self, obs: dict[str, Any], instruction: str, ivra: Any = _UNSET, noise_seed: int = 0) -> dict:
+        """The request of one row (an openpi observation map plus ``noise_seed`` and, per mode, the arm or the
+        blind episode)."""
+        msg: dict[str, Any] = {"prompt": instruction, "noise_seed": int(noise_seed)}
         if "image" in obs:
             msg["observation/image"] = np.ascontiguousarray(obs["image"], dtype=np.uint8)
         if "wrist_image" in obs:
@@ -161,10 +203,37 @@ class RemotePolicy:
             msg["observation/state"] = np.asarray(obs["state"], dtype=np.float32)
         arm = self._arm if ivra is _UNSET else ivra
         if self.metadata.get("ab") == "blind":
-            msg["episode_id"] = f"{self._client_id}/{self._episode}"
+            msg["episode_id"] = self._blind_episode(int(noise_seed))
         elif arm is not _UNSET:
             msg["ivra"] = arm
         return msg
+
+    def predict(
+        self,
+        observations: list[dict[str, Any]],
+        instructions: list[str],
+        seeds=None,
+        ivra: list[dict | None] | None = None,
+    ) -> np.ndarray:
+        """(B, H, D): row i's chunk from the server, seeded ``seeds[i]`` (None: 0), with arm ``ivra[i]`` (None
+        for the argument: the arm of :meth:`set_ivra`, else the server's default)."""
+        from ivra.policies.base import row_seeds
+
+        n = len(observations)
+        if len(instructions) != n:
+            raise ValueError(f"{len(instructions)} instructions for a batch of {n} observations")
+        if ivra is not None and len(ivra) != n:
+            raise ValueError(f"ivra has {len(ivra)} entries for a batch of {n} observations")
+        seeds = row_seeds(seeds, n)
+        frames = [
+            wire.packb(
+                {**self.request(o, s, _UNSET if ivra is None else ivra[i], seeds[i]), "more": n - 1 - i}
+            )
+            for i, (o, s) in enumerate(zip(observations, instructions))
+        ]
+        replies = self._exchange(frames)
+        self.last_timing = [r.get("server_timing", {}) for r in replies]
+        return np.stack([np.asarray(r["actions"]) for r in replies])
 
     def act(
         self,
@@ -172,16 +241,13 @@ class RemotePolicy:
         instructions: list[str],
         ivra: list[dict | None] | None = None,
     ) -> np.ndarray:
-        if ivra is not None and len(ivra) != len(observations):
-            raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
-        n = len(observations)
-        frames = [
-            wire.packb({**self.request(o, s, _UNSET if ivra is None else ivra[i]), "more": n - 1 - i})
-            for i, (o, s) in enumerate(zip(observations, instructions))
-        ]
-        replies = self._exchange(frames)
-        self.last_timing = [r.get("server_timing", {}) for r in replies]
-        return np.stack([np.asarray(r["actions"])[0] for r in replies])
+        """(B, D): one action per row from a single-step server (H = 1; noise seed 0)."""
+        if self.chunk_length != 1:
+            raise ValueError(
+                f"{self.url} answers chunks of {self.chunk_length} actions: use predict (or ivra.episodes."
+                "EpisodeRunner), not act"
+            )
+        return self.predict(observations, instructions, None, ivra)[:, 0]
 
     per_sample_ivra = True
 

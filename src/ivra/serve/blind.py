@@ -8,9 +8,10 @@ Discipline (after RoboArena, arXiv 2506.18123, for one lab's IVRA-on/off compari
 * **Blind.** The server journals each episode as it starts (``episodes.jsonl``: index, pair, episode key, start
   time; no arm) and never shows or sends the arm (metadata says only ``ab: blind``; requests may not set
   ``ivra``). ``config.json`` holds the seed and the treatment; do not read it before unblinding.
-* **Episodes.** A request's ``episode_id`` (any string or integer) names its episode: a new value starts a new
-  episode and takes the next slot of the schedule. Without ``episode_id``, one websocket connection is one episode.
-  ivra's own client sends ``episode_id`` itself (``reset()`` starts the next episode).
+* **Episodes.** Episodes are the server's sessions (:mod:`ivra.serve.sessions`): a request's ``episode_id`` (any
+  string or integer) names its episode, and a new value starts a new episode and takes the next slot of the
+  schedule; without ``episode_id``, one websocket connection is one episode until the client sends
+  ``reset: true``. ivra's own client names its episodes itself (:meth:`ivra.policies.remote.RemotePolicy.reset`).
 * **Outcomes.** ``ivra trials DIR`` asks the operator, episode by episode in start order, for success / failure
   (``outcomes.jsonl``), showing only index, pair and start time.
 * **Report.** ``ivra trials DIR --report`` unblinds: success per arm with Wilson 95 % intervals over all scored
@@ -105,9 +106,6 @@ class BlindAB:
             i = self._by_key[key]
         arm = arm_of(self.seed, i)
         return arm, (self.treatment if arm == "ivra" else None)
-
-    def connection_closed(self, key: str) -> None:
-        return None
 
 
 def _require_ab_folder(folder: Path) -> None:

@@ -70,6 +70,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             policy, spec = load_policy(args.policy, policy_kwargs)
         except (ValueError, FileNotFoundError, TypeError) as exc:
             raise UsageError(f"--policy {args.policy}: {exc}") from None
+        except ImportError as exc:  # a policy of another environment (lerobot, openvla, flower)
+            raise UsageError(
+                f"--policy {args.policy}: cannot be built in this environment ({exc}); run `ivra serve` in the "
+                "policy's own environment (the clients may run anywhere)"
+            ) from None
         if default_ivra:
             check_arm(policy, default_ivra, "treatment arm" if args.ab else "default arm")
     blind = None
@@ -108,9 +113,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await server.start()
+        horizon, execute = server.chunk_spec()
         print(
             f"ivra serve: {server.metadata()['policy']} on ws://{options.host}:{server.port} "
-            f"(max batch {options.max_batch}, max wait {options.max_wait_ms} ms"
+            f"(answers chunks of {horizon} action{'s' * (horizon != 1)}, {execute} executed by default; "
+            f"max batch {options.max_batch}, max wait {options.max_wait_ms} ms"
             + (
                 ", blind A/B"
                 if blind
@@ -165,14 +172,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="batched policy server speaking openpi's websocket protocol (openpi-client connects unchanged)",
-        description="One model copy for many simulators or robots: requests from all clients are batched; each "
-        "request may carry its own IVRA arm ('ivra': settings or nil).",
+        description="One model copy for many simulators or robots: requests from all clients are batched into one "
+        "policy call and each gets the policy's whole action chunk; a connection is a session (episode_id, reset, "
+        "seed, noise_seed choose the episode and its seeded noise); each request may carry its own IVRA arm "
+        "('ivra': settings or nil).",
     )
     p.add_argument(
         "--policy",
         required=True,
         help="the policy to serve: low | full (the shipped tiny policies) | a training run directory | zero | "
-        "tiny-vla | sim[:k=v,..] (a latency model) | package.module:Class",
+        "tiny-vla | sim[:k=v,..] (a latency model) | lerobot:smolvla|pi0|pi05 | openvla | openvla-oft | flower "
+        "(in their own environments) | package.module:Class; each request gets the policy's whole action chunk",
     )
     p.add_argument(
         "--policy-kwargs",

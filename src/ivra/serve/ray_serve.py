@@ -4,11 +4,13 @@
 
 * each replica is a Ray Serve deployment replica (``PolicyDeployment``) holding one copy of the policy (one per GPU
   with ``--ray-gpus-per-replica 1``); Ray Serve's own ``@serve.batch`` gathers the requests a replica receives
-  into one ``act`` call (``--max-batch``, ``--max-wait-ms``), per-sample IVRA arms included;
+  into one ``predict`` call (``--max-batch``, ``--max-wait-ms``), per-sample IVRA arms and noise seeds included,
+  and each request gets its whole chunk (H, action_dim), as from the single-process server;
 * Ray Serve routes each request to a replica (its power-of-two-choices router), so there is no home-made load
   balancer; no Ray HTTP proxy is started (``proxy_location="Disabled"``): the only listener is our websocket
   front on ``--host``/``--port``, with the same protocol, validation, error frames, API key and health check as
-  the single-process server (:class:`RayServeFront` only replaces the batch loop by calls to the deployment
+  the single-process server, including its sessions (the front keeps each connection's episode and assigns the
+  noise seed of every chunk; :class:`RayServeFront` only replaces the batch loop by calls to the deployment
   handle).
 """
 
@@ -47,24 +49,27 @@ def _deployment_class():
             self.act_batch.set_batch_wait_timeout_s(max_wait_s)
 
         def describe(self) -> dict:
+            from ivra.policies.base import chunk_spec
+
             return {
                 "name": getattr(self.policy, "name", type(self.policy).__name__),
                 "spec": self.spec.to_dict(),
+                "chunk": list(chunk_spec(self.policy)),
             }
 
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
         async def act_batch(self, items: list[dict]) -> list[dict]:
-            from ivra.policies.base import act_with_arms
+            from ivra.policies.base import predict_with_arms
 
-            actions = act_with_arms(
+            chunks = predict_with_arms(
                 self.policy,
                 [i["obs"] for i in items],
                 [i["instruction"] for i in items],
+                [i["seed"] for i in items],
                 [i["ivra"] for i in items],
             )
             return [
-                {"actions": np.asarray(a), "batch_size": len(items), "replica": self.replica}
-                for a in np.asarray(actions)
+                {"actions": np.asarray(c), "batch_size": len(items), "replica": self.replica} for c in chunks
             ]
 
         async def __call__(self, item: dict) -> dict:
@@ -130,14 +135,11 @@ class RayServeFront(PolicyServer):
 
     def __init__(self, handle, options: ServeOptions | None = None, blind=None):
         described = handle.describe.remote().result(timeout_s=600)
-        spec = ObsSpec(
-            image_shape=tuple(described["spec"]["image_shape"]),
-            image_required=described["spec"]["image_required"],
-            action_dim=described["spec"]["action_dim"],
-        )
+        spec = ObsSpec.from_dict(described["spec"])
 
-        class _Named:  # the front holds no model, only the name for the metadata
+        class _Named:  # the front holds no model, only what the metadata says of it
             name = described["name"]
+            chunk_length, execute_steps = described["chunk"]
 
         super().__init__(_Named(), options, spec, blind=blind)
         self.handle = handle
@@ -159,7 +161,9 @@ class RayServeFront(PolicyServer):
         from ivra.serve import wire
 
         try:
-            out = await self.handle.remote({"obs": req.obs, "instruction": req.instruction, "ivra": req.ivra})
+            out = await self.handle.remote(
+                {"obs": req.obs, "instruction": req.instruction, "ivra": req.ivra, "seed": req.seed}
+            )
         except Exception as exc:  # noqa: BLE001 -- the client gets the error, the front lives
             if not req.future.done():
                 req.future.set_result(f"policy error: {type(exc).__name__}: {exc}")
@@ -172,8 +176,9 @@ class RayServeFront(PolicyServer):
             req.future.set_result(
                 wire.packb(
                     {
-                        "actions": np.asarray(out["actions"])[None, :],
+                        "actions": np.asarray(out["actions"]),  # (H, action_dim)
                         "server_timing": {"batch_size": out["batch_size"], "replica": out["replica"]},
+                        "episode": req.info,
                     }
                 )
             )

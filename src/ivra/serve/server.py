@@ -1,14 +1,18 @@
-"""The policy server: openpi's websocket protocol, dynamic batching, per-sample IVRA arms.
+"""The policy server: openpi's websocket protocol, whole action chunks, sessions, dynamic batching, per-sample arms.
 
 Protocol (what the PyPI ``openpi-client`` ``WebsocketClientPolicy`` speaks):
 
 * on connect the server sends one binary frame: the metadata map (policy name, observation spec, action
-  dimension, default arm, batching limits, A/B mode);
+  dimension, ``action_horizon`` H = the policy's chunk length, ``execute_steps`` = how many of a chunk its caller
+  executes by default, default arm, batching limits, A/B mode);
 * then each binary frame from the client is one observation map, answered by one binary frame
-  ``{"actions": (1, action_dim) array, "server_timing": {...}}``, in order; a client may send several requests
-  before reading (pipelining), answers still come back in request order;
-* a request the server cannot serve (not msgpack, missing keys, wrong image shape or dtype, bad IVRA settings) is
-  answered with a *text* frame naming the problem; the connection stays open and every other client is unaffected;
+  ``{"actions": (H, action_dim) array, "server_timing": {...}, "episode": {...}}``, in order: the whole chunk, as
+  openpi's servers answer (a single-step policy answers (1, action_dim)); the client executes what it wants of it
+  (openpi's LIBERO example: the first ``replan_steps``). A client may send several requests before reading
+  (pipelining); answers still come back in request order;
+* a request the server cannot serve (not msgpack, missing keys, wrong image shape or dtype, bad IVRA settings, bad
+  session keys) is answered with a *text* frame naming the problem; the connection stays open and every other
+  client is unaffected;
 * ``GET /healthz`` answers 200 ``OK`` (no websocket upgrade); a frame larger than ``max_payload_bytes`` closes
   that connection with code 1009 (websockets' size limit);
 * a non-loopback bind needs an API key; the client then sends ``Authorization: Api-Key <key>`` (as
@@ -16,17 +20,20 @@ Protocol (what the PyPI ``openpi-client`` ``WebsocketClientPolicy`` speaks):
 
 Observation keys follow openpi's LIBERO example: ``observation/image`` (HxWx3 uint8), ``observation/wrist_image``,
 ``observation/state``, ``prompt`` (str). Extensions: ``ivra`` (a map of :class:`ivra.IVRAConfig` fields, or nil
-for the baseline; absent = the server's default arm), ``episode_id`` (blind A/B: a new value starts a new
-episode; without it one connection is one episode) and ``more`` (a pipelining client's count of requests that
-follow this one at once, so that the batcher waits for them).
+for the baseline; absent = the server's default arm), ``more`` (a pipelining client's count of requests that follow
+this one at once, so that the batcher waits for them) and the session keys of :mod:`ivra.serve.sessions`
+(``episode_id``, ``reset``, ``seed``, ``noise_seed``): each request of an episode is its next chunk, seeded as
+:class:`ivra.episodes.EpisodeRunner` seeds it, so a served episode reproduces an in-process one.
 
 Batching: requests from all connections go into one queue; the batch loop takes the first waiting request and
 gathers more until ``max_batch`` requests or ``max_wait_ms`` after the first one arrived (or after the previous
 call ended, if that was later: requests that queued during a call wait a little for the clients that call just
-answered), then makes one policy
-call (in one worker thread: one model copy, one call at a time) while the next batch gathers. A batch is sent at
-once when every connected client already has a request in it and none announced more (nobody else could join), so a lone client never
-waits ``max_wait_ms``, and clients that drift out of step are pulled back into one batch.
+answered), then makes ONE ``predict`` call -- one denoising loop for a flow-matching policy, each row with its own
+noise seed and IVRA arm (:func:`ivra.policies.base.predict_with_arms`) -- in one worker thread (one model copy, one
+call at a time) while the next batch gathers. A batch is sent at once when every connected client already has a
+request in it and none announced more (nobody else could join), so a lone client never waits ``max_wait_ms``, and
+clients that drift out of step are pulled back into one batch. If a batched call fails, its rows are retried one by
+one, so a request the policy cannot take gets the error and the others their chunks.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -49,6 +57,7 @@ import numpy as np
 
 from ivra.serve import wire
 from ivra.serve.policies import ObsSpec
+from ivra.serve.sessions import Session, SessionError, parse_keys
 
 log = logging.getLogger("ivra.serve")
 
@@ -109,7 +118,9 @@ class Request:
     instruction: str
     ivra: dict | None
     arm: str | None = None  # blind A/B: the hidden arm name
-    episode: str | None = None
+    episode: str | None = None  # blind A/B key of the request's episode
+    seed: int = 0  # the noise seed of this request's chunk
+    info: dict = field(default_factory=dict)  # the episode part of the reply (id, seed, chunk, noise seed)
     conn: int = -1
     more: int = 0  # further requests this client announced right behind this one (pipelining)
     t_arrival: float = field(default_factory=time.perf_counter)
@@ -165,6 +176,8 @@ class PolicyServer:
             "arms": {},  # requests per arm: "baseline" or "layer=..,lam=.." (not in blind mode: arms stay hidden)
         }
         self._conn_ids = itertools.count()
+        self._boot = uuid.uuid4().hex[:8]  # blind A/B keys of connection episodes stay unique across restarts
+        self._sessions: dict[int, Session] = {}  # connection -> its episode state (dropped when it closes)
         self._open: set[int] = set()  # connections now open
         self._more: dict[int, int] = {}  # connection -> requests it announced and has not sent yet
         self._queue: asyncio.Queue[Request] | None = None
@@ -174,9 +187,17 @@ class PolicyServer:
         self.port: int | None = None
 
     # -- metadata and validation -----------------------------------------------------------------------------
+    def chunk_spec(self) -> tuple[int, int]:
+        """(chunk length H, default executed steps) of the served policy."""
+        from ivra.policies.base import chunk_spec
+
+        return chunk_spec(self.policy)
+
     def metadata(self) -> dict:
         from ivra import __version__
+        from ivra.serve.sessions import KEYS
 
+        horizon, execute = self.chunk_spec()
         meta = {
             "protocol": PROTOCOL,
             "server": f"ivra {__version__}",
@@ -184,7 +205,9 @@ class PolicyServer:
             "observation": self.spec.to_dict(),
             "observation_keys": [*IMAGE_KEYS, STATE_KEY, PROMPT_KEY],
             "action_dim": self.spec.action_dim,
-            "action_horizon": 1,
+            "action_horizon": horizon,
+            "execute_steps": execute,
+            "session_keys": list(KEYS),
             "max_batch": self.options.max_batch,
             "max_wait_ms": self.options.max_wait_ms,
             "max_payload_bytes": self.options.max_payload_bytes,
@@ -194,7 +217,8 @@ class PolicyServer:
             meta["default_ivra"] = self.default_ivra
         return meta
 
-    def parse(self, frame: bytes | str, conn_id: int) -> Request:
+    def parse(self, frame: bytes | str, conn_id: int, session: Session | None = None) -> Request:
+        """One request, validated; ``session`` (the connection's) gives its episode and noise seed."""
         if isinstance(frame, str):
             raise RequestError("expected a binary msgpack frame, got a text frame")
         try:
@@ -211,11 +235,21 @@ class PolicyServer:
                 )
         if self.spec.image_required and "image" not in obs:
             raise RequestError(f"missing key 'observation/image' (got keys {sorted(map(str, msg))})")
+        for key in self.spec.requires:
+            if key not in msg:
+                raise RequestError(
+                    f"missing key {key!r}: policy {self.metadata_policy()} needs it (got keys {sorted(map(str, msg))})"
+                )
         if STATE_KEY in msg:
             state = msg[STATE_KEY]
             if not isinstance(state, np.ndarray) or state.dtype.kind not in "fiu" or state.ndim != 1:
                 raise RequestError(
                     f"{STATE_KEY} must be a 1-D numeric array, got {getattr(state, 'shape', state)!r}"
+                )
+            if self.spec.state_dims and state.shape[0] not in self.spec.state_dims:
+                raise RequestError(
+                    f"{STATE_KEY} has {state.shape[0]} entries, expected "
+                    f"{' or '.join(map(str, self.spec.state_dims))} for policy {self.metadata_policy()}"
                 )
             obs["state"] = state.astype(np.float32)
         prompt = msg.get(PROMPT_KEY)
@@ -226,19 +260,25 @@ class PolicyServer:
         more = msg.get("more", 0)
         if isinstance(more, bool) or not isinstance(more, (int, np.integer)) or more < 0:
             raise RequestError(f"more must be an integer >= 0 (requests that follow this one), got {more!r}")
-        if self.blind is not None:
-            if "ivra" in msg:
-                raise RequestError(
-                    "this server runs a blind A/B: the arm is assigned per episode, a request may not set 'ivra'"
-                )
-            ep = msg.get("episode_id")
-            if ep is not None and not isinstance(ep, (str, int)):
-                raise RequestError(f"episode_id must be a string or an integer, got {type(ep).__name__}")
-            episode = f"id:{ep}" if ep is not None else f"conn:{conn_id}"
-            arm, cfg = self.blind.arm_for(episode)
-            return Request(obs, prompt, cfg, arm=arm, episode=episode, more=int(more))
+        if self.blind is not None and "ivra" in msg:
+            raise RequestError(
+                "this server runs a blind A/B: the arm is assigned per episode, a request may not set 'ivra'"
+            )
         ivra_cfg = normalise_ivra(msg["ivra"]) if "ivra" in msg else self.default_ivra
-        return Request(obs, prompt, ivra_cfg, more=int(more))
+        if session is None:
+            session = Session(conn_id, self._boot)
+        try:  # last: a request refused above neither starts nor advances an episode
+            got = session.assign(parse_keys(msg, blind=self.blind is not None))
+        except SessionError as exc:
+            raise RequestError(str(exc)) from None
+        req = Request(obs, prompt, ivra_cfg, seed=got.noise_seed, info=got.info, more=int(more))
+        if self.blind is not None:
+            req.arm, req.ivra = self.blind.arm_for(got.key)
+            req.episode = got.key
+        return req
+
+    def metadata_policy(self) -> str:
+        return repr(getattr(self.policy, "name", type(self.policy).__name__))
 
     # -- batching ----------------------------------------------------------------------------------------------
     async def _batch_loop(self) -> None:
@@ -271,45 +311,58 @@ class PolicyServer:
                 continue
             t0 = time.perf_counter()
             try:
-                actions = await loop.run_in_executor(self._pool, self._call_policy, batch)
-            except Exception as exc:  # noqa: BLE001 -- every request of the batch gets the error, the server lives
-                t_free = time.perf_counter()
+                chunks = await loop.run_in_executor(self._pool, self._call_policy, batch)
+            except Exception as exc:  # noqa: BLE001 -- the rows are retried alone below, the server lives
                 log.exception("policy call failed on a batch of %d", len(batch))
-                for r in batch:
-                    if not r.future.done():
-                        r.future.set_result(f"policy error: {type(exc).__name__}: {exc}")
-                continue
+                chunks = await self._one_by_one(batch, exc)
             t_free = time.perf_counter()
             dt = t_free - t0
             self.stats["batches"] += 1
             self.stats["policy_s"] += dt
             sizes = self.stats["batch_sizes"]
             sizes[len(batch)] = sizes.get(len(batch), 0) + 1
-            for i, r in enumerate(batch):
+            for r, chunk in zip(batch, chunks):
                 if r.future.done():
                     continue
+                if isinstance(chunk, str):
+                    r.future.set_result(chunk)
+                    continue
                 reply = {
-                    "actions": np.asarray(actions[i])[None, :],
+                    "actions": chunk,  # (H, action_dim): the whole chunk, as openpi's servers answer
                     "server_timing": {
                         "infer_ms": 1000.0 * dt,
                         "queue_ms": 1000.0 * (t0 - r.t_arrival),
                         "batch_size": len(batch),
                     },
+                    "episode": r.info,
                 }
                 r.future.set_result(wire.packb(reply))
 
-    def _call_policy(self, batch: list[Request]) -> np.ndarray:
-        from ivra.policies.base import act_with_arms
+    async def _one_by_one(self, batch: list[Request], exc: BaseException) -> list:
+        """After a failed batched call: each row alone, so only the requests the policy cannot take get an error
+        (a batch of one gets its error at once)."""
+        if len(batch) == 1:
+            return [f"policy error: {type(exc).__name__}: {exc}"]
+        loop = asyncio.get_running_loop()
+        out: list = []
+        for r in batch:
+            try:
+                out.append((await loop.run_in_executor(self._pool, self._call_policy, [r]))[0])
+            except Exception as one:  # noqa: BLE001 -- this request's error, the others are served
+                out.append(f"policy error: {type(one).__name__}: {one}")
+        return out
 
-        actions = act_with_arms(
-            self.policy, [r.obs for r in batch], [r.instruction for r in batch], [r.ivra for r in batch]
+    def _call_policy(self, batch: list[Request]) -> np.ndarray:
+        """One ``predict`` for the batch: per-row noise seeds and arms; (B, H, action_dim)."""
+        from ivra.policies.base import predict_with_arms
+
+        return predict_with_arms(
+            self.policy,
+            [r.obs for r in batch],
+            [r.instruction for r in batch],
+            [r.seed for r in batch],
+            [r.ivra for r in batch],
         )
-        actions = np.asarray(actions)
-        if actions.ndim != 2 or actions.shape[0] != len(batch):
-            raise RuntimeError(
-                f"policy returned actions of shape {actions.shape} for a batch of {len(batch)}"
-            )
-        return actions
 
     # -- connections -------------------------------------------------------------------------------------------
     def _process_request(self, connection, request):
@@ -329,6 +382,7 @@ class PolicyServer:
 
         conn_id = next(self._conn_ids)
         self._open.add(conn_id)
+        session = self._sessions[conn_id] = Session(conn_id, self._boot)
         self.stats["clients"] += 1
         pending: asyncio.Queue = asyncio.Queue(maxsize=self.options.max_pending_per_client)
         sender = asyncio.create_task(self._sender(ws, pending))
@@ -338,7 +392,7 @@ class PolicyServer:
             async for frame in ws:
                 fut = loop.create_future()
                 try:
-                    req = self.parse(frame, conn_id)
+                    req = self.parse(frame, conn_id, session)
                 except RequestError as exc:
                     self.stats["errors"] += 1
                     fut.set_result(f"bad request: {exc}")
@@ -360,13 +414,12 @@ class PolicyServer:
         finally:
             self._open.discard(conn_id)
             self._more.pop(conn_id, None)
+            self._sessions.pop(conn_id, None)  # its episode state goes with the connection
             sender.cancel()
             while not pending.empty():
                 fut = pending.get_nowait()
                 if not fut.done():
                     fut.cancel()  # the batch loop skips requests of a client that left
-            if self.blind is not None:
-                self.blind.connection_closed(f"conn:{conn_id}")
 
     async def _sender(self, ws, pending: asyncio.Queue) -> None:
         from websockets.exceptions import ConnectionClosed
