@@ -190,3 +190,104 @@ def test_error_summary_counts_per_arm_and_names_the_first_error(tmp_path):
     assert "arm ivra: 2 of 3 unit(s) failed" in text and "--rerun-errors" in text
     assert error_summary([r for r in recs if r["unit"]["arm"] == "baseline"]) == []
     assert format_errors([]) == ""
+
+
+def test_lockstep_batches_journal_every_unit_and_retry_only_the_failed_one(tmp_path):
+    """lockstep=3: the job gets 3 units at a time; each unit is its own record (the failed lane's error is its own,
+    its batch mates are ok and not rerun), the failed unit is retried in a later batch; the records equal those of
+    lockstep=1 up to meta."""
+    from job_helpers import LockstepToy
+
+    units = _units(7)
+    job = LockstepToy(state_dir=tmp_path / "s3", fail_once=("u01",), fail_always=("u05",))
+    recs = execute(job, units, tmp_path / "k3.jsonl", retries=1, lockstep=3, progress=False)
+    # the retries queue up behind the units not yet run: [u00 u01 u02] [u03 u04 u05] [u06 u01 u05]
+    assert job.batch_sizes == [3, 3, 3]
+    lines = Journal(tmp_path / "k3.jsonl").records()
+    assert len(lines) == 7 + 2 and len({r["key"] for r in lines}) == 7
+    first = {r["key"]: r for r in lines if r["attempt"] == 1}
+    batch = {k: r["meta"]["lockstep"]["batch"] for k, r in first.items()}
+    assert batch["u00"] == batch["u01"] == batch["u02"] and batch["u03"] != batch["u00"]
+    assert first["u01"]["status"] == "error" and not first["u01"]["final"]
+    assert "ValueError: unit u01 fails on its first attempt" in first["u01"]["error"]
+    assert "toy.py" in first["u01"]["traceback"]  # the lane's own traceback
+    assert first["u00"]["status"] == first["u02"]["status"] == "ok"  # its batch mates are kept
+    retried = {r["key"]: r["meta"]["lockstep"]["batch"] for r in lines if r["attempt"] == 2}
+    assert retried["u01"] == retried["u05"] == batch["u06"]
+    by_key = {r["key"]: r for r in recs}
+    assert by_key["u01"]["status"] == "ok" and by_key["u01"]["attempt"] == 2
+    assert by_key["u05"]["status"] == "error" and by_key["u05"]["attempt"] == 2 and by_key["u05"]["final"]
+    one = execute(
+        LockstepToy(state_dir=tmp_path / "s1", fail_once=("u01",), fail_always=("u05",)),
+        units,
+        tmp_path / "k1.jsonl",
+        retries=1,
+        progress=False,
+    )
+    assert _canon(recs) == _canon(one)
+
+
+def test_a_batch_that_raises_is_an_error_record_for_each_unit(tmp_path):
+    from job_helpers import LockstepToy
+
+    job = LockstepToy(break_batch=("u01",))
+    recs = execute(job, _units(4), tmp_path / "j.jsonl", retries=0, lockstep=2, progress=False)
+    assert [r["status"] for r in recs] == ["error", "error", "ok", "ok"]
+    assert all("RuntimeError: the whole batch broke" in r["error"] for r in recs[:2])
+    with pytest.raises(ValueError, match="lockstep must be >= 1"):
+        execute(job, _units(1), tmp_path / "x.jsonl", lockstep=0, progress=False)
+
+
+def test_lockstep_spreads_units_over_workers_and_local_matches_inline(tmp_path):
+    """8 units, 2 workers, lockstep 8: each worker gets 4 (its share), not one worker all 8; a job without
+    run_lockstep runs its batch one unit at a time; local records equal inline ones."""
+    from job_helpers import LockstepToy
+
+    units = _units(8)
+    a = execute(
+        LockstepToy(state_dir=tmp_path / "i", fail_once=("u02",)), units, tmp_path / "i.jsonl", progress=False
+    )
+    b = execute(
+        LockstepToy(state_dir=tmp_path / "l", fail_once=("u02",)),
+        units,
+        tmp_path / "l.jsonl",
+        executor="local",
+        workers=2,
+        lockstep=8,
+        progress=False,
+    )
+    assert _canon(a) == _canon(b)
+    sizes = [
+        r["meta"]["lockstep"]["size"] for r in Journal(tmp_path / "l.jsonl").records() if r["attempt"] == 1
+    ]
+    assert sorted(sizes) == [4] * 8
+    c = execute(ToyJob(), units, tmp_path / "t.jsonl", lockstep=3, progress=False)
+    assert [r["result"]["square"] for r in c] == [i * i for i in range(8)]
+    assert all("lockstep" not in r["meta"] for r in c)
+
+
+@pytest.mark.ray
+def test_ray_lockstep_matches_inline(tmp_path, monkeypatch):
+    import ray
+    from job_helpers import LockstepToy
+
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))  # the actors import job_helpers
+    units = _units(7)
+    a = execute(LockstepToy(state_dir=tmp_path / "i", fail_once=("u02",)), units, tmp_path / "i.jsonl", progress=False)  # fmt: skip
+    try:
+        b = execute(
+            LockstepToy(state_dir=tmp_path / "r", fail_once=("u02",)),
+            units,
+            tmp_path / "r.jsonl",
+            executor="ray",
+            workers=2,
+            lockstep=3,
+            progress=False,
+        )
+    finally:
+        ray.shutdown()
+    assert _canon(a) == _canon(b)
+    first = [r for r in Journal(tmp_path / "r.jsonl").records() if r["attempt"] == 1]
+    assert max(r["meta"]["lockstep"]["size"] for r in first) == 3 and {
+        r["meta"]["executor"] for r in first
+    } == {"ray"}

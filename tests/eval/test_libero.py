@@ -186,13 +186,31 @@ def test_units_and_job_pickling():
     cfg = LiberoConfig(suite="libero_goal", arms={"baseline": None, "ivra": {"layer": 2, "lam": 0.3}})
     assert cfg.steps == 300 and LiberoConfig(suite="libero_10", max_steps=12).steps == 12
     job = pickle.loads(pickle.dumps(LiberoJob(cfg)))
-    assert job.config == cfg and job._env is None
+    assert job.config == cfg and job._envs == {}
     with pytest.raises(TypeError, match="inline"):
         pickle.dumps(LiberoJob(cfg, policy=ZeroPolicy()))
 
 
+def test_actions_digest_sees_every_action_to_six_decimals():
+    import numpy as np
+
+    from ivra.eval.libero.job import actions_digest
+
+    a = [np.array([0.1, -0.0, 1.0]), np.array([0.2, 0.0, -1.0])]
+    d = actions_digest(a)
+    assert len(d) == 40 and d == actions_digest([np.array([0.1, 0.0, 1.0]), np.array([0.2, -0.0, -1.0])])
+    assert (
+        d != actions_digest(a[:1])
+        and d != actions_digest([a[0], a[1] + 1e-5])
+        and d != actions_digest(a[::-1])
+    )
+    assert d == actions_digest([a[0], a[1] + 1e-8])
+
+
 @pytest.mark.libero
-def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_decision(tmp_path, subprocess_env):
+def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_decision(
+    tmp_path, subprocess_env
+):
     """`--ab --sequential`: rounds of initial states over every task; the zero policy's arms always agree, so
     the interval closes around 0 and (with a wide margin) the run stops for futility after the first round,
     having spent fewer episodes than the fixed design; manifest and report say so; a rerun changes nothing."""

@@ -107,16 +107,20 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
     (``set_ivra(cfg)`` then ``set_ivra(None)``), before any episode runs; a mistake raises :class:`UsageError`
     naming it. A ``ws://`` policy is checked for a well-formed URL and a server that answers now.
 
-    Returns ``{"policy": the built policy if keep (else freed: None), "random_weights": a sentence or None}``.
+    Returns ``{"policy": the built policy if keep (else freed: None), "random_weights": a sentence or None,
+    "chunk": (chunk_length, execute_steps) of the policy}``.
     """
     import importlib
     import importlib.util
     import inspect
 
     from ivra.config import describe_setting
+    from ivra.policies.base import chunk_spec
 
     if name == "zero":
-        return {"policy": None, "random_weights": None}
+        from ivra.policies.zero import ZeroPolicy
+
+        return {"policy": None, "random_weights": None, "chunk": chunk_spec(ZeroPolicy)}
     if name.startswith(("ws://", "wss://")):
         check_server_url(name)
         from ivra.policies.remote import RemotePolicy, ServerUnavailable
@@ -149,13 +153,13 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
                 f"--policy {name} needs --policy-kwargs path=CHECKPOINT (a lerobot checkpoint folder)"
             )
         pol = _build(name, kwargs)
-    elif name == "tiny-vla":
-        pol = _build(name, kwargs)
+    elif name in ("tiny-vla", "sim", "openvla", "openvla-oft", "flower") or name.startswith("sim:"):
+        pol = _build(name, kwargs)  # registry names (sim:k=v,... with its settings inline)
     else:
         if ":" not in name:
             raise UsageError(
-                f"unknown --policy {name!r}: expected zero, tiny-vla, lerobot:smolvla|pi0|pi05, "
-                "package.module:Class or ws://HOST:PORT"
+                f"unknown --policy {name!r}: expected zero, tiny-vla, sim[:k=v,..], openvla, openvla-oft, flower, "
+                "lerobot:smolvla|pi0|pi05, package.module:Class or ws://HOST:PORT"
             )
         mod, cls = name.split(":", 1)
         try:
@@ -182,17 +186,21 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
             except (IVRAError, ValueError) as exc:  # ConfigError is a ValueError
                 raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {arm}): {exc}") from None
         note = random_weights_note(name, pol)
+        try:
+            chunk = chunk_spec(pol)
+        except ValueError as exc:
+            raise UsageError(f"--policy {name}: {exc}") from None
     except BaseException:
         _close(pol)
         del pol
         _collect()
         raise
     if keep:
-        return {"policy": pol, "random_weights": note}
+        return {"policy": pol, "random_weights": note, "chunk": chunk}
     _close(pol)
     del pol  # the last reference: the workers build their own
     _collect()
-    return {"policy": None, "random_weights": note}
+    return {"policy": None, "random_weights": note, "chunk": chunk}
 
 
 _RAY_NUMBERS = ("num_cpus", "num_gpus", "memory", "object_store_memory")
@@ -273,6 +281,12 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
     inline = args.executor == "inline"
     # inline: the policy checked here runs the units (loaded once)
     checked = check_policy(args.policy, policy_kwargs, arms, keep=inline)
+    chunk_length, default_execute = checked["chunk"]
+    if args.execute_steps is not None and args.execute_steps > chunk_length:
+        raise UsageError(
+            f"--execute-steps {args.execute_steps}: expected 1..{chunk_length} (policy {args.policy} predicts "
+            f"chunks of {chunk_length} action(s); its default executes {default_execute})"
+        )
     if checked["random_weights"]:
         print(
             f"WARNING: policy {args.policy} runs RANDOM WEIGHTS ({checked['random_weights']}): its success rates "
@@ -282,7 +296,9 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
     print(
         f"ivra eval libero: {args.suite}, policy {args.policy}, arms "
         + "; ".join(f"{a} (IVRA {describe_setting(c)})" for a, c in arms.items())
-        + f", {len(tasks)} task(s) x {len(states)} initial state(s)",
+        + f", {len(tasks)} task(s) x {len(states)} initial state(s)"
+        + f", chunks of {chunk_length}, {args.execute_steps or default_execute} executed"
+        + (f", {args.lockstep} episodes in lockstep per worker" if args.lockstep > 1 else ""),
         file=sys.stderr,
     )
     try:
@@ -311,6 +327,9 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             sequential={"round": args.round, "delta": args.delta} if args.sequential else None,
             policy_instance=checked["policy"],
             random_weights=checked["random_weights"],
+            lockstep=args.lockstep,
+            execute_steps=args.execute_steps,
+            chunk=checked["chunk"],
         )
     except LiberoMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -349,7 +368,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument(
         "--policy",
         default="zero",
-        help="zero | tiny-vla | lerobot:smolvla|pi0|pi05 | package.module:Class | ws://HOST:PORT (a policy served "
+        help="zero | tiny-vla | sim[:fixed_ms=..,per_sample_ms=..,chunk=..,execute=..] (a latency stand-in) | openvla | "
+        "openvla-oft | flower | lerobot:smolvla|pi0|pi05 | package.module:Class | ws://HOST:PORT (a policy served "
         "by `ivra serve`, any environment) (default zero)",
     )
     lib.add_argument(
@@ -396,6 +416,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reused) (default local)",
     )
     lib.add_argument("--workers", type=positive_int, default=1, help="parallel workers (default 1)")
+    lib.add_argument(
+        "--lockstep",
+        type=positive_int,
+        default=1,
+        metavar="K",
+        help="episodes each worker steps together: K simulators, one batched policy call per step for the episodes "
+        "that need a chunk; every episode keeps its own seed, arm and action queue, so the results equal K=1 "
+        "(default 1; a resumed run may change it)",
+    )
+    lib.add_argument(
+        "--execute-steps",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="actions executed from each predicted chunk before the policy is asked again (openpi's replan_steps; "
+        "1..the policy's chunk length; default: the policy's own execute_steps)",
+    )
     lib.add_argument(
         "--retries",
         type=nonneg_int,

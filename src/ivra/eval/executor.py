@@ -25,6 +25,13 @@ has a final record, so a killed run resumes without losing or duplicating units.
 An optional ``teardown()`` of the job is called once in every process where ``setup()`` ran, before that
 process ends (close simulators and renderers there, so nothing is left for the interpreter's shutdown).
 
+``lockstep=K`` hands a worker up to K units at a time (fewer when fewer are left than the workers could share).
+A job with ``run_lockstep(units) -> [result dict | exception, ...]`` runs them together (the LIBERO job steps K
+episodes with one batched policy call per step); any other job runs them one after another. Every unit is still
+its own journal record, written when the batch ends: a unit whose entry is an exception is an error record (and
+is retried, in a later batch, as above) while the others' results are kept; ``meta["lockstep"]`` names the batch
+(``{"batch": id, "size": n}``) and ``meta["elapsed_s"]`` is the batch's time.
+
 ``inline``, ``local`` and ``ray`` produce the same records up to order and ``meta``. :func:`error_summary`
 and :func:`format_errors` turn the final records into the per-arm error report every CLI prints.
 """
@@ -38,6 +45,7 @@ import os
 import socket
 import time
 import traceback
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -99,30 +107,33 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def run_unit(job: Any, unit: dict, attempt: int, executor: str) -> dict:
-    """Run one attempt of one unit and return its journal record (``final`` is set by the driver)."""
-    t0 = time.perf_counter()
-    try:
-        _ensure_setup(job)
-        result = job.run(unit)
-        if result is not None and not isinstance(result, dict):
-            raise TypeError(f"job.run must return a dict, got {type(result).__name__}")
-        job_meta = result.pop("_meta", None) if isinstance(result, dict) else None
-        rec: dict[str, Any] = {"status": "ok", "result": result}
-    except Exception as exc:  # noqa: BLE001 -- every failure of a unit is data, not a crash
-        rec = {
-            "status": "error",
-            "result": None,
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
-        job_meta = None
+def _error_fields(exc: BaseException, tb: str | None = None) -> dict:
+    return {
+        "status": "error",
+        "result": None,
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": tb if tb is not None else "".join(traceback.format_exception(exc)),
+    }
+
+
+def _make_record(
+    unit: dict, attempt: int, executor: str, outcome: Any, elapsed: float, tb: str | None = None
+) -> dict:
+    """The journal record of one attempt from its outcome: the job's result dict, or the exception it raised."""
+    job_meta = None
+    if isinstance(outcome, BaseException):
+        rec: dict[str, Any] = _error_fields(outcome, tb)
+    elif outcome is not None and not isinstance(outcome, dict):
+        rec = _error_fields(TypeError(f"job.run must return a dict, got {type(outcome).__name__}"))
+    else:
+        job_meta = outcome.pop("_meta", None) if isinstance(outcome, dict) else None
+        rec = {"status": "ok", "result": outcome}
     rec.update(
         key=unit["key"],
         unit=unit,
         attempt=attempt,
         meta={
-            "elapsed_s": round(time.perf_counter() - t0, 4),
+            "elapsed_s": round(elapsed, 4),
             "worker": f"{socket.gethostname()}:{os.getpid()}",
             "executor": executor,
             "finished_at": _now(),
@@ -131,6 +142,40 @@ def run_unit(job: Any, unit: dict, attempt: int, executor: str) -> dict:
     if job_meta is not None:
         rec["meta"]["job"] = job_meta
     return rec
+
+
+def run_unit(job: Any, unit: dict, attempt: int, executor: str) -> dict:
+    """Run one attempt of one unit and return its journal record (``final`` is set by the driver)."""
+    t0 = time.perf_counter()
+    tb = None
+    try:
+        _ensure_setup(job)
+        outcome: Any = job.run(unit)
+    except Exception as exc:  # noqa: BLE001 -- every failure of a unit is data, not a crash
+        outcome, tb = exc, traceback.format_exc()
+    return _make_record(unit, attempt, executor, outcome, time.perf_counter() - t0, tb)
+
+
+def run_units(job: Any, units: Sequence[dict], attempts: Sequence[int], executor: str) -> list[dict]:
+    """Run one attempt of each unit, together when the job has ``run_lockstep``; one record per unit."""
+    if not hasattr(job, "run_lockstep"):
+        return [run_unit(job, u, a, executor) for u, a in zip(units, attempts)]
+    t0 = time.perf_counter()
+    try:
+        _ensure_setup(job)
+        outcomes = list(job.run_lockstep(list(units)))
+        if len(outcomes) != len(units):
+            raise TypeError(f"job.run_lockstep returned {len(outcomes)} outcomes for {len(units)} units")
+    except Exception as exc:  # noqa: BLE001 -- the whole batch failed: each unit's error
+        outcomes = [exc] * len(units)
+    elapsed = time.perf_counter() - t0
+    batch = {"batch": uuid.uuid4().hex[:12], "size": len(units)}
+    records = []
+    for unit, attempt, outcome in zip(units, attempts, outcomes):
+        rec = _make_record(unit, attempt, executor, outcome, elapsed)
+        rec["meta"]["lockstep"] = dict(batch)
+        records.append(rec)
+    return records
 
 
 def _crash_record(unit: dict, attempt: int, executor: str, why: str) -> dict:
@@ -154,8 +199,8 @@ def _local_init(job: Any) -> None:
     mp_util.Finalize(None, _teardown, args=(job,), exitpriority=10)
 
 
-def _local_run(unit: dict, attempt: int) -> dict:
-    return run_unit(_WORKER_JOB, unit, attempt, "local")
+def _local_run(units: list[dict], attempts: list[int]) -> list[dict]:
+    return run_units(_WORKER_JOB, units, attempts, "local")
 
 
 class _RayWorker:
@@ -164,8 +209,8 @@ class _RayWorker:
     def __init__(self, job: Any):
         self.job = job
 
-    def run(self, unit: dict, attempt: int) -> dict:
-        return run_unit(self.job, unit, attempt, "ray")
+    def run(self, units: list[dict], attempts: list[int]) -> list[dict]:
+        return run_units(self.job, units, attempts, "ray")
 
     def teardown(self) -> None:
         _teardown(self.job)
@@ -224,6 +269,7 @@ def execute(
     rerun_errors: bool = False,
     ray_address: str | None = None,
     ray_resources: dict | None = None,
+    lockstep: int = 1,
 ) -> list[dict]:
     """Run every unit not yet final in the journal; return the final records of *all* units, in order.
 
@@ -231,7 +277,8 @@ def execute(
     processes started with the *spawn* method), ``ray`` (``workers`` Ray actors; ``ray.init()`` starts a
     local cluster unless ``ray_address`` is given; ``ray_resources`` are the actor options, default
     ``{"num_cpus": 1}``, e.g. ``{"num_gpus": 0.5}`` to share a GPU). ``retries``: extra attempts after
-    an error. ``rerun_errors``: also rerun units whose final record is an error.
+    an error. ``rerun_errors``: also rerun units whose final record is an error. ``lockstep``: units handed to a
+    worker at a time (see the module docstring).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -242,6 +289,9 @@ def execute(
         dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
         raise ValueError(f"unit keys must be unique; duplicated: {dup}")
     workers = max(1, int(workers))
+    if int(lockstep) < 1:
+        raise ValueError(f"lockstep must be >= 1 (units per worker at a time), got {lockstep}")
+    lockstep = int(lockstep)
 
     journal = Journal(journal_path)
     done = journal.final_records()
@@ -258,13 +308,13 @@ def execute(
             attempt0 = {u["key"]: prior.get(u["key"], 0) for u in pending}
             if executor == "inline":
                 try:
-                    _run_inline(job, pending, attempt0, driver)
+                    _run_inline(job, pending, attempt0, driver, lockstep)
                 finally:
                     _teardown(job)
             elif executor == "local":
-                _run_local(job, pending, attempt0, driver, workers)
+                _run_local(job, pending, attempt0, driver, workers, lockstep)
             else:
-                _run_ray(job, pending, attempt0, driver, workers, ray_address, ray_resources)
+                _run_ray(job, pending, attempt0, driver, workers, ray_address, ray_resources, lockstep)
     finally:
         driver.close()
         if bar is not None:
@@ -314,16 +364,34 @@ def _next_attempt(driver: _Driver, attempt0: dict[str, int], key: str) -> int:
     return attempt0[key] + driver.tries_this_run.get(key, 0) + 1
 
 
-def _run_inline(job: Any, pending: list[dict], attempt0: dict[str, int], driver: _Driver) -> None:
-    for unit in pending:
-        while True:
-            rec = run_unit(job, unit, _next_attempt(driver, attempt0, unit["key"]), "inline")
-            if not driver.record(rec):
-                break
+def _take(queue: deque, lockstep: int, free_workers: int) -> list[dict]:
+    """The next batch for a worker: up to ``lockstep`` units, no more than its share of what is left."""
+    size = min(lockstep, max(1, -(-len(queue) // max(1, free_workers))))
+    return [queue.popleft() for _ in range(min(size, len(queue)))]
+
+
+def _attempts(driver: _Driver, attempt0: dict[str, int], batch: list[dict]) -> list[int]:
+    return [_next_attempt(driver, attempt0, u["key"]) for u in batch]
+
+
+def _record_all(driver: _Driver, queue: deque, batch: list[dict], records: list[dict]) -> None:
+    """Journal each unit's record; the units to retry go back to the queue."""
+    for unit, rec in zip(batch, records):
+        if driver.record(rec):
+            queue.append(unit)
+
+
+def _run_inline(
+    job: Any, pending: list[dict], attempt0: dict[str, int], driver: _Driver, lockstep: int = 1
+) -> None:
+    queue = deque(pending)
+    while queue:
+        batch = _take(queue, lockstep, 1)
+        _record_all(driver, queue, batch, run_units(job, batch, _attempts(driver, attempt0, batch), "inline"))
 
 
 def _run_local(
-    job: Any, pending: list[dict], attempt0: dict[str, int], driver: _Driver, workers: int
+    job: Any, pending: list[dict], attempt0: dict[str, int], driver: _Driver, workers: int, lockstep: int = 1
 ) -> None:
     queue = deque(pending)
     ctx = mp.get_context("spawn")
@@ -331,34 +399,36 @@ def _run_local(
         pool = ProcessPoolExecutor(
             max_workers=workers, mp_context=ctx, initializer=_local_init, initargs=(job,)
         )
-        inflight: dict[Any, tuple[dict, int]] = {}
+        inflight: dict[Any, tuple[list[dict], list[int]]] = {}
         broken = False
         try:
             while queue or inflight:
                 while queue and len(inflight) < workers and not broken:
-                    unit = queue.popleft()
-                    attempt = _next_attempt(driver, attempt0, unit["key"])
+                    batch = _take(queue, lockstep, workers - len(inflight))
+                    attempts = _attempts(driver, attempt0, batch)
                     try:
-                        inflight[pool.submit(_local_run, unit, attempt)] = (unit, attempt)
+                        inflight[pool.submit(_local_run, batch, attempts)] = (batch, attempts)
                     except BrokenProcessPool:
-                        queue.appendleft(unit)
+                        queue.extendleft(reversed(batch))
                         broken = True
                 if not inflight:
                     break
                 finished, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    unit, attempt = inflight.pop(fut)
+                    batch, attempts = inflight.pop(fut)
                     try:
-                        rec = fut.result()
+                        recs = fut.result()
                     except BrokenProcessPool as exc:
                         broken = True
-                        rec = _crash_record(unit, attempt, "local", f"worker process died ({exc})")
+                        recs = [_crash_record(u, a, "local", f"worker process died ({exc})") for u, a in zip(batch, attempts)]  # fmt: skip
                     except Exception as exc:  # noqa: BLE001 -- e.g. an unpicklable result
-                        rec = _crash_record(unit, attempt, "local", f"{type(exc).__name__}: {exc}")
-                        rec["error"] = f"{type(exc).__name__}: {exc}"
-                        rec["traceback"] = "".join(traceback.format_exception(exc))
-                    if driver.record(rec):
-                        queue.append(unit)
+                        recs = []
+                        for u, a in zip(batch, attempts):
+                            rec = _crash_record(u, a, "local", f"{type(exc).__name__}: {exc}")
+                            rec["error"] = f"{type(exc).__name__}: {exc}"
+                            rec["traceback"] = "".join(traceback.format_exception(exc))
+                            recs.append(rec)
+                    _record_all(driver, queue, batch, recs)
                 if broken and not inflight:
                     break  # start a fresh pool for what is left
         except BaseException:
@@ -384,6 +454,7 @@ def _run_ray(
     workers: int,
     address: str | None,
     resources: dict | None,
+    lockstep: int = 1,
 ) -> None:
     try:
         import ray
@@ -409,30 +480,33 @@ def _run_ray(
 
     idle = deque(actor_cls.remote(job_ref) for _ in range(workers))
     queue = deque(pending)
-    inflight: dict[Any, tuple[Any, dict, int]] = {}
+    inflight: dict[Any, tuple[Any, list[dict], list[int]]] = {}
     try:
         while queue or inflight:
             while queue and idle:
                 actor = idle.popleft()
-                unit = queue.popleft()
-                attempt = _next_attempt(driver, attempt0, unit["key"])
-                inflight[actor.run.remote(unit, attempt)] = (actor, unit, attempt)
+                batch = _take(queue, lockstep, len(idle) + 1)
+                attempts = _attempts(driver, attempt0, batch)
+                inflight[actor.run.remote(batch, attempts)] = (actor, batch, attempts)
             ready, _ = ray.wait(list(inflight), num_returns=1)
             for ref in ready:
-                actor, unit, attempt = inflight.pop(ref)
+                actor, batch, attempts = inflight.pop(ref)
                 try:
-                    rec = ray.get(ref)
+                    recs = ray.get(ref)
                     idle.append(actor)
                 except (RayActorError, WorkerCrashedError) as exc:
-                    rec = _crash_record(unit, attempt, "ray", f"ray actor died ({type(exc).__name__}: {exc})")
+                    why = f"ray actor died ({type(exc).__name__}: {exc})"
+                    recs = [_crash_record(u, a, "ray", why) for u, a in zip(batch, attempts)]
                     ray.kill(actor, no_restart=True)
                     idle.append(actor_cls.remote(job_ref))
-                except RayTaskError as exc:  # an error outside run_unit's own try (e.g. pickling)
-                    rec = _crash_record(unit, attempt, "ray", str(exc))
-                    rec["error"] = f"RayTaskError: {str(exc).splitlines()[0] if str(exc) else ''}"
+                except RayTaskError as exc:  # an error outside run_units' own try (e.g. pickling)
+                    recs = []
+                    for u, a in zip(batch, attempts):
+                        rec = _crash_record(u, a, "ray", str(exc))
+                        rec["error"] = f"RayTaskError: {str(exc).splitlines()[0] if str(exc) else ''}"
+                        recs.append(rec)
                     idle.append(actor)
-                if driver.record(rec):
-                    queue.append(unit)
+                _record_all(driver, queue, batch, recs)
     finally:
         for ref in list(inflight):
             ray.cancel(ref, force=True)

@@ -1,17 +1,33 @@
-"""LIBERO closed-loop episodes as :func:`ivra.eval.executor.execute` work units.
+"""LIBERO closed-loop episodes as :func:`ivra.eval.executor.execute` work units, K of them in lockstep.
 
 A unit is ``{"key", "suite", "task_id", "init_state", "seed", "arm"}`` and alone decides the scene:
 ``env.reset()`` -> ``env.set_init_state(init_states[init_state])`` -> wait steps -> policy until done or
 ``max_steps``. Both arms of an A/B get the same units (same scene, same episode seed: the policy's noise of chunk k is seeded by
 ``ivra.episodes.chunk_seed(seed, k)``).
 
-The simulator and the policy are built lazily inside the worker (``setup()`` and the first unit of a
-task); a worker keeps one environment (the last task's) and one policy, switching IVRA on/off per arm.
+:meth:`LiberoJob.run_lockstep` steps K units together in one worker: K simulators (one per lane), one
+:class:`ivra.episodes.EpisodeRunner` step per control step for every lane still running (one batched ``predict``
+for the lanes whose action queue is empty), each lane with its own episode seed and arm; a lane that finishes
+leaves the batch. A lane's episode is the one it gets alone (its result, including ``actions_sha1``, a digest of
+every action it executed, is the same for any K); a lane that raises is that unit's error, the others finish.
+
+How arms reach the policy: a ``per_sample_ivra`` policy that reports no IVRA counters (``sim``, a served policy)
+gets every lane in one call with per-row arms (:func:`ivra.policies.base.predict_with_arms`); any other policy
+gets one call per arm, its arm set with ``set_ivra`` -- the sub-batches ``predict_with_arms`` would make anyway,
+and for a policy with ``ivra_counters`` (tiny-vla, the VLA wrappers) the way each episode's ``ivra_stats`` stay
+its own: the per-sample path attaches its handles for one call and keeps no counters. A policy call that raises
+fails the lanes in it; a simulator that raises fails its lane.
+
+The simulators and the policy are built lazily inside the worker (``setup()`` and the first unit of a task); a
+worker keeps idle simulators for the next batch, at most as many as its largest batch had lanes, those of the
+tasks it ran last first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import io
 import os
 import re
@@ -22,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from ivra.episodes import EpisodeRunner
+from ivra.episodes import Episode, EpisodeRunner
 from ivra.eval.libero import protocol
+from ivra.policies.base import ivra_key
 from ivra.policies.registry import build_policy
 
 
@@ -105,21 +122,73 @@ def video_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "__", key)
 
 
+def actions_digest(actions: list[np.ndarray]) -> str:
+    """sha1 of the executed actions rounded to 6 decimals (float64, -0.0 as 0.0): equal digests, equal actions."""
+    arr = np.round(np.asarray(actions, dtype=np.float64).reshape(len(actions), -1), 6) + 0.0
+    return hashlib.sha1(np.ascontiguousarray(arr, dtype="<f8").tobytes()).hexdigest()
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class _Lane:
+    """One unit's episode in a lockstep batch."""
+
+    index: int
+    unit: dict
+    task_id: int
+    instruction: str
+    ivra: dict | None
+    env: Any
+    obs: Any
+    episode: Episode | None = None
+    t_start: float = 0.0
+    wall: float = 0.0
+    sim_s: float = 0.0
+    policy_s: float = 0.0
+    steps: int = 0
+    success: bool = False
+    reward: float = 0.0
+    actions: list = field(default_factory=list)
+    frames: list = field(default_factory=list)
+    overlays: list = field(default_factory=list)
+    overlay: Any = None
+    overlays_ok: bool = True
+    ivra_calls: int = 0
+    ivra_tokens: float = 0
+    batch_fallback_rows: int = 0
+    counted: bool = False  # the policy reported IVRA counters for this lane's calls
+
+    @property
+    def arm_key(self) -> str | None:
+        return ivra_key(self.ivra)
+
+
 class LiberoJob:
     """Picklable; ``setup()`` and the environments/policy happen in the worker process.
 
     ``policy``: an already-built policy object to use instead of building ``config.policy`` (for the
     ``inline`` executor, e.g. a model already loaded in this process); it is not shipped to workers.
+    ``simulators_from``: a set-up job of this process (same suite and resolution) whose suite, initial states and
+    idle simulators this one takes over, so that several policies run on one set of simulators (tests, benchmarks).
     """
 
-    def __init__(self, config: LiberoConfig, policy: Any = None):
+    def __init__(self, config: LiberoConfig, policy: Any = None, simulators_from: LiberoJob | None = None):
         self.config = config
         self._suite = None
-        self._env = None
-        self._env_task: int | None = None
+        self._envs: dict[int, list] = {}  # task id -> idle simulators of that task
+        self._peak = 1  # the most lanes a batch of this worker had: the simulators it keeps
         self._init_states: dict[int, Any] = {}
         self._policy = policy
         self._policy_given = policy is not None
+        if simulators_from is not None:
+            other = simulators_from.config
+            if (other.suite, other.resolution) != (config.suite, config.resolution):
+                raise ValueError(
+                    f"simulators of {other.suite} at {other.resolution} px cannot run {config.suite} at "
+                    f"{config.resolution} px"
+                )
+            self._suite, self._init_states = simulators_from._suite, simulators_from._init_states
+            self._envs, simulators_from._envs = simulators_from._envs, {}
+            self._peak = simulators_from._peak
 
     def __getstate__(self) -> dict:  # ship only the config to workers
         if self._policy is not None and self._policy_given:
@@ -149,33 +218,52 @@ class LiberoJob:
         with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints "[info] using task orders ..." here
             self._suite = benchmark.get_benchmark_dict()[cfg.suite]()
 
-    def _get_env(self, task_id: int):
-        if self._env is not None and self._env_task == task_id:
-            return self._env
-        self._close_env()
+    # -- simulators: a pool per task ---------------------------------------------------------------
+    def _acquire_env(self, task_id: int):
+        idle = self._envs.get(task_id)
+        if idle:
+            return idle.pop()
         from libero.libero import get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
 
         task = self._suite.get_task(task_id)
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
         res = int(self.config.resolution)
-        self._env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=res, camera_widths=res)
-        self._env_task = task_id
-        return self._env
+        return OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=res, camera_widths=res)
 
-    def _close_env(self) -> None:
-        if self._env is not None:
-            try:
-                self._env.close()
-            except Exception:  # noqa: BLE001 -- a broken env is dropped either way
-                pass
-        self._env, self._env_task = None, None
+    def _release_env(self, task_id: int, env) -> None:
+        self._envs.setdefault(task_id, []).append(env)
+
+    @staticmethod
+    def _close(env) -> None:
+        try:
+            env.close()
+        except Exception:  # noqa: BLE001 -- a broken env is dropped either way
+            pass
+
+    def _trim_envs(self, keep_tasks: set[int], keep: int) -> None:
+        """Keep at most ``keep`` idle simulators, those of ``keep_tasks`` first."""
+        order = sorted(self._envs, key=lambda t: t in keep_tasks)  # other tasks' first: closed first
+        total = sum(len(v) for v in self._envs.values())
+        for task in order:
+            idle = self._envs[task]
+            while idle and total > keep:
+                self._close(idle.pop())
+                total -= 1
+            if not idle:
+                del self._envs[task]
+
+    def _close_all(self) -> None:
+        for idle in self._envs.values():
+            for env in idle:
+                self._close(env)
+        self._envs = {}
 
     def teardown(self) -> None:
-        """Close the simulator while its renderer's EGL/OSMesa display is still alive (the executor calls this
+        """Close the simulators while their renderer's EGL/OSMesa display is still alive (the executor calls this
         before the process ends; left to interpreter shutdown, robosuite's render-context ``__del__`` runs after
         the display was terminated and prints an EGL_NOT_INITIALIZED traceback per context)."""
-        self._close_env()
+        self._close_all()
         import gc
 
         gc.collect()
@@ -185,7 +273,69 @@ class LiberoJob:
             self._policy = build_policy(self.config.policy, self.config.policy_kwargs)
         return self._policy
 
+    # -- episodes ----------------------------------------------------------------------------------
     def run(self, unit: dict) -> dict:
+        """One episode (a lockstep batch of one)."""
+        (out,) = self.run_lockstep([unit])
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def run_lockstep(self, units: list[dict]) -> list[dict | Exception]:
+        """The units' episodes stepped together; per unit its result dict, or the exception that ended it."""
+        cfg = self.config
+        outs: list[dict | Exception | None] = [None] * len(units)
+        lanes: list[_Lane] = []
+        try:
+            policy = self._get_policy()
+            counted = callable(getattr(policy, "ivra_counters", None))
+            one_call = bool(getattr(policy, "per_sample_ivra", False)) and not counted  # see the module docs
+            runner = EpisodeRunner(policy, execute=cfg.execute_steps, arms=one_call)
+        except Exception as exc:  # noqa: BLE001 -- every lane fails alike
+            return [exc] * len(units)
+        for i, unit in enumerate(units):
+            try:
+                lanes.append(self._start(i, unit, policy, runner))
+            except Exception as exc:  # noqa: BLE001 -- this unit's error; the others run
+                outs[i] = exc
+        try:
+            running = list(lanes)
+            for _ in range(cfg.steps):
+                if not running:
+                    break
+                failed = self._step(running, policy, runner, counted, one_call)
+                for lane, exc in failed.items():
+                    outs[lane.index] = exc
+                    self._close(lane.env)  # never reuse an env in an unknown state
+                    lane.env = None
+                still = []
+                for lane in running:
+                    if lane in failed:
+                        continue
+                    if lane.success:
+                        outs[lane.index] = self._finish(lane)
+                    else:
+                        still.append(lane)
+                running = still
+            for lane in running:  # out of steps
+                outs[lane.index] = self._finish(lane)
+        except BaseException:
+            for lane in lanes:
+                if lane.env is not None:
+                    self._close(lane.env)
+                    lane.env = None
+            raise
+        finally:
+            for lane in lanes:
+                if lane.env is not None:
+                    self._release_env(lane.task_id, lane.env)
+                    lane.env = None
+            self._peak = max(self._peak, len(units))
+            self._trim_envs({lane.task_id for lane in lanes}, self._peak)
+        return [o if o is not None else RuntimeError("lane ended without a result") for o in outs]
+
+    def _start(self, index: int, unit: dict, policy, runner: EpisodeRunner) -> _Lane:
+        """Check the unit, take a simulator of its task, reset it to the unit's scene and run the wait steps."""
         cfg = self.config
         if unit["suite"] != cfg.suite:
             raise ValueError(f"unit of suite {unit['suite']} given to a {cfg.suite} job")
@@ -198,92 +348,172 @@ class LiberoJob:
         init_states = self._init_states[task_id]
         if not 0 <= idx < len(init_states):
             raise IndexError(f"init state {idx} out of range: task {task_id} has {len(init_states)}")
-
-        policy = self._get_policy()
         ivra_cfg = cfg.arms[unit["arm"]]
-        if hasattr(policy, "set_ivra"):
-            policy.set_ivra(ivra_cfg)
-        elif ivra_cfg:
+        if ivra_cfg and not hasattr(policy, "set_ivra"):
             raise ValueError(f"policy {cfg.policy!r} cannot take IVRA settings (no set_ivra)")
-
-        env = self._get_env(task_id)
-        counters = getattr(policy, "ivra_counters", None)
-        before = counters() if counters else None
-        t_start = time.perf_counter()
-        sim_time = policy_time = 0.0
-        frames: list[np.ndarray] = []
-        overlays: list[np.ndarray] = []
-        want_video = cfg.video_dir is not None
+        episode = runner.start(int(unit["seed"]), ivra_cfg)
+        env = self._acquire_env(task_id)
+        t_start = time.perf_counter()  # the episode's wall time, simulator creation excluded
         try:
+            t0 = time.perf_counter()
             env.seed(int(unit["seed"]))
             env.reset()
             obs = env.set_init_state(init_states[idx])
-            runner = EpisodeRunner(policy, execute=cfg.execute_steps, arms=False)  # the arm is set above
-            episode = runner.start(int(unit["seed"]))
             wait = list(protocol.WAIT_ACTION)
-            t0 = time.perf_counter()
             for _ in range(cfg.wait_steps):
-                obs, _, done, _ = env.step(wait)
-            sim_time += time.perf_counter() - t0
-            success, steps, reward = False, 0, 0.0
-            for _ in range(cfg.steps):
-                pobs = policy_observation(obs)
-                if want_video:
-                    frames.append(pobs["image"])
-                t0 = time.perf_counter()
-                action = runner.step([episode], [pobs], [task.language])[0]
-                policy_time += time.perf_counter() - t0
-                if want_video and hasattr(policy, "overlay"):
-                    ov = policy.overlay()
-                    if ov is not None:
-                        overlays.append(ov)
-                t0 = time.perf_counter()
-                obs, reward, done, _ = env.step(action.tolist())
-                sim_time += time.perf_counter() - t0
-                steps += 1
-                if done:
-                    success = True
-                    break
-            if want_video:
-                frames.append(policy_observation(obs)["image"])
+                obs, _, _, _ = env.step(wait)
+            sim = time.perf_counter() - t0
         except BaseException:
-            self._close_env()  # never reuse an env in an unknown state
+            self._close(env)
             raise
-        wall = time.perf_counter() - t_start
-        after = counters() if counters else None
-        ivra_stats = {k: after[k] - (before or {}).get(k, 0) for k in after} if after else None
-        env_steps = steps + cfg.wait_steps
-        video = None
-        if want_video and frames:
-            from ivra.eval.video import write_video
+        return _Lane(
+            index, unit, task_id, task.language, ivra_cfg, env, obs, episode, t_start=t_start, sim_s=sim
+        )
 
-            base = Path(cfg.video_dir) / video_name(unit["key"])
-            written = write_video(
-                base.with_suffix(".mp4"),
-                frames,
-                fps=cfg.video_fps,
-                overlays=overlays if len(overlays) == len(frames) - 1 else None,
-            )
-            video = written.name
+    def _step(
+        self, running: list[_Lane], policy, runner: EpisodeRunner, counted: bool, one_call: bool
+    ) -> dict:
+        """One control step of every running lane; returns {lane: exception} for the lanes that failed."""
+        want_video = self.config.video_dir is not None
+        pobs = {id(lane): policy_observation(lane.obs) for lane in running}
+        if want_video:
+            for lane in running:
+                lane.frames.append(pobs[id(lane)]["image"])
+        groups: dict[str | None, list[_Lane]] = {}
+        for lane in running:  # one call for all (per-row arms), or one per arm
+            groups.setdefault("all" if one_call else lane.arm_key, []).append(lane)
+        failed: dict[_Lane, Exception] = {}
+        actions: dict[int, np.ndarray] = {}
+        for group in groups.values():
+            need = [lane for lane in group if not lane.episode.queue]
+            try:
+                if not one_call and hasattr(policy, "set_ivra"):
+                    policy.set_ivra(group[0].ivra)
+                before = policy.ivra_counters() if counted else None
+                t0 = time.perf_counter()
+                acts = runner.step(
+                    [lane.episode for lane in group],
+                    [pobs[id(lane)] for lane in group],
+                    [lane.instruction for lane in group],
+                )
+                dt = time.perf_counter() - t0
+                after = policy.ivra_counters() if counted else None
+            except Exception as exc:  # noqa: BLE001 -- the policy call failed: every lane in it
+                for lane in group:
+                    failed[lane] = exc
+                continue
+            for lane, a in zip(group, acts):
+                actions[id(lane)] = a
+                lane.policy_s += (
+                    dt / max(1, len(need)) if lane in need else (0.0 if need else dt / len(group))
+                )
+            self._count(need, before, after)
+            if want_video:
+                self._overlays(policy, group, need)
+        for lane in running:
+            if lane in failed:
+                continue
+            a = actions[id(lane)]
+            try:
+                t0 = time.perf_counter()
+                lane.obs, reward, done, _ = lane.env.step(a.tolist())
+                lane.sim_s += time.perf_counter() - t0
+            except Exception as exc:  # noqa: BLE001 -- this lane's simulator failed
+                failed[lane] = exc
+                continue
+            lane.actions.append(np.asarray(a, dtype=np.float64))
+            lane.reward = float(reward)
+            lane.steps += 1
+            lane.success = bool(done)
+        return failed
+
+    @staticmethod
+    def _count(need: list[_Lane], before: dict | None, after: dict | None) -> None:
+        """Share one call's IVRA counters among the episodes whose chunk it predicted (all of one arm, alike rows:
+        each edited the same number of visual tokens). ``calls`` per episode: its chunk predictions in which IVRA
+        edited tokens; the affinity rows that fell back are not per row: they are kept per batch (``_meta``)."""
+        if not need or after is None:
+            return
+        before = before or {}
+        delta = {k: after[k] - before.get(k, 0) for k in after}
+        n = len(need)
+        tokens = delta.get("tokens", 0)
+        share = tokens // n if tokens % n == 0 else tokens / n
+        for lane in need:
+            lane.counted = True
+            lane.ivra_calls += int(delta.get("calls", 0) > 0)
+            lane.ivra_tokens += share
+            lane.batch_fallback_rows += int(delta.get("fallback_rows", 0))
+
+    @staticmethod
+    def _overlays(policy, group: list[_Lane], need: list[_Lane]) -> None:
+        """The IVRA overlay of each lane's current chunk: from a call that predicted it alone, or by row where the
+        policy's ``overlay(row=...)`` can tell rows apart; otherwise the lane's video has no overlay."""
+        fn = getattr(policy, "overlay", None)
+        if fn is None:
+            return
+        by_row = "row" in inspect.signature(fn).parameters
+        for row, lane in enumerate(need):
+            if len(need) == 1:
+                lane.overlay = fn()
+            elif by_row:
+                lane.overlay = fn(row=row)
+            else:
+                lane.overlay, lane.overlays_ok = None, False
+        for lane in group:
+            if lane.overlay is not None:
+                lane.overlays.append(lane.overlay)
+
+    def _finish(self, lane: _Lane) -> dict | Exception:
+        cfg = self.config
+        unit = lane.unit
+        try:
+            lane.wall = time.perf_counter() - lane.t_start
+            video = None
+            if cfg.video_dir is not None:
+                lane.frames.append(policy_observation(lane.obs)["image"])
+                from ivra.eval.video import write_video
+
+                base = Path(cfg.video_dir) / video_name(unit["key"])
+                fits = lane.overlays_ok and len(lane.overlays) == len(lane.frames) - 1
+                video = write_video(
+                    base.with_suffix(".mp4"),
+                    lane.frames,
+                    fps=cfg.video_fps,
+                    overlays=lane.overlays if fits else None,
+                ).name
+                lane.frames, lane.overlays = [], []
+        except Exception as exc:  # noqa: BLE001 -- this lane's error
+            return exc
+        env_steps = lane.steps + cfg.wait_steps
+        ivra_stats = (
+            {"calls": lane.ivra_calls, "tokens": lane.ivra_tokens} if lane.counted and lane.ivra else None
+        )
+        meta = {
+            "wall_s": round(lane.wall, 3),
+            "sim_s": round(lane.sim_s, 3),
+            "policy_s": round(lane.policy_s, 3),
+            "env_steps_per_s": round(env_steps / lane.wall, 3) if lane.wall > 0 else None,
+        }
+        if ivra_stats is not None:
+            meta["ivra_batch_fallback_rows"] = lane.batch_fallback_rows
         return {
             "suite": unit["suite"],
-            "task_id": task_id,
-            "task": task.language,
-            "init_state": idx,
+            "task_id": lane.task_id,
+            "task": lane.instruction,
+            "init_state": int(unit["init_state"]),
             "seed": int(unit["seed"]),
             "arm": unit["arm"],
             "policy": cfg.policy,
-            "ivra": ivra_cfg,
-            "ivra_stats": ivra_stats,  # forward passes / visual tokens IVRA edited in this episode
-            "success": bool(success),
-            "steps": steps,
+            "ivra": lane.ivra,
+            # IVRA's edits in this episode: its chunk predictions IVRA edited, the visual tokens edited in them
+            "ivra_stats": ivra_stats,
+            "success": bool(lane.success),
+            "steps": lane.steps,
             "env_steps": env_steps,
-            "reward": float(reward),
+            "reward": float(lane.reward),
+            "chunks": lane.episode.chunks,
+            "actions_sha1": actions_digest(lane.actions),
             "video": video,
-            "_meta": {
-                "wall_s": round(wall, 3),
-                "sim_s": round(sim_time, 3),
-                "policy_s": round(policy_time, 3),
-                "env_steps_per_s": round(env_steps / wall, 3) if wall > 0 else None,
-            },
+            "_meta": meta,
         }

@@ -63,6 +63,7 @@ OPTIONS = {
     "effective_max_steps": "max steps per episode",
     "wait_steps": "--wait-steps",
     "resolution": "--resolution",
+    "execute_steps": "--execute-steps",
     "video_fps": "video fps",
     "tasks": "--tasks",
     "init_states": "--init-states",
@@ -155,6 +156,9 @@ def run_libero(
     rerun_errors: bool = False,
     random_weights: str | None = None,
     sequential: dict | None = None,
+    lockstep: int = 1,
+    execute_steps: int | None = None,
+    chunk: tuple[int, int] | None = None,
 ) -> dict:
     """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``.
 
@@ -165,11 +169,27 @@ def run_libero(
     ``sequential``: ``{"round": K, "delta": d}`` for a paired A/B in rounds of K initial states (every task),
     stopped by the anytime-valid rule of :mod:`ivra.eval.sequential`; the decision goes into the manifest and the
     report. The units are the fixed run's, so a rerun replays the journal to the same decision.
+    ``lockstep``: episodes each worker steps together (one batched policy call per step; the results are those of
+    ``lockstep=1``, so a resumed run may change it). ``execute_steps``: actions executed per predicted chunk (None:
+    the policy's default). ``chunk``: the policy's ``(chunk_length, execute_steps)`` when the caller knows it
+    (recorded in the manifest).
     """
     if policy_instance is not None and executor != "inline":
         raise ValueError("policy_instance (a live policy object) needs executor='inline'")
     if suite not in protocol.SUITES:
         raise ValueError(f"unknown suite {suite!r}; one of {protocol.SUITES}")
+    if int(lockstep) < 1:
+        raise ValueError(f"lockstep must be >= 1 (episodes per worker at a time), got {lockstep}")
+    if execute_steps is not None and int(execute_steps) < 1:
+        raise ValueError(f"execute_steps must be >= 1 (actions executed per chunk), got {execute_steps}")
+    if chunk is None and policy_instance is not None:
+        from ivra.policies.base import chunk_spec
+
+        chunk = chunk_spec(policy_instance)
+    if chunk is not None and execute_steps is not None and not 1 <= int(execute_steps) <= chunk[0]:
+        raise ValueError(
+            f"execute_steps {execute_steps} must be in 1..{chunk[0]} (the policy's chunk length)"
+        )
     from ivra.eval.libero import renderer
 
     ensure_config()  # raises LiberoMissing naming the fix
@@ -192,6 +212,7 @@ def run_libero(
         suite=suite,
         policy=policy,
         policy_kwargs=dict(policy_kwargs or {}),
+        execute_steps=None if execute_steps is None else int(execute_steps),
         arms=dict(arms),
         max_steps=max_steps,
         wait_steps=wait_steps,
@@ -235,6 +256,14 @@ def run_libero(
         "n_units": len(units),
         "executor": executor,
         "workers": workers,
+        "lockstep": int(lockstep),
+        "chunk": None
+        if chunk is None
+        else {
+            "chunk_length": int(chunk[0]),
+            "policy_execute_steps": int(chunk[1]),
+            "execute_steps": int(execute_steps or chunk[1]),
+        },
         "ray_address": ray_address,
         "renderer": backend,
         "renderer_probe": probe_details,
@@ -283,6 +312,7 @@ def run_libero(
             rerun_errors=rerun_errors,
             ray_address=ray_address,
             ray_resources=ray_resources,
+            lockstep=lockstep,
         )
 
     if sequential:
@@ -294,18 +324,11 @@ def run_libero(
     wall = time.perf_counter() - t0
     ran = [r for r in records if r.get("status") == "ok" and (r.get("meta") or {}).get("job")]
     n_new = len(records) - n_before
-    env_steps = sum(r["result"]["env_steps"] for r in ran)
-    ep_wall = sum(r["meta"]["job"]["wall_s"] for r in ran)
-    sim_s = sum(r["meta"]["job"]["sim_s"] for r in ran)
     manifest["timing"] = {
         "episodes_this_invocation": n_new,
         "wall_s_this_invocation": round(wall, 1),
         "episodes_per_hour_this_invocation": round(3600 * n_new / wall, 1) if wall > 0 and n_new else None,
-        "env_steps_per_s_per_worker": round(env_steps / ep_wall, 2) if ep_wall else None,
-        "sim_only_env_steps_per_s": round(env_steps / sim_s, 2) if sim_s else None,
-        "policy_s_per_step": round(
-            sum(r["meta"]["job"]["policy_s"] for r in ran) / max(1, sum(r["result"]["steps"] for r in ran)), 4
-        ),
+        **timing(ran),
     }
 
     ab_videos = []
@@ -325,6 +348,29 @@ def run_libero(
         "summary": summarize(records),
         "manifest": manifest,
         "report": report,
+    }
+
+
+def timing(ran: list[dict]) -> dict:
+    """Per-worker rates of finished episodes: env steps per second of worker time (a lockstep batch's time counts
+    once for all its episodes), of simulator time alone, and the policy's time per episode step (a batched call's
+    time shared among the episodes in it)."""
+    env_steps = sum(r["result"]["env_steps"] for r in ran)
+    batches: dict[str, float] = {}
+    worker_s = 0.0
+    for r in ran:
+        lock = r["meta"].get("lockstep")
+        if lock and r["meta"].get("elapsed_s") is not None:
+            batches[f"{r['meta'].get('worker')}/{lock['batch']}"] = float(r["meta"]["elapsed_s"])
+        else:
+            worker_s += r["meta"]["job"]["wall_s"]
+    worker_s += sum(batches.values())
+    sim_s = sum(r["meta"]["job"]["sim_s"] for r in ran)
+    steps = sum(r["result"]["steps"] for r in ran)
+    return {
+        "env_steps_per_s_per_worker": round(env_steps / worker_s, 2) if worker_s else None,
+        "sim_only_env_steps_per_s": round(env_steps / sim_s, 2) if sim_s else None,
+        "policy_s_per_step": round(sum(r["meta"]["job"]["policy_s"] for r in ran) / max(1, steps), 4),
     }
 
 

@@ -1,0 +1,196 @@
+"""K LIBERO episodes in lockstep in one worker give the episodes they give one at a time (real simulator, real
+renderer): same success, steps, reward, executed actions (``actions_sha1``), chunks and IVRA counters; every unit
+journaled as its own record; a failing lane is its unit's error while its batch mates finish."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ivra.eval.journal import Journal
+
+# One process, one set of simulators for every policy (LiberoJob(simulators_from=...)): each policy runs the units
+# one at a time, then K at a time, and the results (without the timing in _meta) are printed for the test.
+CHILD = r"""
+import json, sys
+from ivra.eval.libero import renderer
+from ivra.eval.libero.install import ensure_config
+from ivra.eval.libero.job import LiberoConfig, LiberoJob
+from ivra.policies.registry import build_policy
+
+ensure_config()
+spec = json.loads(sys.argv[1])
+backend, _ = renderer.choose()
+out, shared = [], None
+for name, kwargs, execute in spec["policies"]:
+    policy = build_policy(name, kwargs)
+    cfg = LiberoConfig(policy=name, arms=spec["arms"], max_steps=spec["max_steps"], wait_steps=spec["wait_steps"],
+                       resolution=spec["resolution"], mujoco_gl=backend, execute_steps=execute, torch_threads=1)
+    job = LiberoJob(cfg, policy=policy, simulators_from=shared)
+    if shared is None:
+        job.setup()
+    units, k = spec["units"], spec["lockstep"]
+    alone = [job.run_lockstep([u])[0] for u in units]
+    together = [r for i in range(0, len(units), k) for r in job.run_lockstep(units[i : i + k])]
+    for r in alone + together:
+        if isinstance(r, BaseException):
+            raise r
+        r.pop("_meta")
+    out.append({"policy": name, "kwargs": kwargs, "alone": alone, "together": together,
+                "batch_sizes": getattr(policy, "batch_sizes", None)})
+    shared = job
+shared.teardown()
+print("RESULT " + json.dumps(out))
+"""
+
+COMMON = ["--suite", "libero_spatial", "--resolution", "64", "--wait-steps", "2", "--no-progress"]
+
+
+def _ivra(args, env, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "ivra.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )  # fmt: skip
+
+
+def _units():
+    """A pair on task 0 (seed 0) and a baseline on task 1 (seed 1): one K=3 batch mixes arms, tasks and seeds."""
+    from ivra.eval.libero.job import make_units
+
+    return make_units("libero_spatial", [0], [0], ["baseline", "ivra"]) + make_units(
+        "libero_spatial", [1], [1], ["baseline"]
+    )
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_lockstep_episodes_equal_one_at_a_time(subprocess_env):
+    """K=3 == K=1 for zero, tiny-vla greedy, tiny-vla sampling (seeded per chunk) and a chunk policy (sim, chunks
+    of 4, 3 executed) whose lanes of both arms share one policy call."""
+    arm = {"layer": 2, "lam": 0.5}
+    spec = {
+        "arms": {"baseline": None, "ivra": arm},
+        "units": _units(),
+        "lockstep": 3,
+        "max_steps": 5,
+        "wait_steps": 2,
+        "resolution": 64,
+        "policies": [
+            ["zero", {}, None],
+            ["tiny-vla", {}, None],
+            ["tiny-vla", {"temperature": 5.0}, None],
+            ["sim", {"fixed_ms": 0, "per_sample_ms": 0, "chunk": 4}, 3],
+        ],
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(spec)], env=subprocess_env, capture_output=True, text=True,
+        timeout=900, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])
+    for run in runs:
+        what = f"{run['policy']} {run['kwargs']}"
+        assert run["together"] == run["alone"], (
+            what
+        )  # every field: success, steps, reward, digest, chunks, stats
+        for r, unit in zip(run["alone"], spec["units"]):
+            assert (r["task_id"], r["init_state"], r["arm"]) == (
+                unit["task_id"],
+                unit["init_state"],
+                unit["arm"],
+            )
+            assert r["steps"] == 5 or r["success"], what
+    zero, greedy, sampled, sim = ({r["arm"] + str(r["seed"]): r for r in run["alone"]} for run in runs)
+    # the digest sees the actions: IVRA changes tiny-vla's, the episode seed changes the sampled ones
+    assert greedy["baseline0"]["actions_sha1"] != greedy["ivra0"]["actions_sha1"]
+    assert sampled["baseline0"]["actions_sha1"] != sampled["baseline1"]["actions_sha1"]
+    assert zero["baseline0"]["actions_sha1"] == zero["baseline1"]["actions_sha1"]  # zero never moves
+    # each IVRA episode's counters are its own: one edited prediction per step, 64 visual tokens each
+    for res in (greedy, sampled):
+        assert (
+            res["ivra0"]["ivra_stats"] == {"calls": 5, "tokens": 5 * 64}
+            and res["baseline0"]["ivra_stats"] is None
+        )
+    # the chunk policy: 5 steps executing 3 of each chunk of 4 = 2 chunks; both arms' lanes in one call of 3 rows
+    assert {r["chunks"] for r in sim.values()} == {math.ceil(5 / 3)}
+    assert sim["baseline0"]["actions_sha1"] != sim["ivra0"]["actions_sha1"]
+    assert runs[3]["batch_sizes"].count(3) == 2  # K=3: the 2 chunks of 3 lanes, one call each
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_lockstep_through_the_cli_journals_each_unit_and_resumes_with_any_k(tmp_path, subprocess_env):
+    """`--lockstep 3 --execute-steps 3` with a chunk policy in a spawned worker: one record per unit (batches of 3
+    and 1), the manifest records both options; a resume at K=1 reruns lost units to the same results; another
+    --execute-steps is another configuration, one beyond the chunk is refused."""
+    pol = ["--policy", "sim:fixed_ms=0,per_sample_ms=0,chunk=4", "--ab", "--ivra", "layer=2,lam=0.5"]
+    units = ["--tasks", "0", "--init-states", "0-1", "--max-steps", "5"]
+    out = tmp_path / "k3"
+    cmd = [
+        "eval",
+        "libero",
+        *COMMON,
+        *pol,
+        *units,
+        "--execute-steps",
+        "3",
+        "--executor",
+        "local",
+        "--workers",
+        "1",
+    ]
+    proc = _ivra([*cmd, "--lockstep", "3", "--out", str(out)], subprocess_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
+    assert "chunks of 4, 3 executed, 3 episodes in lockstep per worker" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["lockstep"] == 3 and manifest["config"]["execute_steps"] == 3
+    assert manifest["chunk"] == {"chunk_length": 4, "policy_execute_steps": 4, "execute_steps": 3}
+    lines = Journal(out / "journal.jsonl").records()
+    assert len(lines) == 4 and len({r["key"] for r in lines}) == 4 and all(r["status"] == "ok" for r in lines)
+    assert sorted(r["meta"]["lockstep"]["size"] for r in lines) == [1, 3, 3, 3]
+    assert len({r["meta"]["lockstep"]["batch"] for r in lines}) == 2
+    assert all(r["result"]["chunks"] == 2 and r["result"]["steps"] == 5 for r in lines)
+    assert manifest["timing"]["env_steps_per_s_per_worker"] > 0
+    # resume at K=1 after losing two records: the two episodes rerun alone give what they gave in the batch
+    journal = (out / "journal.jsonl").read_text().splitlines()
+    lost = {json.loads(x)["key"]: json.loads(x)["result"] for x in journal[:2]}
+    (out / "journal.jsonl").write_text("\n".join(journal[2:]) + "\n")
+    proc = _ivra([*cmd, "--lockstep", "1", "--out", str(out)], subprocess_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = Journal(out / "journal.jsonl").records()[2:]
+    assert {r["key"]: r["result"] for r in again} == lost
+    assert all(r["meta"]["lockstep"]["size"] == 1 for r in again)
+    assert json.loads((out / "manifest.json").read_text())["lockstep"] == 1
+    other = [*cmd[: cmd.index("--execute-steps")], "--execute-steps", "2", *cmd[cmd.index("--executor") :]]
+    proc = _ivra([*other, "--out", str(out)], subprocess_env)
+    assert proc.returncode == 2 and "different configuration: --execute-steps: 3 -> 2;" in proc.stderr
+    proc = _ivra([*other[:-6], "--execute-steps", "5", "--out", str(tmp_path / "x")], subprocess_env)
+    assert proc.returncode == 2 and "--execute-steps 5: expected 1..4 (policy sim:" in proc.stderr
+
+
+@pytest.mark.libero
+@pytest.mark.slow
+def test_a_failing_lane_is_its_units_error_and_its_batch_mates_finish(tmp_path, subprocess_env):
+    """An A/B whose IVRA arm raises at its first policy call, two episodes in lockstep: the baseline lane of the
+    same batch finishes and is journaled ok; the IVRA unit is an error record, retried once (a later batch)."""
+    env = dict(subprocess_env)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
+    out = tmp_path / "fail"
+    cmd = ["eval", "libero", *COMMON, "--tasks", "0", "--init-states", "0", "--max-steps", "3", "--policy", "policy_helpers:FailsUnderIVRA", "--ab", "--ivra", "layer=2", "--executor", "inline", "--lockstep", "2", "--retries", "1", "--out", str(out)]  # fmt: skip
+    proc = _ivra(cmd, env)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "arm ivra: 1 of 1 unit(s) failed" in proc.stderr and "this policy fails under IVRA" in proc.stderr
+    lines = Journal(out / "journal.jsonl").records()
+    base = [r for r in lines if r["unit"]["arm"] == "baseline"]
+    bad = [r for r in lines if r["unit"]["arm"] == "ivra"]
+    assert len(base) == 1 and base[0]["status"] == "ok" and base[0]["result"]["steps"] == 3
+    assert [(r["attempt"], r["status"], r["final"]) for r in bad] == [(1, "error", False), (2, "error", True)]
+    assert bad[0]["meta"]["lockstep"] == base[0]["meta"]["lockstep"]  # the same batch of two
+    assert bad[1]["meta"]["lockstep"]["size"] == 1
+    assert "RuntimeError: this policy fails under IVRA" in bad[1]["traceback"]
