@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ivra.experiment.ab import families, format_table, make_units, summarize
+from ivra.policies.base import SingleStep
 from ivra.tabletop.env import TabletopEnv
 from ivra.tabletop.rollout import rollout
-from ivra.policies.base import SingleStep
 
 
 class MirrorExpert(SingleStep):
@@ -448,3 +448,26 @@ def test_adaptive_elimination_stops_clearly_worse_cells_and_then_the_sweep(monke
     assert info["survivors"] == ["good"] and info["cell_episodes_spent"] < 3 * 400
     lo, hi = info["intervals"]["bad"]
     assert hi < info["intervals"]["good"][0]
+
+
+def test_a_unit_rolls_its_seeds_in_lockstep_as_one_at_a_time():
+    """A demo unit steps its seeds together (one batched policy call per step, episodes leaving as they end); each
+    episode -- outcome, steps, every action -- is the one its seed gives alone, in both arms (shipped policy)."""
+    from ivra.experiment.ab import TabletopABJob, default_setting
+
+    job = TabletopABJob(policy="low", threads=1)
+    job.setup()
+    seeds = list(range(20))
+    episodes = {}
+    for arm, cfg in (("baseline", None), ("ivra", default_setting()[0])):
+        unit = {"key": f"val/{arm}", "split": "val", "seeds": seeds, "arm": arm, "ivra": cfg}
+        together = job.run(unit)["episodes"]
+        alone = [job.run({**unit, "seeds": [s]})["episodes"][0] for s in seeds]
+        assert together == alone, arm
+        episodes[arm] = together
+    steps = {ep["steps"] for ep in episodes["baseline"]}
+    assert len(steps) > 1  # episodes of different lengths: some left the batch early
+    assert any(ep["success"] for ep in episodes["baseline"]) and not all(
+        ep["success"] for ep in episodes["baseline"]
+    )
+    assert [ep["actions"] for ep in episodes["baseline"]] != [ep["actions"] for ep in episodes["ivra"]]
