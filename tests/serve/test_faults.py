@@ -243,3 +243,34 @@ def test_api_key_is_checked(openpi_py, tmp_path):
         np.testing.assert_array_equal(got[0, 0], SimLatencyPolicy.expected({"image": img[0]}, "x"))
     finally:
         st.stop()
+
+
+class _Picky(SimLatencyPolicy):
+    """Fails on any batch holding the prompt 'explode' (a request the policy cannot take)."""
+
+    def predict(self, observations, instructions, seeds=None, ivra=None):
+        if "explode" in instructions:
+            raise RuntimeError("cannot take 'explode'")
+        return super().predict(observations, instructions, seeds, ivra)
+
+
+def test_a_row_the_policy_cannot_take_fails_alone():
+    """A batched call that fails is retried row by row: only the bad request gets the error frame."""
+    policy = _Picky(fixed_ms=1, per_sample_ms=0)
+    st = start(policy, SPEC, max_batch=8, max_wait_ms=200)
+    try:
+        ws, _ = raw(st.url)
+        prompts = ["a", "explode", "b"]
+        for i, p in enumerate(prompts):  # pipelined: one batch of three
+            ws.send(wire.packb({**GOOD, "prompt": p, "more": len(prompts) - 1 - i}))
+        replies = [ws.recv(timeout=10) for _ in prompts]
+        ws.close()
+    finally:
+        st.stop()
+    assert isinstance(replies[1], str) and "policy error: RuntimeError: cannot take 'explode'" in replies[1]
+    for i in (0, 2):
+        got = wire.unpackb(replies[i])["actions"]
+        np.testing.assert_array_equal(
+            got[0], SimLatencyPolicy.expected({"image": GOOD["observation/image"]}, prompts[i])
+        )
+    assert policy.batch_sizes == [1, 1]  # the batch of three failed, then the good rows went alone

@@ -34,6 +34,10 @@ def test_openpi_client_gets_in_process_actions(openpi_py, low_policy, tabletop_o
     assert meta["errors"] == [None] * len(tabletop_obs)
     assert meta["server"]["policy"] == "minivla-low"
     assert meta["server"]["action_dim"] == 4 and meta["server"]["observation"]["image_shape"] == [96, 96, 3]
+    assert (meta["server"]["action_horizon"], meta["server"]["execute_steps"]) == (
+        1,
+        1,
+    )  # single-step: (1, D)
     assert got.shape == (len(tabletop_obs), 1, 4)  # openpi's action chunk convention: (horizon, action_dim)
     np.testing.assert_array_equal(got[:, 0], want)
     assert stats["requests"] == len(tabletop_obs) and stats["errors"] == 0

@@ -6,9 +6,12 @@ import threading
 
 import numpy as np
 import pytest
+from websockets.sync.client import connect
 
+from ivra.episodes import chunk_seed
 from ivra.policies.remote import RemotePolicy, ServerError
 from ivra.policies.sim import SimLatencyPolicy
+from ivra.serve import wire
 from ivra.serve.server import ServeOptions, ServerThread
 
 pytestmark = pytest.mark.ray
@@ -22,7 +25,7 @@ def replicas():
     from ivra.serve.ray_serve import shutdown_replicas, start_replicas
 
     handle = start_replicas(
-        "sim:fixed_ms=30,per_sample_ms=1",
+        "sim:fixed_ms=30,per_sample_ms=1,chunk=4,execute=2",
         replicas=2,
         max_batch=8,
         max_wait_ms=20,
@@ -51,8 +54,12 @@ def test_two_replicas_serve_many_clients_through_the_websocket_front(replicas):
             for step in range(6):
                 obs = {"image": np.full((8, 8, 3), 20 * k + step, np.uint8)}
                 arm = cfg if (k + step) % 2 else None
+                seed = 1000 * k + step
                 got.append(
-                    (rp.act([obs], ["wipe"], ivra=[arm])[0], SimLatencyPolicy.expected(obs, "wipe", ivra=arm))
+                    (
+                        rp.predict([obs], ["wipe"], [seed], ivra=[arm])[0],
+                        SimLatencyPolicy.expected_chunk(obs, "wipe", ivra=arm, seed=seed, chunk=4),
+                    )
                 )
             results[k] = got
             rp.close()
@@ -63,9 +70,20 @@ def test_two_replicas_serve_many_clients_through_the_websocket_front(replicas):
     try:
         rp = RemotePolicy(st.url)
         assert rp.metadata["backend"] == "ray-serve" and rp.metadata["policy"] == "sim"
+        assert (rp.chunk_length, rp.execute_steps) == (4, 2)  # the replicas' chunk spec
         with pytest.raises(ServerError, match="missing key 'observation/image'"):
-            rp.act([{}], ["x"])  # validated by the front, as in the single-process server
+            rp.predict([{}], ["x"])  # validated by the front, as in the single-process server
         rp.close()
+        # the front keeps the sessions: a connection's requests are its episode's chunks 0, 1, ...
+        ws = connect(st.url, legacy=True)
+        ws.recv(timeout=10)
+        img = np.full((8, 8, 3), 3, np.uint8)
+        for k in range(2):
+            ws.send(wire.packb({"observation/image": img, "prompt": "x", "episode_id": 21}))
+            reply = wire.unpackb(ws.recv(timeout=60))
+            want = SimLatencyPolicy.expected_chunk({"image": img}, "x", seed=chunk_seed(21, k), chunk=4)
+            np.testing.assert_array_equal(reply["actions"], want)
+        ws.close()
         for t in threads:
             t.start()
         for t in threads:
