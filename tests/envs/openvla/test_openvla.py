@@ -234,7 +234,9 @@ def test_one_vision_pass_per_step():
 @pytest.mark.parametrize("film", [False, True])
 def test_oft_two_images_proprio(film):
     model = get(num_images_in_input=2, use_proprio=True, use_film=film)
-    tower = (model.vision_backbone.vision_backbone if film else model.vision_backbone).featurizer  # FiLM nests it
+    tower = (
+        model.vision_backbone.vision_backbone if film else model.vision_backbone
+    ).featurizer  # FiLM nests it
     if film:
         assert hasattr(tower.blocks[0], "block") and hasattr(tower.blocks[0].block.attn, "qkv")
     x = inputs(batch=2, images=2, proprio=True, seed=5)
