@@ -1,9 +1,19 @@
-"""LIBERO simulator throughput on this machine: env steps/s with and without rendering, per renderer and
-resolution, and the policy cost of the tiny random-weight VLA; prints a Markdown table and episodes/hour.
+"""LIBERO throughput per worker on this machine.
 
-    .venv/bin/python benchmarks/libero_throughput.py [--steps 60] [--resolutions 128,256] [--renderers egl,osmesa]
+    .venv/bin/python benchmarks/libero_throughput.py [--ks 1,4,8] [--max-steps 30] [--resolution 128]
+    .venv/bin/python benchmarks/libero_throughput.py --part renderers [--steps 60] [--resolutions 128,256]
 
-Each configuration runs in a fresh subprocess (MUJOCO_GL is fixed per process).
+``--part lockstep`` (the default): episodes per hour of one worker stepping K episodes in lockstep
+(``ivra eval libero --lockstep K``: K simulators, one batched policy call per step) for K = 1, 4, 8, for the
+tiny random-weight VLA (this CPU) and the ``sim`` latency policy (``sim:fixed_ms=40,per_sample_ms=2``, a stand-in
+for a GPU policy: its cost is a sleep). Short paired A/B episodes (libero_spatial task 0, 10 wait steps as the
+protocol, ``--max-steps`` policy steps); the K simulators are created once before the clock starts (a worker reuses
+them for a task's 50 initial states). Prints a Markdown table and writes the measurements as JSON (``--out``):
+episodes/hour measured, the per-step split (simulator, policy), and a projection -- computed, not measured -- to
+libero_spatial's 220-step budget from the measured reset and per-step times.
+
+``--part renderers``: env steps/s with and without rendering per renderer and resolution, and the tiny VLA's cost
+per step; each configuration in a fresh subprocess (MUJOCO_GL is fixed per process).
 """
 
 from __future__ import annotations
@@ -11,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
+import time
 
 CHILD = r"""
 import json, os, sys, time
@@ -57,12 +69,7 @@ print(json.dumps({"make_s": make_s, "reset_s": reset_s, "step_s": step_s, "polic
 """
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--resolutions", default="128,256")
-    ap.add_argument("--renderers", default="egl,osmesa")
-    args = ap.parse_args()
+def renderers(args) -> int:
     from ivra.eval.libero.install import child_env
 
     rows = []
@@ -100,6 +107,180 @@ def main() -> int:
             f"{3600 / episode_s:.0f} |"
         )
     return 0
+
+
+BUDGET = 220  # libero_spatial's policy steps per episode (the protocol)
+POLICIES = ("tiny-vla", "sim:fixed_ms=40,per_sample_ms=2")
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def _row(
+    policy: str, k: int, batches: list[tuple[float, list[dict]]], max_steps: int, calls: int | None
+) -> dict:
+    """One (policy, K) measurement from its batches: (wall seconds, results with _meta) each."""
+    results = [r for _, rs in batches for r in rs]
+    meta = [r["_meta"] for r in results]
+    wall = sum(w for w, _ in batches)
+    n = len(results)
+    start = sum(m["start_s"] for m in meta)  # resets, initial states, wait steps: one lane after another
+    lock_steps = sum(max(r["steps"] for r in rs) for _, rs in batches)  # control steps of the batches
+    sim_step = sum(m["sim_s"] - m["start_s"] for m in meta) / sum(r["steps"] for r in results)
+    policy_per_lock_step = sum(m["policy_s"] for m in meta) / lock_steps
+    step_wall = (wall - start) / lock_steps  # one control step of every lane of a batch
+    start_per_episode = start / n
+    projected_batch = k * start_per_episode + BUDGET * step_wall
+    return {
+        "policy": policy,
+        "lockstep": k,
+        "episodes": n,
+        "max_steps": max_steps,
+        "wall_s": round(wall, 2),
+        "episodes_per_hour": round(3600 * n / wall, 1),
+        "start_s_per_episode": round(start_per_episode, 3),
+        "sim_s_per_env_step": round(sim_step, 4),
+        "policy_s_per_control_step": round(policy_per_lock_step, 4),
+        "policy_s_per_episode_step": round(policy_per_lock_step / k, 4),
+        "wall_s_per_control_step": round(step_wall, 4),
+        "policy_calls_per_control_step": None if calls is None else round(calls / lock_steps, 2),
+        "projected_episodes_per_hour_220": round(3600 * k / projected_batch, 1),
+    }
+
+
+def lockstep(args) -> int:
+    from dataclasses import replace
+
+    from ivra.eval.libero import renderer
+    from ivra.eval.libero.install import ensure_config, versions
+    from ivra.eval.libero.job import LiberoConfig, LiberoJob, make_units
+    from ivra.policies.registry import build_policy
+
+    ks = [int(k) for k in args.ks.split(",")]
+    ensure_config()
+    backend, _ = renderer.choose()
+    arms = {"baseline": None, "ivra": {"layer": 2, "lam": 0.3}}
+    n_units = max(max(ks), 2)
+    units = make_units("libero_spatial", [0], list(range((n_units + 1) // 2)), list(arms))[:n_units]
+    base = LiberoConfig(
+        policy="zero",
+        arms=arms,
+        max_steps=args.max_steps,
+        wait_steps=10,
+        resolution=args.resolution,
+        mujoco_gl=backend,
+        torch_threads=1,
+    )
+    t0 = time.perf_counter()
+    shared = LiberoJob(replace(base, max_steps=1, wait_steps=0), policy=build_policy("zero"))
+    shared.setup()
+    t = time.perf_counter()
+    warm = shared.run_lockstep(units[: max(ks)])  # creates the simulators, every lane of the largest batch
+    warm_s = time.perf_counter() - t
+    assert all(isinstance(r, dict) for r in warm), warm
+    creation = (warm_s - sum(r["_meta"]["start_s"] for r in warm)) / len(warm)  # about: 1 step not taken off
+    rows = []
+    for name in POLICIES:
+        policy = build_policy(name)
+        for k in ks:
+            job = LiberoJob(replace(base, policy=name), policy=policy, simulators_from=shared)
+            shared = job
+            calls0 = len(getattr(policy, "batch_sizes", []))
+            batches = []
+            for i in range(0, max(k, 2), k):
+                t = time.perf_counter()
+                results = job.run_lockstep(units[i : i + k])
+                batches.append((time.perf_counter() - t, results))
+                bad = [r for r in results if not isinstance(r, dict)]
+                if bad:
+                    raise bad[0]
+            calls = len(policy.batch_sizes) - calls0 if hasattr(policy, "batch_sizes") else None
+            rows.append(_row(name, k, batches, args.max_steps, calls))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    shared.teardown()
+    total = time.perf_counter() - t0
+    record = {
+        "benchmark": "LIBERO episodes per hour per worker, K episodes in lockstep",
+        "command": " ".join(
+            ["flock /tmp/ivra-cpu.lock .venv/bin/python benchmarks/libero_throughput.py", *sys.argv[1:]]
+        ),
+        "machine": machine(),
+        "versions": versions(),
+        "renderer": backend,
+        "settings": {
+            "suite": "libero_spatial",
+            "task": 0,
+            "arms": arms,
+            "resolution": args.resolution,
+            "wait_steps": 10,
+            "max_steps": args.max_steps,
+            "torch_threads": 1,
+            "units": [u["key"] for u in units],
+        },
+        "simulator_creation_s": round(creation, 2),
+        "rows": rows,
+        "total_s": round(total, 1),
+        "projection": f"episodes/h at {BUDGET} steps = 3600 K / (K x start_s_per_episode + {BUDGET} x "
+        "wall_s_per_control_step): the measured reset/wait and per-step times extrapolated, not measured",
+    }
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(record, fh, indent=2)
+            fh.write("\n")
+    print(table(record))
+    return 0
+
+
+def table(record: dict) -> str:
+    lines = [
+        "| policy | K | episodes | measured episodes/h | simulator s per control step (per env step) | policy s per "
+        "control step (calls) | wall s per control step | projected episodes/h at 220 steps | vs K=1 |",
+        "|---|---:|---:|---:|---|---|---:|---:|---:|",
+    ]
+    one = {r["policy"]: r["projected_episodes_per_hour_220"] for r in record["rows"] if r["lockstep"] == 1}
+    for r in record["rows"]:
+        calls = r["policy_calls_per_control_step"]
+        ratio = r["projected_episodes_per_hour_220"] / one[r["policy"]] if r["policy"] in one else None
+        lines.append(
+            f"| {r['policy']} | {r['lockstep']} | {r['episodes']} | {r['episodes_per_hour']:.0f} | "
+            f"{r['sim_s_per_env_step'] * r['lockstep']:.3f} ({r['sim_s_per_env_step']:.3f}) | "
+            f"{r['policy_s_per_control_step']:.3f}{'' if calls is None else f' ({calls:g})'} | "
+            f"{r['wall_s_per_control_step']:.3f} | {r['projected_episodes_per_hour_220']:.0f} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=("lockstep", "renderers"), default="lockstep")
+    ap.add_argument("--ks", default="1,4,8", help="lockstep: episodes per worker stepped together")
+    ap.add_argument("--max-steps", type=int, default=30, help="lockstep: policy steps per episode")
+    ap.add_argument("--resolution", type=int, default=128, help="lockstep: camera resolution")
+    ap.add_argument(
+        "--out", default="benchmarks/results/libero_throughput_cpu.json", help="lockstep: JSON record"
+    )
+    ap.add_argument("--steps", type=int, default=60, help="renderers: steps timed per configuration")
+    ap.add_argument("--resolutions", default="128,256", help="renderers")
+    ap.add_argument("--renderers", default="egl,osmesa", help="renderers")
+    args = ap.parse_args()
+    return lockstep(args) if args.part == "lockstep" else renderers(args)
 
 
 if __name__ == "__main__":

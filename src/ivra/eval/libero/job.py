@@ -141,6 +141,7 @@ class _Lane:
     obs: Any
     episode: Episode | None = None
     t_start: float = 0.0
+    start_s: float = 0.0  # reset, initial state and wait steps
     wall: float = 0.0
     sim_s: float = 0.0
     policy_s: float = 0.0
@@ -367,7 +368,17 @@ class LiberoJob:
             self._close(env)
             raise
         return _Lane(
-            index, unit, task_id, task.language, ivra_cfg, env, obs, episode, t_start=t_start, sim_s=sim
+            index,
+            unit,
+            task_id,
+            task.language,
+            ivra_cfg,
+            env,
+            obs,
+            episode,
+            t_start=t_start,
+            start_s=sim,
+            sim_s=sim,
         )
 
     def _step(
@@ -491,6 +502,7 @@ class LiberoJob:
         )
         meta = {
             "wall_s": round(lane.wall, 3),
+            "start_s": round(lane.start_s, 3),
             "sim_s": round(lane.sim_s, 3),
             "policy_s": round(lane.policy_s, 3),
             "env_steps_per_s": round(env_steps / lane.wall, 3) if lane.wall > 0 else None,
