@@ -1,6 +1,6 @@
 """LIBERO throughput per worker on this machine.
 
-    .venv/bin/python benchmarks/libero_throughput.py [--ks 1,4,8] [--max-steps 30] [--resolution 128]
+    .venv/bin/python benchmarks/libero_throughput.py [--ks 1,4,8] [--max-steps 30] [--resolution 128] [--record]
     .venv/bin/python benchmarks/libero_throughput.py --part renderers [--steps 60] [--resolutions 128,256]
 
 ``--part lockstep`` (the default): episodes per hour of one worker stepping K episodes in lockstep
@@ -8,9 +8,11 @@
 tiny random-weight VLA (this CPU) and the ``sim`` latency policy (``sim:fixed_ms=40,per_sample_ms=2``, a stand-in
 for a GPU policy: its cost is a sleep). Short paired A/B episodes (libero_spatial task 0, 10 wait steps as the
 protocol, ``--max-steps`` policy steps); the K simulators are created once before the clock starts (a worker reuses
-them for a task's 50 initial states). Prints a Markdown table and writes the measurements as JSON (``--out``):
-episodes/hour measured, the per-step split (simulator, policy), and a projection -- computed, not measured -- to
-libero_spatial's 220-step budget from the measured reset and per-step times.
+them for a task's 50 initial states). Prints a Markdown table and writes the measurements as JSON: episodes/hour
+measured, the per-step split (simulator, policy), and a projection -- computed, not measured -- to libero_spatial's
+220-step budget from the measured reset and per-step times. The JSON goes to runs/benchmarks/libero_throughput_cpu.json
+(untracked; ``--out`` or $IVRA_BENCH_OUT_DIR elsewhere); ``--record`` (or IVRA_BENCH_RECORD=1) updates the recorded
+result under the tracked benchmarks/results/ instead.
 
 ``--part renderers``: env steps/s with and without rendering per renderer and resolution, and the tiny VLA's cost
 per step; each configuration in a fresh subprocess (MUJOCO_GL is fixed per process).
@@ -25,6 +27,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 CHILD = r"""
 import json, os, sys, time
@@ -239,11 +242,11 @@ def lockstep(args) -> int:
         "projection": f"episodes/h at {BUDGET} steps = 3600 K / (K x start_s_per_episode + {BUDGET} x "
         "wall_s_per_control_step): the measured reset/wait and per-step times extrapolated, not measured",
     }
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
+    out = output_path(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
+    print(f"\nwritten: {out}", file=sys.stderr)
     return 0
 
 
@@ -267,6 +270,19 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
+RESULT_NAME = "libero_throughput_cpu.json"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def output_path(args) -> Path:
+    """--out, else the tracked recorded result with --record, else runs/benchmarks/ (untracked)."""
+    if args.out:
+        return Path(args.out)
+    if args.record:
+        return ROOT / "benchmarks" / "results" / RESULT_NAME
+    return Path(os.environ.get("IVRA_BENCH_OUT_DIR") or ROOT / "runs" / "benchmarks") / RESULT_NAME
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=("lockstep", "renderers"), default="lockstep")
@@ -274,7 +290,13 @@ def main() -> int:
     ap.add_argument("--max-steps", type=int, default=30, help="lockstep: policy steps per episode")
     ap.add_argument("--resolution", type=int, default=128, help="lockstep: camera resolution")
     ap.add_argument(
-        "--out", default="benchmarks/results/libero_throughput_cpu.json", help="lockstep: JSON record"
+        "--out", default=None, help=f"lockstep: result JSON (default runs/benchmarks/{RESULT_NAME})"
+    )
+    ap.add_argument(
+        "--record",
+        action="store_true",
+        default=os.environ.get("IVRA_BENCH_RECORD", "") not in ("", "0"),
+        help=f"lockstep: update the recorded result benchmarks/results/{RESULT_NAME} (tracked; IVRA_BENCH_RECORD=1)",
     )
     ap.add_argument("--steps", type=int, default=60, help="renderers: steps timed per configuration")
     ap.add_argument("--resolutions", default="128,256", help="renderers")
