@@ -2,15 +2,20 @@
 
     .venv/bin/python benchmarks/serve_throughput.py                      # the table in serve_throughput.md
     .venv/bin/python benchmarks/serve_throughput.py --workers 1,4 --steps 30   # quick look
+    .venv/bin/python benchmarks/serve_throughput.py --chunk 50 --execute 5 --modes server --workers 1,4,8 \
+        --steps 220 --episode-steps 220 --repeats 1 --image-size 224 --latency-requests 0   # chunks, replan 5
 
-Writes runs/benchmarks/serve_throughput_cpu.json (untracked; ``--out`` or $IVRA_BENCH_OUT_DIR to write elsewhere).
-``--record`` (or IVRA_BENCH_RECORD=1) updates the recorded result, the tracked
-benchmarks/results/serve_throughput_cpu.json, instead: do that only for a run you mean to publish.
+Writes runs/benchmarks/serve_throughput_cpu.json (``serve_throughput_chunk<H>_cpu.json`` with ``--chunk H``;
+untracked; ``--out`` or $IVRA_BENCH_OUT_DIR to write elsewhere). ``--record`` (or IVRA_BENCH_RECORD=1) updates the
+recorded result under the tracked benchmarks/results/ instead: do that only for a run you mean to publish.
 
 Model of the hardware (all parameters are flags and are written into the result):
 
-* **policy**: ``SimLatencyPolicy`` (ivra.serve.policies): a call on a batch of B costs ``fixed_ms + per_sample_ms * B``
-  of wall time (a sleep, like a GPU kernel: no CPU used). Defaults 40 ms + 2 ms/sample.
+* **policy**: ``SimLatencyPolicy`` (ivra.policies.sim): a call on a batch of B costs ``fixed_ms + per_sample_ms * B``
+  of wall time (a sleep, like a GPU kernel: no CPU used). Defaults 40 ms + 2 ms/sample. ``--chunk H --execute E``
+  makes it a chunk policy (H actions per call); every worker runs its episodes with
+  :class:`ivra.episodes.EpisodeRunner` at ``execute=E`` (openpi's LIBERO client at ``replan_steps=E``: one request per
+  E steps, each answered with the whole chunk), a new episode (seed) every ``--episode-steps``.
 * **one GPU**: in the *copies* mode every worker holds its own policy copy, and their calls are serialised by one
   cross-process lock (one device runs one call at a time; a real 7B model would not even fit N copies). In the
   *server* mode the workers are :class:`ivra.policies.remote.RemotePolicy` clients of one ``ivra serve --policy sim``
@@ -21,9 +26,11 @@ Model of the hardware (all parameters are flags and are written into the result)
   real LIBERO simulator without cameras (physics only; the images sent are the same fixed arrays).
 * **sequential reference**: one worker with an in-process policy and no lock (N = 1, copies mode).
 
-Reported per (mode, N): env steps/s over all workers, episodes/h at the protocol's 230 steps per episode (reset time
-excluded), the ratio to N x the sequential worker, and the mean batch the server formed. Also the latency the server
-path adds per request at batch 1 (p50/p99 over ``--latency-requests`` round trips, zero-cost policy, LIBERO payload).
+Reported per (mode, N): env steps/s over all workers, episodes/h at the protocol's 230 steps per episode (LIBERO's
+220-step libero_spatial budget + 10 wait steps, all at the same step cost; reset time excluded), the ratio to N x
+the sequential worker, policy requests, the policy calls the server made for them (its ``/stats``) and the mean
+batch it formed. Also the latency the server path adds per request at batch 1 (p50/p99 over ``--latency-requests``
+round trips, zero-cost policy, LIBERO payload; 0 skips it).
 Every run is bounded: ``--steps`` per worker, a timeout per configuration; all traffic on 127.0.0.1.
 """
 
@@ -45,15 +52,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT_NAME = "serve_throughput_cpu.json"
+RESULT_NAME = "serve_throughput_cpu.json"  # with --chunk H > 1: serve_throughput_chunk<H>_cpu.json
 EPISODE_STEPS = 230  # libero_spatial: 10 wait + 220 policy steps
 
 
-def observation(seed: int = 0) -> dict:
+def observation(seed: int = 0, size: int = 256) -> dict:
     rng = np.random.default_rng(seed)
     return {
-        "image": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
-        "wrist_image": rng.integers(0, 256, (256, 256, 3), dtype=np.uint8),
+        "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        "wrist_image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
         "state": rng.standard_normal(8).astype(np.float32),
     }
 
@@ -90,6 +97,7 @@ class LiberoPhysicsEnv:
 def worker(args: dict, lock, ready, start, out) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(ROOT / "src"))
+    from ivra.episodes import EpisodeRunner
     from ivra.policies.remote import RemotePolicy
     from ivra.policies.sim import SimLatencyPolicy
 
@@ -103,26 +111,33 @@ def worker(args: dict, lock, ready, start, out) -> None:
     if args["url"]:
         policy = RemotePolicy(args["url"])
     else:
-        policy = SimLatencyPolicy(args["fixed_ms"], args["per_sample_ms"])
-    obs = observation(args["seed"])
-    policy.act([obs], ["warm up"])  # connection and first call before the clock starts
+        policy = SimLatencyPolicy(
+            args["fixed_ms"], args["per_sample_ms"], chunk=args["chunk"], execute=args["execute"]
+        )
+    obs = observation(args["seed"], args["image_size"])
+    text = ["put the bowl on the plate"]
+    runner = EpisodeRunner(policy, execute=args["execute"])
+    runner.step([runner.start(-1)], [obs], text)  # connection and first call before the clock starts
     ready.put(1)
     start.wait()
     t0 = time.perf_counter()
     lat = []
     batch = []
+    calls = runner.calls
     for k in range(args["steps"]):
         if k % args["episode_steps"] == 0:
-            policy.reset(k)
+            episode = runner.start(1000 * args["seed"] + k)
         t = time.perf_counter()
         if lock is not None:
             with lock:
-                a = policy.act([obs], ["put the bowl on the plate"])
+                a = runner.step([episode], [obs], text)
         else:
-            a = policy.act([obs], ["put the bowl on the plate"])
-        lat.append(time.perf_counter() - t)
-        if args["url"]:
-            batch.append(policy.last_timing[0].get("batch_size", 1))
+            a = runner.step([episode], [obs], text)
+        if runner.calls != calls:  # this step asked the policy for a chunk
+            calls = runner.calls
+            lat.append(time.perf_counter() - t)
+            if args["url"]:
+                batch.append(policy.last_timing[0].get("batch_size", 1))
         env.step(a[0][:7])
     out.put({"wall": time.perf_counter() - t0, "steps": args["steps"], "latency": lat, "batch": batch})
 
@@ -140,6 +155,9 @@ def run_mode(mode: str, n: int, opts, url: str | None) -> dict:
         "per_sample_ms": opts.per_sample_ms,
         "steps": opts.steps,
         "episode_steps": opts.episode_steps,
+        "chunk": opts.chunk,
+        "execute": opts.execute,
+        "image_size": opts.image_size,
         "url": url if mode == "server" else None,
     }
     procs = [
@@ -154,14 +172,17 @@ def run_mode(mode: str, n: int, opts, url: str | None) -> dict:
             for p in procs:
                 p.kill()
             raise RuntimeError(f"{mode} x{n}: a worker did not start (see its traceback above)") from None
+    before = server_stats(url) if mode == "server" else None
     start.set()
     results = [out.get(timeout=opts.timeout_s) for _ in procs]
+    after = server_stats(url) if mode == "server" else None
     for p in procs:
         p.join(30)
     wall = max(r["wall"] for r in results)
     steps = sum(r["steps"] for r in results)
     batches = [b for r in results for b in r["batch"]]
     lat = np.concatenate([r["latency"] for r in results]) * 1000
+    requests = sum(len(r["latency"]) for r in results)
     return {
         "mode": mode,
         "workers": n,
@@ -171,7 +192,18 @@ def run_mode(mode: str, n: int, opts, url: str | None) -> dict:
         "episodes_per_h": round(3600 * steps / wall / EPISODE_STEPS, 1),
         "policy_ms_p50": round(float(np.percentile(lat, 50)), 1),
         "mean_batch": round(float(np.mean(batches)), 2) if batches else 1.0,
+        "requests": requests,
+        "policy_calls": after["batches"] - before["batches"] if after else requests,
     }
+
+
+def server_stats(url: str) -> dict:
+    """The server's counters (``GET /stats``: requests, batches, batch sizes)."""
+    import urllib.request
+
+    port = url.rsplit(":", 1)[1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=30) as r:
+        return json.loads(r.read())
 
 
 class Server:
@@ -269,9 +301,10 @@ def output_path(opts: argparse.Namespace) -> Path:
     """--out, else the tracked recorded result with --record, else runs/benchmarks/ (untracked)."""
     if opts.out:
         return Path(opts.out)
+    name = RESULT_NAME if opts.chunk == 1 else f"serve_throughput_chunk{opts.chunk}_cpu.json"
     if opts.record:
-        return ROOT / "benchmarks" / "results" / RESULT_NAME
-    return Path(os.environ.get("IVRA_BENCH_OUT_DIR") or ROOT / "runs" / "benchmarks") / RESULT_NAME
+        return ROOT / "benchmarks" / "results" / name
+    return Path(os.environ.get("IVRA_BENCH_OUT_DIR") or ROOT / "runs" / "benchmarks") / name
 
 
 def parser() -> argparse.ArgumentParser:
@@ -286,6 +319,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--step-ms", type=float, default=20.0, help="wall time of one --env sleep step")
     ap.add_argument("--fixed-ms", type=float, default=40.0, help="policy call cost per batch")
     ap.add_argument("--per-sample-ms", type=float, default=2.0, help="policy call cost per sample")
+    ap.add_argument("--chunk", type=int, default=1, help="actions per policy call (the sim policy's chunk)")
+    ap.add_argument(
+        "--execute", type=int, default=None, help="actions executed per chunk (replan steps; default: all)"
+    )
+    ap.add_argument("--image-size", type=int, default=256, help="camera size sent per request (two cameras)")
     ap.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch")
     ap.add_argument("--max-wait-ms", type=float, default=25.0, help="the server's --max-wait-ms")
     ap.add_argument("--steps", type=int, default=60, help="policy steps per worker and configuration")
@@ -309,6 +347,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     opts = parser().parse_args()
+    opts.execute = opts.execute or opts.chunk
+    if not 1 <= opts.execute <= opts.chunk:
+        raise SystemExit(f"--execute must be in 1..--chunk ({opts.chunk}), got {opts.execute}")
     out = output_path(opts)
     ns = [int(x) for x in opts.workers.split(",")]
     modes = opts.modes.split(",")
@@ -323,7 +364,8 @@ def main() -> int:
     try:
         if "server" in modes:
             srv = Server(
-                f"sim:fixed_ms={opts.fixed_ms},per_sample_ms={opts.per_sample_ms}",
+                f"sim:fixed_ms={opts.fixed_ms},per_sample_ms={opts.per_sample_ms},chunk={opts.chunk},"
+                f"execute={opts.execute}",
                 opts.max_batch,
                 opts.max_wait_ms,
             )
@@ -346,10 +388,11 @@ def main() -> int:
     for r in rows:
         r["vs_n_sequential"] = round(r["steps_per_s"] / (r["workers"] * seq), 3)
     capacity = opts.max_batch / ((opts.fixed_ms + opts.per_sample_ms * opts.max_batch) / 1000.0)
-    latency = server_latency(opts)
+    latency = server_latency(opts) if opts.latency_requests > 0 else None
     result = {
         "settings": {k: v for k, v in vars(opts).items() if k not in ("out", "record")},
-        "policy_capacity_steps_per_s_at_max_batch": round(capacity, 1),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "policy_capacity_steps_per_s_at_max_batch": round(capacity * opts.execute, 1),
         "rows": rows,
         "latency_batch1": latency,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
