@@ -126,7 +126,7 @@ def test_lockstep_episodes_equal_one_at_a_time(subprocess_env):
 @pytest.mark.slow
 def test_lockstep_through_the_cli_journals_each_unit_and_resumes_with_any_k(tmp_path, subprocess_env):
     """`--lockstep 3 --execute-steps 3` with a chunk policy in a spawned worker: one record per unit (batches of 3
-    and 1), the manifest records both options; a resume at K=1 reruns lost units to the same results; another
+    and 1) and a video per episode, the manifest records both options; a resume at K=1 reruns lost units to the same results; another
     --execute-steps is another configuration, one beyond the chunk is refused."""
     pol = ["--policy", "sim:fixed_ms=0,per_sample_ms=0,chunk=4", "--ab", "--ivra", "layer=2,lam=0.5"]
     units = ["--tasks", "0", "--init-states", "0-1", "--max-steps", "5"]
@@ -143,6 +143,8 @@ def test_lockstep_through_the_cli_journals_each_unit_and_resumes_with_any_k(tmp_
         "local",
         "--workers",
         "1",
+        "--videos",
+        "1",
     ]
     proc = _ivra([*cmd, "--lockstep", "3", "--out", str(out)], subprocess_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -156,6 +158,10 @@ def test_lockstep_through_the_cli_journals_each_unit_and_resumes_with_any_k(tmp_
     assert sorted(r["meta"]["lockstep"]["size"] for r in lines) == [1, 3, 3, 3]
     assert len({r["meta"]["lockstep"]["batch"] for r in lines}) == 2
     assert all(r["result"]["chunks"] == 2 and r["result"]["steps"] == 5 for r in lines)
+    assert all(
+        (out / "episodes" / r["result"]["video"]).stat().st_size > 0 for r in lines
+    )  # a video per lane
+    assert len({r["result"]["video"] for r in lines}) == 4 and manifest["videos"]
     assert manifest["timing"]["env_steps_per_s_per_worker"] > 0
     # resume at K=1 after losing two records: the two episodes rerun alone give what they gave in the batch
     journal = (out / "journal.jsonl").read_text().splitlines()
@@ -170,7 +176,7 @@ def test_lockstep_through_the_cli_journals_each_unit_and_resumes_with_any_k(tmp_
     other = [*cmd[: cmd.index("--execute-steps")], "--execute-steps", "2", *cmd[cmd.index("--executor") :]]
     proc = _ivra([*other, "--out", str(out)], subprocess_env)
     assert proc.returncode == 2 and "different configuration: --execute-steps: 3 -> 2;" in proc.stderr
-    proc = _ivra([*other[:-6], "--execute-steps", "5", "--out", str(tmp_path / "x")], subprocess_env)
+    proc = _ivra([*other[:-8], "--execute-steps", "5", "--out", str(tmp_path / "x")], subprocess_env)
     assert proc.returncode == 2 and "--execute-steps 5: expected 1..4 (policy sim:" in proc.stderr
 
 
