@@ -96,3 +96,14 @@ def test_registry_names():
     assert type(build_policy("ivra.policies.zero:ZeroPolicy")).__name__ == "ZeroPolicy"
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         build_policy("nope")
+
+
+def test_grouped_arms_restore_the_policys_own_setting():
+    """A policy without per-row arms runs one sub-batch per setting through set_ivra; afterwards its own setting
+    (the last set_ivra) is back, so a caller that set an arm for its episodes keeps it."""
+    from ivra.policies.zero import ZeroPolicy
+
+    pol = ZeroPolicy()
+    pol.set_ivra({"layer": 0, "lam": 0.2})
+    predict_with_arms(pol, [_obs(0)] * 2, ["a"] * 2, [0, 1], [None, {"layer": 1, "lam": 0.5}])
+    assert pol.ivra_config == {"layer": 0, "lam": 0.2}

@@ -21,8 +21,9 @@ from ivra.policies.base import group_rows
 class SampleArms:
     """Validated configs cached per setting; ``run(ivra, fn)`` with ``fn(rows) -> actions for those rows``."""
 
-    def __init__(self, model):
+    def __init__(self, model, adapter=None):
         self.model = model
+        self.adapter = adapter  # the policy's adapter (a name or instance); None: auto-detected
         self._configs: dict[str, object] = {}
         self.passes = 0  # model passes made by run(): one per call
 
@@ -44,7 +45,7 @@ class SampleArms:
             for key, rows in groups.items():
                 if key is None:
                     continue
-                h = attach(self.model, self.config(key, ivra[rows[0]]))
+                h = attach(self.model, self.config(key, ivra[rows[0]]), adapter=self.adapter)
                 handles.append(h)
                 mask = np.zeros(n, dtype=bool)
                 mask[rows] = True

@@ -19,7 +19,7 @@ the tabletop rollouts and the LIBERO job, the server's sessions for ``ivra serve
 (as openpi's ``ActionChunkBroker`` does).
 
 :func:`predict_with_arms` calls any policy with one arm per row: natively when the policy declares
-``per_sample_ivra = True`` (one forward pass), otherwise one sub-batch per distinct setting through ``set_ivra``.
+``per_sample_ivra = True`` (one forward pass), otherwise one sub-batch per distinct setting through ``set_ivra`` (the policy's own setting restored after).
 Single-step policies implement ``act(observations, instructions[, ivra]) -> (B, D)`` and get ``predict`` from
 :class:`SingleStep`.
 """
@@ -118,6 +118,7 @@ def predict_with_arms(
     if getattr(policy, "per_sample_ivra", False):
         return check_chunks(policy, policy.predict(observations, instructions, seeds, ivra=ivra), n)
     out: np.ndarray | None = None
+    saved = getattr(policy, "ivra_config", None)  # the setting of the last set_ivra, restored afterwards
     try:
         for rows in group_rows(ivra).values():
             cfg = ivra[rows[0]]
@@ -139,7 +140,7 @@ def predict_with_arms(
             out[rows] = part
     finally:
         if hasattr(policy, "set_ivra"):
-            policy.set_ivra(None)
+            policy.set_ivra(saved)
     assert out is not None
     return out
 
@@ -200,7 +201,7 @@ class IVRASwitch:
         if len(ivra) != len(observations):
             raise ValueError(f"ivra has {len(ivra)} entries for a batch of {len(observations)} observations")
         if self._arms is None:
-            self._arms = SampleArms(self.ivra_target)
+            self._arms = SampleArms(self.ivra_target, adapter=self.ivra_adapter)
         saved = self.ivra_config
         if saved is not None:
             self.set_ivra(None)
