@@ -125,6 +125,11 @@ def main() -> int:
             record["episodes"].append(
                 {"steps": steps, "queries": queries, "done": bool(done), "shapes": shapes}
             )
+            print(
+                f"episode {episode_idx}: {steps} steps, {queries} chunks of shape {tuple(shapes[0])}, "
+                f"success {bool(done)}",
+                flush=True,
+            )
     except Exception:  # noqa: BLE001 -- recorded: the test fails on it, naming it
         record["error"] = traceback.format_exc()
     finally:
