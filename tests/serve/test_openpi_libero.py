@@ -88,6 +88,28 @@ def checkpoint(lerobot_py, tmp_path_factory) -> Path:
     return folder
 
 
+def _refusals(url) -> list[str]:
+    """Two requests SmolVLA cannot take (no wrist camera; a 7-d state): their error frames, up to the key list."""
+    from websockets.sync.client import connect
+
+    from ivra.serve import wire
+
+    img = np.zeros((224, 224, 3), np.uint8)
+    good = {
+        "observation/image": img,
+        "observation/wrist_image": img,
+        "observation/state": np.zeros(8, np.float32),
+    }
+    out = []
+    with connect(url, compression=None, max_size=None) as ws:
+        ws.recv(timeout=30)
+        for bad in ({"observation/wrist_image": None}, {"observation/state": np.zeros(7, np.float32)}):
+            msg = {**good, **bad, "prompt": "pick up the black bowl"}
+            ws.send(wire.packb({k: v for k, v in msg.items() if v is not None}))
+            out.append(ws.recv(timeout=60).split(" (got keys")[0])
+    return out
+
+
 IN_PROCESS = """
 import sys, numpy as np
 from ivra.episodes import chunk_seed
@@ -129,6 +151,7 @@ def test_openpi_libero_example_loop_against_served_smolvla(
         client = subprocess.run(cmd, capture_output=True, text=True, env=libero_client_env, timeout=900)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as r:
             stats = json.loads(r.read())
+        refused = _refusals(url)
     assert out.exists(), client.stderr[-3000:]
     data = np.load(out)
     meta = json.loads(str(data["meta"]))
@@ -149,6 +172,11 @@ def test_openpi_libero_example_loop_against_served_smolvla(
         assert ep["shapes"] == [[CHUNK, 7]] * ep["queries"]  # whole chunks, (H, D)
     queries = sum(ep["queries"] for ep in meta["episodes"])
     assert stats["requests"] == queries and stats["errors"] == 0, stats
+    # what SmolVLA cannot do without is refused per request, naming it, before it reaches a batch
+    assert refused == [
+        "bad request: missing key 'observation/wrist_image': policy 'lerobot:smolvla' needs it",
+        "bad request: observation/state has 7 entries, expected 8 or 9 for policy 'lerobot:smolvla'",
+    ]
     assert data["image"].shape == (queries, 224, 224, 3) and data["state"].shape == (queries, 8)
     # what the server answered is the in-process policy's chunk for what the client sent
     want = tmp_path / "in_process.npy"
