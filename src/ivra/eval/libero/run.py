@@ -68,6 +68,10 @@ OPTIONS = {
     "tasks": "--tasks",
     "init_states": "--init-states",
     "seed": "--seed",
+    "suites": "--perturbations",
+    "protocol": "--protocol",
+    "env_seeding": "--protocol (env seeding)",
+    "env_seed": "--protocol (env seed)",
 }
 
 
@@ -140,9 +144,9 @@ def run_libero(
     tasks: list[int] | None = None,
     init_states: list[int] | None = None,
     max_steps: int | None = None,
-    wait_steps: int = protocol.WAIT_STEPS,
-    resolution: int = protocol.RESOLUTION,
-    seed: int = 0,
+    wait_steps: int | None = None,
+    resolution: int | None = None,
+    seed: int | None = None,
     out: str | os.PathLike | None = None,
     executor: str = "local",
     workers: int = 1,
@@ -159,6 +163,8 @@ def run_libero(
     lockstep: int = 1,
     execute_steps: int | None = None,
     chunk: tuple[int, int] | None = None,
+    perturbations: list[str] | None = None,
+    protocol_name: str = "ivra",
 ) -> dict:
     """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``.
 
@@ -173,11 +179,26 @@ def run_libero(
     ``lockstep=1``, so a resumed run may change it). ``execute_steps``: actions executed per predicted chunk (None:
     the policy's default). ``chunk``: the policy's ``(chunk_length, execute_steps)`` when the caller knows it
     (recorded in the manifest).
+    ``perturbations``: LIBERO-PRO families (``swap``, ``object``, ``lan``, ``task``) of ``suite`` run beside it on
+    the same tasks, initial states, seeds and arms (the report pairs the arms per suite and adds a robustness table).
+    ``protocol_name``: a preset of :data:`protocol.PRESETS`; it sets max steps, wait steps, resolution, env seeding,
+    seed base and execute steps, except those given here (not None), which are listed as deviations from it.
     """
     if policy_instance is not None and executor != "inline":
         raise ValueError("policy_instance (a live policy object) needs executor='inline'")
     if suite not in protocol.SUITES:
         raise ValueError(f"unknown suite {suite!r}; one of {protocol.SUITES}")
+    preset = protocol.preset(protocol_name)
+    suites = protocol.perturbed_suites(suite, perturbations) if perturbations else [suite]
+    if sequential and len(suites) > 1:
+        raise ValueError("a sequential A/B runs one suite; drop --perturbations or --sequential")
+    wait_steps = preset.wait_steps if wait_steps is None else int(wait_steps)
+    resolution = preset.resolution if resolution is None else int(resolution)
+    seed_given = seed
+    seed = preset.seed if seed is None else int(seed)
+    execute_given = execute_steps
+    if execute_steps is None:
+        execute_steps = preset.execute_steps
     if int(lockstep) < 1:
         raise ValueError(f"lockstep must be >= 1 (episodes per worker at a time), got {lockstep}")
     if execute_steps is not None and int(execute_steps) < 1:
@@ -221,8 +242,12 @@ def run_libero(
         mujoco_gl=backend,
         libero_config_path=os.environ.get("LIBERO_CONFIG_PATH"),
         torch_threads=torch_threads,
+        suites=suites if len(suites) > 1 else None,
+        protocol=preset.name,
+        env_seeding=preset.env_seeding,
+        env_seed=seed if preset.env_seeding == "task" else 0,
     )
-    units = make_units(suite, tasks, init_states, list(arms), seed=seed)
+    units = [u for s in suites for u in make_units(s, tasks, init_states, list(arms), seed=seed)]
     fingerprint_cfg = {k: v for k, v in config.to_dict().items() if k not in NOT_FINGERPRINTED}
     fingerprint = _fingerprint(fingerprint_cfg, units)
 
@@ -242,14 +267,34 @@ def run_libero(
         "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "fingerprint": fingerprint,
         "config": config.to_dict(),
+        "suites": suites,
+        "base_suite": protocol.base_suite(suite),
+        "perturbations": [protocol.perturbation(s) for s in suites if protocol.perturbation(s)],
+        "preset": preset.to_dict(),
         "protocol": {
-            "max_steps": protocol.MAX_STEPS[suite],
+            "name": preset.name,
+            "source": preset.source,
+            "base_suite": protocol.base_suite(suite),
+            "perturbation": protocol.perturbation(suite),
+            "instruction_source": {s: protocol.instruction_source(s) for s in suites},
+            "max_steps": preset.steps(suite),
             "num_init_states": protocol.NUM_INIT_STATES,
-            "wait_steps": protocol.WAIT_STEPS,
-            "resolution": protocol.RESOLUTION,
+            "wait_steps": preset.wait_steps,
+            "resolution": preset.resolution,
+            "env_seeding": preset.env_seeding,
             "image_flip": "agentview and wrist images rotated 180 degrees (img[::-1, ::-1]), as OpenVLA's eval",
         },
-        "deviations": protocol.deviations(suite, tasks, init_states, config.steps, wait_steps, resolution),
+        "deviations": protocol.deviations(
+            suite,
+            tasks,
+            init_states,
+            config.steps,
+            wait_steps,
+            resolution,
+            preset=preset,
+            execute_steps=execute_given,
+            seed=seed_given,
+        ),
         "tasks": tasks,
         "init_states": init_states,
         "seed": seed,
@@ -320,7 +365,7 @@ def run_libero(
             run_units, units, init_states, arms, suite, **sequential
         )
     else:
-        records = run_units(units, f"LIBERO {suite}")
+        records = run_units(units, f"LIBERO {'+'.join(suites)}")
     wall = time.perf_counter() - t0
     ran = [r for r in records if r.get("status") == "ok" and (r.get("meta") or {}).get("job")]
     n_new = len(records) - n_before
