@@ -170,6 +170,8 @@ def ivra_episode(checkpoint, **policy_kwargs):
         max_steps=CHUNK,
         wait_steps=PRESET.wait_steps,
         resolution=PRESET.resolution,
+        protocol=PRESET.name,
+        env_seeding=PRESET.env_seeding,
     )
     job = LiberoJob(cfg, policy=policy)
     job.setup()
