@@ -45,7 +45,7 @@ if [[ -z "${IVRA_SKIP_ENVS:-}" ]]; then
   env_session lerobot
 fi
 echo "== pytest (core environment)"
-.venv/bin/python -m pytest "$@" || failed+=("core pytest")
+.venv/bin/python -m pytest --durations=20 "$@" || failed+=("core pytest")
 if [[ -z "${IVRA_SKIP_ENVS:-}" ]]; then
   prune lerobot
   for name in openvla llara flower; do
