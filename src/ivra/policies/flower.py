@@ -169,12 +169,8 @@ class FlowerPolicy(IVRASwitch):
     def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
         """(B, act_window_size, action_dim): FLOWER's ``model(obs, goal)`` once per row, its noise seeded by the
         row's seed. ``ivra``: one setting per row, run as one sub-batch per setting through ``set_ivra``."""
-        if ivra is not None:
-            saved = self.ivra_config
-            try:
-                return predict_with_arms(self, observations, instructions, seeds, ivra)
-            finally:
-                self.set_ivra(saved)
+        if ivra is not None:  # one sub-batch per setting; predict_with_arms restores the policy's own setting
+            return predict_with_arms(self, observations, instructions, seeds, ivra)
         n = len(observations)
         if len(instructions) != n:
             raise ValueError(f"{len(instructions)} instructions for a batch of {n} observations")

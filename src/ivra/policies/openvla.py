@@ -83,16 +83,6 @@ class ByteTokenizer:
         return [1] + [b + 3 for b in text.encode("utf-8")]
 
 
-def predict_by_arm(policy, observations, instructions, seeds, ivra) -> np.ndarray:
-    """``predict`` with one IVRA setting per row for a policy without per-row arms: one sub-batch per distinct
-    setting through ``set_ivra`` (the setting of the last ``set_ivra`` is restored afterwards)."""
-    saved = policy.ivra_config
-    try:
-        return predict_with_arms(policy, observations, instructions, seeds, ivra)
-    finally:
-        policy.set_ivra(saved)
-
-
 class _Prismatic(IVRASwitch):
     """What OpenVLA and OpenVLA-OFT share: loading, the image protocol, the prompt, the processor's inputs."""
 
@@ -184,7 +174,7 @@ class OpenVLAPolicy(SingleStep, _Prismatic):
 
     def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
         if ivra is not None:
-            return predict_by_arm(self, observations, instructions, seeds, ivra)
+            return predict_with_arms(self, observations, instructions, seeds, ivra)
         return SingleStep.predict(self, observations, instructions, seeds)
 
     def act(self, observations: list[dict[str, Any]], instructions: list[str]) -> np.ndarray:
@@ -262,7 +252,7 @@ class OpenVLAOFTPolicy(_Prismatic):
     def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
         """(B, chunk_length, 7): the whole chunk of every row, un-normalised, LIBERO's gripper convention."""
         if ivra is not None:
-            return predict_by_arm(self, observations, instructions, seeds, ivra)
+            return predict_with_arms(self, observations, instructions, seeds, ivra)
         if len(instructions) != len(observations):
             raise ValueError(
                 f"{len(instructions)} instructions for a batch of {len(observations)} observations"

@@ -177,7 +177,7 @@ def ivra_episode(checkpoint, **policy_kwargs):
     job.setup()
     sims = []
     acquire = job._acquire_env
-    job._acquire_env = lambda task_id: sims.append(StepRecorder(acquire(task_id))) or sims[-1]
+    job._acquire_env = lambda suite, task_id: sims.append(StepRecorder(acquire(suite, task_id))) or sims[-1]
     (unit,) = make_units(SUITE, [TASK], [INIT], ["baseline"], seed=PRESET.seed)
     try:
         result = job.run(unit)

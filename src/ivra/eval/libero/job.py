@@ -274,8 +274,7 @@ class LiberoJob:
             self._suites = {name: known[name]() for name in cfg.all_suites}
 
     # -- simulators: a pool per task ---------------------------------------------------------------
-    def _acquire_env(self, task_id: int, suite: str | None = None):
-        suite = suite or self.config.suite
+    def _acquire_env(self, suite: str, task_id: int):
         idle = self._envs.get((suite, task_id))
         if idle:
             return idle.pop()
@@ -410,8 +409,7 @@ class LiberoJob:
         if ivra_cfg and not hasattr(policy, "set_ivra"):
             raise ValueError(f"policy {cfg.policy!r} cannot take IVRA settings (no set_ivra)")
         episode = runner.start(int(unit["seed"]), ivra_cfg)
-        # (one argument for the base suite: a test may wrap _acquire_env(task_id))
-        env = self._acquire_env(task_id) if suite == cfg.suite else self._acquire_env(task_id, suite)
+        env = self._acquire_env(suite, task_id)
         t_start = time.perf_counter()  # the episode's wall time, simulator creation excluded
         try:
             t0 = time.perf_counter()
