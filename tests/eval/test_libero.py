@@ -43,6 +43,21 @@ def test_missing_simulator_names_the_fix(monkeypatch, capsys, tmp_path):
     assert "not installed" in err and "bash scripts/setup_libero.sh" in err
 
 
+def test_each_environment_of_the_checkout_has_its_own_libero_config_dir(monkeypatch):
+    """.venv keeps <repo>/.libero; another environment inside the checkout (a nox session built while the core suite
+    runs) gets its own folder, so concurrent set-ups never rewrite each other's LIBERO paths; IVRA_LIBERO_HOME wins."""
+    monkeypatch.delenv("IVRA_LIBERO_HOME", raising=False)
+    root = install._repo_root()
+    monkeypatch.setattr(install.sys, "prefix", str(root / ".venv"))
+    assert install.config_dir() == root / ".libero"
+    monkeypatch.setattr(install.sys, "prefix", str(root / ".nox" / "lerobot"))
+    assert install.config_dir() == root / ".libero" / "nox-lerobot"
+    monkeypatch.setattr(install.sys, "prefix", "/usr")  # an interpreter outside the checkout
+    assert install.config_dir() == root / ".libero"
+    monkeypatch.setenv("IVRA_LIBERO_HOME", "/somewhere")
+    assert str(install.config_dir()) == "/somewhere"
+
+
 def test_protocol_deviations_and_index_lists():
     from ivra.eval.libero import protocol
 

