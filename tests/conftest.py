@@ -32,6 +32,25 @@ FLOOR = 1.0  # the documented cosine row floor (ivra.core docstring)
 
 _OURS = {"test_core.py", "test_config.py", "test_engine.py", "test_adapters.py"}
 
+# pytest-xdist (scripts/test.sh runs the core suite with `-n 2 --dist loadfile`: each test file on one worker, in
+# file order): the longest files start first, so that no long file is left running alone at the end
+# (durations measured by `pytest --durations`, docs/development.md).
+_LONGEST_FIRST = (
+    "test_docs.py",
+    "test_libero_lockstep.py",
+    "test_libero_pro.py",
+    "test_libero.py",
+    "test_libero_distribution.py",
+)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # two workers on two cores: one thread each
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the same order in every worker (xdist checks)
+        rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
+
 
 @pytest.fixture(autouse=True)
 def _ivra_test_env(request):

@@ -2,10 +2,10 @@
 the versions their requirements files pin; the pin reader itself (tests/pins.py)."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
 from pins import matches, mismatches, pin_test, read_pins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,10 +33,14 @@ def test_a_wrong_version_is_reported(tmp_path, monkeypatch):
     (tmp_path / "x.txt").write_text("torch==1.0.0\nnot-installed-pkg==1.0\n")
     monkeypatch.setattr(pins, "REQUIREMENTS", tmp_path)
     bad = mismatches("x.txt")
-    assert any("torch==1.0.0, installed 2.13.0" in b for b in bad) and any("not-installed-pkg" in b for b in bad)
+    assert any("torch==1.0.0, installed 2.13.0" in b for b in bad) and any(
+        "not-installed-pkg" in b for b in bad
+    )
 
 
-@pytest.mark.skipif(not (ROOT / ".venv-openpi/bin/python").exists(), reason="no .venv-openpi (IVRA_SKIP_OPENPI)")
+@pytest.mark.skipif(
+    not (ROOT / ".venv-openpi/bin/python").exists(), reason="no .venv-openpi (IVRA_SKIP_OPENPI)"
+)
 def test_the_openpi_client_environment_has_its_pins():
     proc = subprocess.run(
         [str(ROOT / ".venv-openpi/bin/python"), str(ROOT / "tests/pins.py"), "openpi-client.txt"],

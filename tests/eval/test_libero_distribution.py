@@ -35,10 +35,12 @@ def test_standard_suites_are_the_ones_recorded_before_the_switch():
             continue
         trace = got["suites"][suite]["trace"]
         assert trace["success"] == ref["trace"]["success"]
-        if got["mujoco"] == want["mujoco"]:  # the same physics: bit for bit
-            assert trace["states"] == ref["trace"]["states"], f"{suite}: trace differs on the same MuJoCo"
+        diff = max(abs(a - b) for s, r in zip(trace["states"], ref["trace"]["states"]) for a, b in zip(s, r))
+        if got["mujoco"] == want["mujoco"]:
+            # the same physics, up to the rounding of the CPU's vector kernels (numpy's BLAS and MuJoCo pick them
+            # by CPU): bit for bit on the recording machine, <= 3.7e-15 measured on an AVX-512 one (2026-12-07)
+            assert diff < 1e-12, f"{suite}: trace differs by {diff} on the same MuJoCo"
         else:  # another MuJoCo: float rounding only (3.3.7 vs 3.8.1 measured <= 1.6e-6 over 60 steps)
-            diff = max(abs(a - b) for s, r in zip(trace["states"], ref["trace"]["states"]) for a, b in zip(s, r))
             assert diff < 1e-4, f"{suite}: trace differs by {diff} (MuJoCo {got['mujoco']} vs {want['mujoco']})"
 
 

@@ -151,7 +151,7 @@ def ensure_config() -> Path:
     path = d / "config.yaml"
     current = read_config(path) if path.is_file() else None
     if current != want:
-        tmp = path.with_suffix(".yaml.tmp")
+        tmp = path.with_suffix(f".yaml.{os.getpid()}.tmp")  # own name: processes may write it at once
         with open(tmp, "w") as fh:
             yaml.safe_dump(want, fh)
         os.replace(tmp, path)
