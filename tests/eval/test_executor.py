@@ -72,6 +72,20 @@ def test_exceptions_are_recorded_retried_once_and_not_failures(tmp_path):
     assert s["n_errors"] == 1 and s["suites"][0]["n"] == 3
 
 
+def test_a_unit_rerun_after_its_error_is_reported_by_its_latest_record(tmp_path):
+    """error -> fixed and rerun with rerun_errors -> ok; a plain resume after that reports the ok record, not the
+    old error (the journal keeps both final records)."""
+    j = tmp_path / "j.jsonl"
+    recs = execute(ToyJob(fail_always=("u01",)), _units(3), j, retries=0, progress=False)
+    assert [r["status"] for r in recs] == ["ok", "error", "ok"]
+    recs = execute(ToyJob(), _units(3), j, retries=0, rerun_errors=True, progress=False)
+    assert [r["status"] for r in recs] == ["ok", "ok", "ok"] and recs[1]["attempt"] == 2
+    again = execute(ToyJob(fail_always=("u01",)), _units(3), j, retries=0, progress=False)  # nothing reruns
+    assert [(r["status"], r["attempt"]) for r in again] == [("ok", 1), ("ok", 2), ("ok", 1)]
+    finals = Journal(j).final_records()
+    assert finals["u01"]["status"] == "ok" and len([r for r in Journal(j).records() if r["key"] == "u01"]) == 2
+
+
 def test_bad_units_rejected(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         execute(ToyJob(), [{"key": "a"}, {"key": "a"}], tmp_path / "j.jsonl", progress=False)

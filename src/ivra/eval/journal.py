@@ -8,7 +8,8 @@ killed at any moment loses at most the units that were in flight. Line format (s
      "result": {...} | null, "error": "ValueError: ..." (errors only), "traceback": "..." (errors only),
      "meta": {"elapsed_s": ..., "worker": "host:pid", "executor": "local", "finished_at": "..."}}
 
-A unit is *done* once a ``final`` line exists for its key (``status`` ok, or error after the retries).
+A unit is *done* once a ``final`` line exists for its key (``status`` ok, or error after the retries); a unit
+rerun after a final error has several, and the latest is its result.
 Everything that varies between otherwise identical runs (timing, worker id, date) is under ``meta``.
 
 A kill can leave a truncated last line; readers skip it and the writer cuts it off before appending,
@@ -89,10 +90,12 @@ class Journal:
         return list(self.iter_records())
 
     def final_records(self) -> dict[str, dict]:
-        """key -> its final record (the first one, should a key ever appear twice)."""
+        """key -> its latest final record: a unit rerun after a final error (``--rerun-errors``) is what its last
+        run gave."""
         out: dict[str, dict] = {}
         for rec in self.iter_records():
-            if rec.get("final") and rec["key"] not in out:
+            if rec.get("final"):
+                out.pop(rec["key"], None)  # keep the order of the latest
                 out[rec["key"]] = rec
         return out
 
