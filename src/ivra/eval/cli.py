@@ -369,6 +369,7 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             chunk=checked["chunk"],
             perturbations=perturbations,
             protocol_name=preset.name,
+            render_mode=args.render,
         )
     except LiberoMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -497,6 +498,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="episodes each worker steps together: K simulators, one batched policy call per step for the episodes "
         "that need a chunk; every episode keeps its own seed, arm and action queue, so the results equal K=1 "
         "(default 1; a resumed run may change it)",
+    )
+    lib.add_argument(
+        "--render",
+        choices=("demand", "every"),
+        default="demand",
+        help="demand: the cameras are rendered only for the observations a policy or a video reads (not the wait "
+        "steps, resets or steps inside a chunk; the results are identical, tested); every: every step, as LIBERO "
+        "does (default demand; a resumed run may change it)",
     )
     lib.add_argument(
         "--execute-steps",

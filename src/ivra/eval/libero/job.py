@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ivra.episodes import Episode, EpisodeRunner
-from ivra.eval.libero import protocol
+from ivra.eval.libero import protocol, render
 from ivra.policies.base import ivra_key
 from ivra.policies.registry import build_policy
 
@@ -68,6 +68,7 @@ class LiberoConfig:
     protocol: str = "ivra"  # the preset (protocol.PRESETS) whose step budgets apply when max_steps is None
     env_seeding: str = "episode"  # "episode" | "task" (see the module docs)
     env_seed: int = 0  # the task-wide seed of env_seeding "task"
+    render: str = "demand"  # "demand": cameras only for the observations read (render.py); "every": every step
 
     @property
     def steps(self) -> int:
@@ -128,22 +129,28 @@ def bddl_instruction(env) -> str:
     return str(env.language_instruction).strip().strip('"').strip()
 
 
-def reset_to(env, init_state, env_seeding: str, seed: int, env_seed: int, index: int):
+def reset_to(
+    env, init_state, env_seeding: str, seed: int, env_seed: int, index: int, on_demand: bool = False, read: bool = True
+):
     """Seed and reset ``env`` and set the initial state; returns the observation.
 
     ``episode``: ``env.seed(seed)``, reset. ``task``: ``env.seed(env_seed)``, ``index`` resets (those of the earlier
     episodes of a loop that seeds once per task and runs the initial states in order), then the episode's reset.
-    LIBERO's ``env.seed`` seeds numpy's global generator, so the whole sequence runs back to back."""
-    if env_seeding == "episode":
-        env.seed(seed)
-    elif env_seeding == "task":
-        env.seed(env_seed)
-        for _ in range(index):
-            env.reset()
-    else:
+    LIBERO's ``env.seed`` seeds numpy's global generator, so the whole sequence runs back to back.
+    ``on_demand`` (:mod:`ivra.eval.libero.render`): the resets' camera images, which nobody reads, are not rendered,
+    nor the initial state's unless ``read``."""
+    if env_seeding not in ("episode", "task"):
         raise ValueError(f"unknown env_seeding {env_seeding!r}; expected episode or task")
-    env.reset()
-    return env.set_init_state(init_state)
+    with render.unread(on_demand):
+        if env_seeding == "episode":
+            env.seed(seed)
+        else:
+            env.seed(env_seed)
+            for _ in range(index):
+                env.reset()
+        env.reset()
+    with render.unread(on_demand and not read):
+        return env.set_init_state(init_state)
 
 
 def flip(img: np.ndarray) -> np.ndarray:
@@ -206,6 +213,7 @@ class _Lane:
     ivra_tokens: float = 0
     batch_fallback_rows: int = 0
     counted: bool = False  # the policy reported IVRA counters for this lane's calls
+    rendered: bool = True  # obs holds camera images (False: a step rendered on demand that nobody was to read)
 
     @property
     def arm_key(self) -> str | None:
@@ -267,6 +275,9 @@ class LiberoJob:
         from ivra.eval.libero.install import import_libero
 
         import_libero()
+        render.check_mode(cfg.render)
+        if cfg.render == "demand":
+            render.install()
         from libero.libero import benchmark
 
         with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints "[info] using task orders ..." here
@@ -413,13 +424,18 @@ class LiberoJob:
         t_start = time.perf_counter()  # the episode's wall time, simulator creation excluded
         try:
             t0 = time.perf_counter()
-            obs = reset_to(env, init_states[idx], cfg.env_seeding, int(unit["seed"]), cfg.env_seed, idx)
+            demand = cfg.render == "demand"  # the wait steps' images are never read, the last one's is
+            obs = reset_to(
+                env, init_states[idx], cfg.env_seeding, int(unit["seed"]), cfg.env_seed, idx,
+                on_demand=demand, read=cfg.wait_steps == 0,
+            )  # fmt: skip
             instruction = (
                 bddl_instruction(env) if protocol.instruction_source(suite) == "bddl" else task.language
             )
             wait = list(protocol.WAIT_ACTION)
-            for _ in range(cfg.wait_steps):
-                obs, _, _, _ = env.step(wait)
+            for i in range(cfg.wait_steps):
+                with render.unread(demand and i < cfg.wait_steps - 1):
+                    obs, _, _, _ = env.step(wait)
             sim = time.perf_counter() - t0
         except BaseException:
             self._close(env)
@@ -444,7 +460,15 @@ class LiberoJob:
     ) -> dict:
         """One control step of every running lane; returns {lane: exception} for the lanes that failed."""
         want_video = self.config.video_dir is not None
-        pobs = {id(lane): policy_observation(lane.obs) for lane in running}
+        demand = self.config.render == "demand" and not want_video  # a video reads every frame
+        pobs: dict[int, dict | None] = {}
+        for lane in running:  # the observations read: by a lane that needs a chunk, by a video
+            if want_video or not lane.episode.queue:
+                if not lane.rendered:  # never: a step is rendered when its observation is to be read (below)
+                    raise RuntimeError(f"{lane.unit['key']}: the observation to read was not rendered")
+                pobs[id(lane)] = policy_observation(lane.obs)
+            else:
+                pobs[id(lane)] = None  # the runner reads only the observations of episodes with an empty queue
         if want_video:
             for lane in running:
                 lane.frames.append(pobs[id(lane)]["image"])
@@ -483,10 +507,13 @@ class LiberoJob:
             if lane in failed:
                 continue
             a = actions[id(lane)]
+            read = not (demand and lane.episode.queue)  # an empty queue: the next step predicts from this one
             try:
                 t0 = time.perf_counter()
-                lane.obs, reward, done, _ = lane.env.step(a.tolist())
+                with render.unread(not read):
+                    lane.obs, reward, done, _ = lane.env.step(a.tolist())
                 lane.sim_s += time.perf_counter() - t0
+                lane.rendered = read
             except Exception as exc:  # noqa: BLE001 -- this lane's simulator failed
                 failed[lane] = exc
                 continue

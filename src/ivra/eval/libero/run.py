@@ -54,7 +54,8 @@ def _fingerprint(config: dict, units: list[dict]) -> str:
 
 
 #: config fields that do not decide the episodes (not in the fingerprint)
-NOT_FINGERPRINTED = ("mujoco_gl", "libero_config_path", "torch_threads", "video_dir")
+# how the run computes, not what it computes: a resume may change them (render: results identical, tested)
+NOT_FINGERPRINTED = ("mujoco_gl", "libero_config_path", "torch_threads", "video_dir", "render")
 #: the option that sets each fingerprinted config field
 OPTIONS = {
     "suite": "--suite",
@@ -165,6 +166,7 @@ def run_libero(
     chunk: tuple[int, int] | None = None,
     perturbations: list[str] | None = None,
     protocol_name: str = "ivra",
+    render_mode: str = "demand",
 ) -> dict:
     """Run (or resume) a LIBERO evaluation; returns ``{"out", "records", "summary", "manifest", "report"}``.
 
@@ -175,6 +177,8 @@ def run_libero(
     ``sequential``: ``{"round": K, "delta": d}`` for a paired A/B in rounds of K initial states (every task),
     stopped by the anytime-valid rule of :mod:`ivra.eval.sequential`; the decision goes into the manifest and the
     report. The units are the fixed run's, so a rerun replays the journal to the same decision.
+    ``render_mode``: ``demand`` renders the cameras only for the observations a policy or a video reads
+    (:mod:`ivra.eval.libero.render`; the results are those of ``every``, so a resumed run may change it).
     ``lockstep``: episodes each worker steps together (one batched policy call per step; the results are those of
     ``lockstep=1``, so a resumed run may change it). ``execute_steps``: actions executed per predicted chunk (None:
     the policy's default). ``chunk``: the policy's ``(chunk_length, execute_steps)`` when the caller knows it
@@ -199,6 +203,9 @@ def run_libero(
     execute_given = execute_steps
     if execute_steps is None:
         execute_steps = preset.execute_steps
+    from ivra.eval.libero import render
+
+    render.check_mode(render_mode)
     if int(lockstep) < 1:
         raise ValueError(f"lockstep must be >= 1 (episodes per worker at a time), got {lockstep}")
     if execute_steps is not None and int(execute_steps) < 1:
@@ -246,6 +253,7 @@ def run_libero(
         protocol=preset.name,
         env_seeding=preset.env_seeding,
         env_seed=seed if preset.env_seeding == "task" else 0,
+        render=render_mode,
     )
     units = [u for s in suites for u in make_units(s, tasks, init_states, list(arms), seed=seed)]
     fingerprint_cfg = {k: v for k, v in config.to_dict().items() if k not in NOT_FINGERPRINTED}
