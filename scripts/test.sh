@@ -29,6 +29,9 @@ if [[ -z "${IVRA_SKIP_LIBERO:-}" ]]; then
   IVRA_APT_ONLY=1 bash scripts/setup_libero.sh  # the renderer's apt packages, before anything runs in parallel
   export IVRA_SKIP_APT=1
 fi
+# one thread per process for OpenMP/BLAS: two xdist workers, an environment's suite and the children they start
+# share two cores (more threads than cores only spin)
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 ENVS=(lerobot openvla llara flower)
 mkdir -p .nox/logs
 step() {  # step NAME KIND CMD...: run a command into .nox/logs/NAME.KIND.log; its exit status and seconds in .status
@@ -97,7 +100,9 @@ if [[ -n "$PINNED" ]]; then
   wait_for lerobot build || failed+=("nox -s lerobot (build)")  # the core suite's cross-environment tests use it
 fi
 phase "pytest (core environment, 2 workers)"
-.venv/bin/python -m pytest -n 2 --dist loadfile --durations=25 "$@" || failed+=("core pytest")
+# each test file (each doc page) on one worker, the longest first (tests/conftest.py); per-test times in the XML
+.venv/bin/python -m pytest -n 2 --no-loadscope-reorder --durations=25 \
+  --junit-xml=.nox/logs/core-junit.xml "$@" || failed+=("core pytest")
 phase "core pytest done"
 if [[ -n "$PINNED" ]]; then
   for name in "${ENVS[@]}"; do

@@ -7,6 +7,7 @@ recomputed from the model's submodules, and the pooling formula is a naive pytho
 from __future__ import annotations
 
 import os
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -32,22 +33,46 @@ FLOOR = 1.0  # the documented cosine row floor (ivra.core docstring)
 
 _OURS = {"test_core.py", "test_config.py", "test_engine.py", "test_adapters.py"}
 
-# pytest-xdist (scripts/test.sh runs the core suite with `-n 2 --dist loadfile`: each test file on one worker, in
-# file order): the longest files start first, so that no long file is left running alone at the end
-# (durations measured by `pytest --durations`, docs/development.md).
+# pytest-xdist (scripts/test.sh runs the core suite with `-n 2 --no-loadscope-reorder`): the scheduler below sends
+# each test file to one worker as a whole, in file order (its module fixtures built once), except the doc blocks,
+# one page at a time (a page's blocks share a namespace and a workspace, tests/docs_examples.py); files and pages
+# start in collection order, and the longest files are collected first, so that no long file is left running alone
+# at the end (per-test durations: `pytest --durations`, docs/development.md). xdist's own `--dist loadgroup` does not
+# group under pytest 9 (it renames `item._nodeid`, which pytest 9 no longer reads), hence this scheduler.
 _LONGEST_FIRST = (
     "test_docs.py",
-    "test_libero_lockstep.py",
     "test_libero_pro.py",
+    "test_libero_lockstep.py",
     "test_libero.py",
+    "test_executor.py",
+    "test_libero_render.py",
+    "test_flower.py",
     "test_libero_distribution.py",
 )
+_DOC_BLOCK = re.compile(r"tests/test_docs\.py::test_doc_block\[([^:\]]+)")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # two workers on two cores: one thread each
 
 
+def xdist_scope(nodeid: str) -> str:
+    """The unit a worker runs as a whole: a doc page's blocks, or a test file."""
+    page = _DOC_BLOCK.match(nodeid)
+    return f"page:{page.group(1)}" if page else nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; the pinned environments run without xdist
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrPageScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return FileOrPageScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # the same order in every worker (xdist checks)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # (every worker collects, in the same order)
         rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
 

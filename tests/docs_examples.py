@@ -122,6 +122,23 @@ def remove_workspaces() -> None:
     _WORKSPACES.clear()
 
 
+def environments_pointing_elsewhere() -> list[str]:
+    """The console script and editable-install files of this environment that name a doc workspace (a set-up
+    script run from a workspace must install into, and point to, the checkout): checked after every bash block,
+    so that the check does not depend on which blocks ran before it (pages run on several pytest-xdist workers)."""
+    import sys
+    import sysconfig
+
+    bad = []
+    script = Path(sys.prefix) / "bin" / "ivra"
+    if script.exists() and "ivra-doc-" in script.read_text().splitlines()[0]:
+        bad.append(str(script))
+    for pth in Path(sysconfig.get_paths()["purelib"]).glob("__editable__*ivra*.pth"):
+        if "ivra-doc-" in pth.read_text():
+            bad.append(str(pth))
+    return bad
+
+
 def bash_script(block: Block, ws: Path) -> str:
     text = block.example.parsed
     for old, new in block.directive.get("replace", []):
@@ -160,6 +177,9 @@ def run(block: Block) -> None:
             f"{block.id}: exit {proc.returncode}\n--- script\n{script}\n--- stdout (tail)\n{proc.stdout[-3000:]}"
             f"\n--- stderr (tail)\n{proc.stderr[-3000:]}"
         )
+    left = environments_pointing_elsewhere()
+    if left:
+        raise AssertionError(f"{block.id}: after this block, {left} point to a workspace, not the checkout")
     missing = [e for e in block.directive.get("expect", []) if e not in proc.stdout + proc.stderr]
     if missing:
         raise AssertionError(

@@ -60,7 +60,7 @@ def _slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)  # a page runs on one xdist worker (conftest.py)
 def test_doc_block(block):
     if "skip" in block.directive:
         pytest.skip(block.directive["skip"])
@@ -71,17 +71,14 @@ def test_doc_block(block):
 
 def test_the_blocks_left_the_environments_pointing_to_the_checkout():
     """Blocks run in a linked workspace; set-up scripts they call must install into (and point to) the checkout,
-    never to the workspace (a console script whose first line names a removed /tmp folder breaks every command)."""
+    never to the workspace (a console script whose first line names a removed /tmp folder breaks every command).
+    ``docs_examples.run`` checks the files after every bash block; this also imports ivra from elsewhere."""
     import subprocess
     import sys
-    import sysconfig
-    from pathlib import Path
 
-    script = Path(sys.prefix) / "bin" / "ivra"
-    if script.exists():
-        assert "ivra-doc-" not in script.read_text().splitlines()[0]
-    for pth in Path(sysconfig.get_paths()["purelib"]).glob("__editable__*ivra*.pth"):
-        assert "ivra-doc-" not in pth.read_text()
+    from docs_examples import environments_pointing_elsewhere
+
+    assert environments_pointing_elsewhere() == []
     where = subprocess.run(
         [sys.executable, "-c", "import ivra; print(ivra.__file__)"], capture_output=True, text=True, cwd="/"
     )

@@ -123,11 +123,16 @@ def test_zero_policy_ab_episode_and_resume(tmp_path, subprocess_env):
     same = ("success", "steps", "env_steps", "reward", "task", "seed", "init_state")
     assert {k: a["result"][k] for k in same} == {k: b["result"][k] for k in same}
     assert manifest["timing"]["episodes_this_invocation"] == 2
-    # rerunning the same command resumes: nothing left to do, nothing duplicated
-    proc = _ivra(cmd, subprocess_env)
+    assert manifest["config"]["render"] == "demand"  # the default
+    # rerunning the same command resumes: nothing left to do, nothing duplicated; --render is not part of the
+    # configuration (the results are identical, tests/eval/test_libero_render.py)
+    proc = _ivra([*cmd, "--render", "every"], subprocess_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(Journal(out / "journal.jsonl").records()) == 2
-    assert json.loads((out / "manifest.json").read_text())["timing"]["episodes_this_invocation"] == 0
+    resumed = json.loads((out / "manifest.json").read_text())
+    assert resumed["timing"]["episodes_this_invocation"] == 0 and resumed["config"]["render"] == "every"
+    proc = _ivra([*cmd, "--render", "bogus"], subprocess_env)
+    assert proc.returncode == 2 and "argument --render: invalid choice: 'bogus'" in proc.stderr
     # a different configuration in the same directory is refused, naming what differs
     proc = _ivra([*cmd[:-2], "--resolution", "64", "--out", str(out)], subprocess_env)
     assert proc.returncode == 2 and "different configuration: --resolution: 128 -> 64;" in proc.stderr
