@@ -14,3 +14,21 @@ class FailsUnderIVRA(ZeroPolicy):
         if self.ivra_config:
             raise RuntimeError("this policy fails under IVRA")
         return super().act(observations, instructions)
+
+
+class NaNUnderIVRA(ZeroPolicy):
+    """Takes any IVRA setting, then answers NaN actions under it from the second step on (a policy whose output
+    cannot be decoded, say): the action must never reach the simulator."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.steps = 0
+
+    def act(self, observations, instructions):
+        out = super().act(observations, instructions)
+        if self.ivra_config:
+            self.steps += 1
+            if self.steps > 1:
+                out = out.copy()
+                out[:, 3] = float("nan")
+        return out

@@ -200,3 +200,23 @@ def test_a_failing_lane_is_its_units_error_and_its_batch_mates_finish(tmp_path, 
     assert bad[0]["meta"]["lockstep"] == base[0]["meta"]["lockstep"]  # the same batch of two
     assert bad[1]["meta"]["lockstep"]["size"] == 1
     assert "RuntimeError: this policy fails under IVRA" in bad[1]["traceback"]
+
+
+@pytest.mark.libero
+def test_a_nonfinite_action_is_never_executed_and_is_its_episodes_error(tmp_path, subprocess_env):
+    """A policy that answers NaN under IVRA from its second step: the IVRA episode ends in an error that names the
+    policy, the step and the unit, before the simulator executes it; its batch mate (baseline) finishes."""
+    env = dict(subprocess_env)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
+    out = tmp_path / "nan"
+    cmd = ["eval", "libero", *COMMON, "--tasks", "0", "--init-states", "0", "--max-steps", "3", "--policy", "policy_helpers:NaNUnderIVRA", "--ab", "--ivra", "layer=2", "--executor", "inline", "--lockstep", "2", "--retries", "0", "--out", str(out)]  # fmt: skip
+    proc = _ivra(cmd, env)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = Journal(out / "journal.jsonl").records()
+    (base,) = [r for r in lines if r["unit"]["arm"] == "baseline"]
+    (bad,) = [r for r in lines if r["unit"]["arm"] == "ivra"]
+    assert base["status"] == "ok" and base["result"]["steps"] == 3
+    assert bad["status"] == "error" and bad["final"] and bad["error"].startswith("NonFiniteAction: ")
+    assert "policy 'policy_helpers:NaNUnderIVRA' answered a non-finite action at step 1 of libero_spatial/t00" in bad["error"]
+    assert "it was not executed" in bad["error"]
+    assert "arm ivra: 1 of 1 unit(s) failed" in proc.stderr

@@ -274,3 +274,65 @@ def test_a_row_the_policy_cannot_take_fails_alone():
             got[0], SimLatencyPolicy.expected({"image": GOOD["observation/image"]}, prompts[i])
         )
     assert policy.batch_sizes == [1, 1]  # the batch of three failed, then the good rows went alone
+
+
+class _NaNFor(SimLatencyPolicy):
+    """A chunk policy (chunks of 3) whose chunk holds a NaN for one prompt, at step 1."""
+
+    nonfinite_means = "a test policy's NaN"
+
+    def predict(self, observations, instructions, seeds=None, ivra=None):
+        out = super().predict(observations, instructions, seeds, ivra)
+        for row, text in enumerate(instructions):
+            if text == "nan":
+                out[row, 1, 2] = np.nan
+        return out
+
+
+def test_a_nonfinite_action_never_leaves_the_server(openpi_py, tmp_path, low_policy, tabletop_obs, caplog):
+    """The shipped policy answers NaN for an all-black image (its action tokens do not decode). Through the
+    unmodified openpi client, such a request gets an error naming the policy, the row and why, is logged and
+    counted in /stats, and the same connection is then served finite actions."""
+    import logging
+
+    policy, spec = low_policy
+    black = np.zeros((96, 96, 3), np.uint8)
+    images = [black, tabletop_obs[0]["image"], black, tabletop_obs[1]["image"]]
+    prompts = [tabletop_obs[i]["instruction"] for i in (0, 0, 0, 1)]
+    st = start(policy, spec)
+    try:
+        with caplog.at_level(logging.ERROR, logger="ivra.serve"):
+            got, meta = run_openpi(openpi_py, st.url, tmp_path, images, prompts)
+        stats = dict(st.server.stats)
+    finally:
+        st.stop()
+    errors = meta["errors"]
+    for i in (0, 2):
+        assert "policy error: policy 'minivla-low' answered a non-finite action" in (errors[i] or ""), errors
+        assert "row 0 of a batch of 1" in errors[i] and "action tokens could not be decoded" in errors[i]
+    for i in (1, 3):
+        assert errors[i] is None and np.isfinite(got[i]).all() and got[i].shape == (1, 4)
+    assert stats["nonfinite"] == 2 and stats["errors"] == 2 and stats["requests"] == 4
+    assert sum("answered a non-finite action" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_nonfinite_row_of_a_batch_is_refused_alone():
+    """In a batch of three pipelined requests, only the row whose chunk holds a NaN gets the error (naming the
+    row and the chunk step); the others get their whole chunks."""
+    st = start(_NaNFor(fixed_ms=1, per_sample_ms=0, chunk=3), SPEC, max_batch=8, max_wait_ms=200)
+    try:
+        ws, _ = raw(st.url)
+        prompts = ["a", "nan", "b"]
+        for i, p in enumerate(prompts):  # pipelined: one batch of three
+            ws.send(wire.packb({**GOOD, "prompt": p, "more": len(prompts) - 1 - i}))
+        replies = [ws.recv(timeout=10) for _ in prompts]
+        ws.close()
+    finally:
+        st.stop()
+    assert isinstance(replies[1], str), replies[1]
+    assert "answered a non-finite action for this request (row 1 of a batch of 3, step 1 of the chunk, 1 value(s))" in replies[1]
+    assert "a test policy's NaN" in replies[1] and "nothing was sent to execute" in replies[1]
+    for i in (0, 2):
+        got = wire.unpackb(replies[i])["actions"]
+        assert got.shape == (3, 7) and np.isfinite(got).all()
+    assert st.server.stats["nonfinite"] == 1

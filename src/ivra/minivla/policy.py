@@ -72,7 +72,11 @@ def _match_vision_prefix(state: dict, model_keys) -> dict:
 
 
 class MiniVLAPolicy(SingleStep, IVRASwitch):
-    """Greedy text-action decoding; malformed outputs give NaN actions (the runner counts them as failures)."""
+    """Greedy text-action decoding; malformed outputs give NaN actions (the runner counts them as failures;
+    ``ivra serve`` refuses to send them)."""
+
+    #: what a NaN row of this policy means (``ivra serve`` says it in the error it answers instead)
+    nonfinite_means = "its action tokens could not be decoded (not four number tokens then <eos>: malformed output)"
 
     def __init__(self, which: str = "low", weights_dir: str | Path | None = None):
         self.model, self.tokenizer, self.spec = load_model(which, weights_dir)

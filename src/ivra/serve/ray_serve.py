@@ -55,6 +55,7 @@ def _deployment_class():
                 "name": getattr(self.policy, "name", type(self.policy).__name__),
                 "spec": self.spec.to_dict(),
                 "chunk": list(chunk_spec(self.policy)),
+                "nonfinite_means": getattr(self.policy, "nonfinite_means", None),
             }
 
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
@@ -140,6 +141,7 @@ class RayServeFront(PolicyServer):
         class _Named:  # the front holds no model, only what the metadata says of it
             name = described["name"]
             chunk_length, execute_steps = described["chunk"]
+            nonfinite_means = described.get("nonfinite_means")
 
         super().__init__(_Named(), options, spec, blind=blind)
         self.handle = handle
@@ -172,11 +174,16 @@ class RayServeFront(PolicyServer):
         sizes = self.stats["batch_sizes"]
         sizes[out["batch_size"]] = sizes.get(out["batch_size"], 0) + 1
         self.replicas_seen[out["replica"]] = self.replicas_seen.get(out["replica"], 0) + 1
+        actions = np.asarray(out["actions"])
+        if not np.isfinite(actions).all():  # never sent: the client gets the error instead
+            if not req.future.done():
+                req.future.set_result(self._refuse_nonfinite(actions, None, out["batch_size"]))
+            return
         if not req.future.done():
             req.future.set_result(
                 wire.packb(
                     {
-                        "actions": np.asarray(out["actions"]),  # (H, action_dim)
+                        "actions": actions,  # (H, action_dim)
                         "server_timing": {"batch_size": out["batch_size"], "replica": out["replica"]},
                         "episode": req.info,
                     }

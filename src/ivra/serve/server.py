@@ -169,6 +169,7 @@ class PolicyServer:
         self.stats = {
             "requests": 0,
             "errors": 0,
+            "nonfinite": 0,  # requests refused because the policy answered NaN or inf (never sent)
             "batches": 0,
             "batch_sizes": {},
             "policy_s": 0.0,
@@ -321,9 +322,11 @@ class PolicyServer:
             self.stats["policy_s"] += dt
             sizes = self.stats["batch_sizes"]
             sizes[len(batch)] = sizes.get(len(batch), 0) + 1
-            for r, chunk in zip(batch, chunks):
+            for row, (r, chunk) in enumerate(zip(batch, chunks)):
                 if r.future.done():
                     continue
+                if not isinstance(chunk, str) and not np.isfinite(chunk).all():
+                    chunk = self._refuse_nonfinite(chunk, row, len(batch))
                 if isinstance(chunk, str):
                     r.future.set_result(chunk)
                     continue
@@ -337,6 +340,22 @@ class PolicyServer:
                     "episode": r.info,
                 }
                 r.future.set_result(wire.packb(reply))
+
+    def _refuse_nonfinite(self, chunk: np.ndarray, row: int | None, n: int) -> str:
+        """The error that replaces a chunk holding NaN or inf: no such action leaves the server (a robot would
+        execute it). Names the policy, the row and, where the policy says what a non-finite row means, why."""
+        name = self.metadata_policy()
+        bad = np.argwhere(~np.isfinite(np.asarray(chunk, dtype=np.float64).reshape(len(chunk), -1)))
+        why = getattr(self.policy, "nonfinite_means", None) or "NaN or inf in its output"
+        self.stats["nonfinite"] += 1
+        self.stats["errors"] += 1
+        where = f"row {row} of a batch of {n}" if row is not None else f"in a batch of {n}"
+        where += f", step {int(bad[0][0])} of the chunk, {len(bad)} value(s)"
+        log.error("policy %s answered a non-finite action (%s): %s; refused", name, where, why)
+        return (
+            f"policy error: policy {name} answered a non-finite action for this request ({where}): {why}; "
+            "nothing was sent to execute"
+        )
 
     async def _one_by_one(self, batch: list[Request], exc: BaseException) -> list:
         """After a failed batched call: each row alone, so only the requests the policy cannot take get an error

@@ -95,6 +95,10 @@ class LiberoConfig:
         return d
 
 
+class NonFiniteAction(RuntimeError):
+    """A policy answered NaN or inf: the action is not executed, the episode ends in this error."""
+
+
 def unit_key(suite: str, task_id: int, init_state: int, seed: int, arm: str) -> str:
     return f"{suite}/t{task_id:02d}/s{init_state:02d}/seed{seed}/{arm}"
 
@@ -507,6 +511,14 @@ class LiberoJob:
             if lane in failed:
                 continue
             a = actions[id(lane)]
+            if not np.isfinite(a).all():  # never sent to the simulator: the episode's error, named
+                failed[lane] = NonFiniteAction(
+                    f"policy {self.config.policy!r} answered a non-finite action at step {lane.steps} of "
+                    f"{lane.unit['key']}: {np.asarray(a).tolist()}"
+                    + (f" ({policy.nonfinite_means})" if getattr(policy, "nonfinite_means", None) else "")
+                    + "; it was not executed"
+                )
+                continue
             read = not (demand and lane.episode.queue)  # an empty queue: the next step predicts from this one
             try:
                 t0 = time.perf_counter()
