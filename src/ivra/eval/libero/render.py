@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -74,15 +75,24 @@ def install() -> None:
         if skipping() and not segmentation and width is not None and height is not None:
             _state.skipped = getattr(_state, "skipped", 0) + 1
             return _blank(width, height, depth)
-        _state.rendered = getattr(_state, "rendered", 0) + 1
-        return original(
-            self, width, height, camera_name=camera_name, depth=depth, segmentation=segmentation, **kw
-        )
+        t0 = time.perf_counter()
+        try:
+            return original(
+                self, width, height, camera_name=camera_name, depth=depth, segmentation=segmentation, **kw
+            )
+        finally:
+            _state.rendered = getattr(_state, "rendered", 0) + 1
+            _state.render_s = getattr(_state, "render_s", 0.0) + time.perf_counter() - t0
 
     render._ivra_on_demand = True
     MjSim.render = render
 
 
-def counts() -> dict[str, int]:
-    """Camera images rendered and skipped by this thread since the process started (for benchmarks)."""
-    return {"rendered": getattr(_state, "rendered", 0), "skipped": getattr(_state, "skipped", 0)}
+def counts() -> dict[str, float]:
+    """Camera images rendered and skipped by this thread since :func:`install`, and the seconds spent rendering
+    (for benchmarks)."""
+    return {
+        "rendered": getattr(_state, "rendered", 0),
+        "skipped": getattr(_state, "skipped", 0),
+        "render_s": getattr(_state, "render_s", 0.0),
+    }
