@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from serve_helpers import no_second_environment
 from serve_procs import ROOT, serve_process
 
 from ivra.config import IVRAConfig
@@ -30,7 +31,7 @@ def cross_python() -> Path:
     env = os.environ.get("IVRA_CROSS_ENV_PYTHON")
     py = Path(env) if env else ROOT / ".nox" / "lerobot" / "bin" / "python"
     if not py.exists():
-        pytest.skip(
+        no_second_environment(
             f"no second environment at {py}: create lerobot's with `nox -s lerobot` (or set IVRA_CROSS_ENV_PYTHON)"
         )
     paths = [str(ROOT / "src")] + ([EXTRA] if EXTRA else [])

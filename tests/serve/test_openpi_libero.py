@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serve_helpers import no_second_environment
 from serve_procs import ROOT, serve_process
 
 DRIVER = Path(__file__).with_name("openpi_libero_driver.py")
@@ -41,7 +42,7 @@ def lerobot_py() -> Path:
     env = os.environ.get("IVRA_CROSS_ENV_PYTHON")
     py = Path(env) if env else ROOT / ".nox" / "lerobot" / "bin" / "python"
     if not py.exists():
-        pytest.skip(
+        no_second_environment(
             f"no lerobot environment at {py}: create it with `nox -s lerobot` (or set IVRA_CROSS_ENV_PYTHON)"
         )
     probe = subprocess.run(
