@@ -5,7 +5,9 @@ openpi server. Run it in the client's own environment (`bash scripts/setup_openp
 
 Each episode sends its observations with its own ``episode_id`` (in a blind A/B the server assigns the arm per
 episode). The camera here is a stand-in: a random image of the size the server asks for (its metadata); on a
-robot, read the camera, state and instruction instead and execute the actions.
+robot, read the camera, state and instruction instead and execute the actions. A request the server cannot answer
+(an error frame: a bad observation, or an action that is not finite, which the server never sends) ends the
+episode where it is: the robot executes nothing more of it.
 """
 
 import argparse
@@ -27,11 +29,17 @@ def main() -> None:
     h, w, _ = [d or 224 for d in meta["observation"]["image_shape"]]
     rng = np.random.default_rng(0)
     for episode in range(args.episodes):
-        for _ in range(args.steps):
+        actions = None
+        for step in range(args.steps):
             image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)  # your camera frame
             obs = {"observation/image": image, "prompt": args.prompt, "episode_id": f"episode-{episode}"}
-            actions = np.asarray(client.infer(obs)["actions"])  # execute them on the robot
-        print(f"episode {episode}: last actions {actions.shape} {np.round(actions[0], 3).tolist()}")
+            try:
+                actions = np.asarray(client.infer(obs)["actions"])  # execute them on the robot
+            except RuntimeError as exc:  # the server's error frame (e.g. a non-finite action it refused to send)
+                print(f"episode {episode}: step {step} refused by the server, the robot stops here: {exc}")
+                break
+        if actions is not None:
+            print(f"episode {episode}: last actions {actions.shape} {np.round(actions[0], 3).tolist()}")
 
 
 if __name__ == "__main__":

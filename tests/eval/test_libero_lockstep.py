@@ -180,16 +180,21 @@ def test_lockstep_through_the_cli_journals_each_unit_and_resumes_with_any_k(tmp_
     assert proc.returncode == 2 and "--execute-steps 5: expected 1..4 (policy sim:" in proc.stderr
 
 
+def _ab_pair_in_lockstep(policy: str, retries: int, out: Path, subprocess_env):
+    """`ivra eval libero` of one A/B pair (3 steps) in lockstep, inline, with a policy of policy_helpers.py."""
+    env = dict(subprocess_env)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
+    cmd = ["eval", "libero", *COMMON, "--tasks", "0", "--init-states", "0", "--max-steps", "3", "--policy", policy, "--ab", "--ivra", "layer=2", "--executor", "inline", "--lockstep", "2", "--retries", str(retries), "--out", str(out)]  # fmt: skip
+    return _ivra(cmd, env)
+
+
 @pytest.mark.libero
 @pytest.mark.slow
 def test_a_failing_lane_is_its_units_error_and_its_batch_mates_finish(tmp_path, subprocess_env):
     """An A/B whose IVRA arm raises at its first policy call, two episodes in lockstep: the baseline lane of the
     same batch finishes and is journaled ok; the IVRA unit is an error record, retried once (a later batch)."""
-    env = dict(subprocess_env)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
     out = tmp_path / "fail"
-    cmd = ["eval", "libero", *COMMON, "--tasks", "0", "--init-states", "0", "--max-steps", "3", "--policy", "policy_helpers:FailsUnderIVRA", "--ab", "--ivra", "layer=2", "--executor", "inline", "--lockstep", "2", "--retries", "1", "--out", str(out)]  # fmt: skip
-    proc = _ivra(cmd, env)
+    proc = _ab_pair_in_lockstep("policy_helpers:FailsUnderIVRA", 1, out, subprocess_env)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "arm ivra: 1 of 1 unit(s) failed" in proc.stderr and "this policy fails under IVRA" in proc.stderr
     lines = Journal(out / "journal.jsonl").records()
@@ -206,11 +211,8 @@ def test_a_failing_lane_is_its_units_error_and_its_batch_mates_finish(tmp_path, 
 def test_a_nonfinite_action_is_never_executed_and_is_its_episodes_error(tmp_path, subprocess_env):
     """A policy that answers NaN under IVRA from its second step: the IVRA episode ends in an error that names the
     policy, the step and the unit, before the simulator executes it; its batch mate (baseline) finishes."""
-    env = dict(subprocess_env)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
     out = tmp_path / "nan"
-    cmd = ["eval", "libero", *COMMON, "--tasks", "0", "--init-states", "0", "--max-steps", "3", "--policy", "policy_helpers:NaNUnderIVRA", "--ab", "--ivra", "layer=2", "--executor", "inline", "--lockstep", "2", "--retries", "0", "--out", str(out)]  # fmt: skip
-    proc = _ivra(cmd, env)
+    proc = _ab_pair_in_lockstep("policy_helpers:NaNUnderIVRA", 0, out, subprocess_env)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = Journal(out / "journal.jsonl").records()
     (base,) = [r for r in lines if r["unit"]["arm"] == "baseline"]

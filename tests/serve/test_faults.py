@@ -254,19 +254,25 @@ class _Picky(SimLatencyPolicy):
         return super().predict(observations, instructions, seeds, ivra)
 
 
-def test_a_row_the_policy_cannot_take_fails_alone():
-    """A batched call that fails is retried row by row: only the bad request gets the error frame."""
-    policy = _Picky(fixed_ms=1, per_sample_ms=0)
+def _one_pipelined_batch(policy, prompts):
+    """The replies to ``prompts`` sent back to back on one connection (one batch), and the server's stats."""
     st = start(policy, SPEC, max_batch=8, max_wait_ms=200)
     try:
         ws, _ = raw(st.url)
-        prompts = ["a", "explode", "b"]
-        for i, p in enumerate(prompts):  # pipelined: one batch of three
+        for i, p in enumerate(prompts):  # pipelined: one batch
             ws.send(wire.packb({**GOOD, "prompt": p, "more": len(prompts) - 1 - i}))
         replies = [ws.recv(timeout=10) for _ in prompts]
         ws.close()
     finally:
         st.stop()
+    return replies, dict(st.server.stats)
+
+
+def test_a_row_the_policy_cannot_take_fails_alone():
+    """A batched call that fails is retried row by row: only the bad request gets the error frame."""
+    policy = _Picky(fixed_ms=1, per_sample_ms=0)
+    prompts = ["a", "explode", "b"]
+    replies, _ = _one_pipelined_batch(policy, prompts)
     assert isinstance(replies[1], str) and "policy error: RuntimeError: cannot take 'explode'" in replies[1]
     for i in (0, 2):
         got = wire.unpackb(replies[i])["actions"]
@@ -319,20 +325,11 @@ def test_a_nonfinite_action_never_leaves_the_server(openpi_py, tmp_path, low_pol
 def test_a_nonfinite_row_of_a_batch_is_refused_alone():
     """In a batch of three pipelined requests, only the row whose chunk holds a NaN gets the error (naming the
     row and the chunk step); the others get their whole chunks."""
-    st = start(_NaNFor(fixed_ms=1, per_sample_ms=0, chunk=3), SPEC, max_batch=8, max_wait_ms=200)
-    try:
-        ws, _ = raw(st.url)
-        prompts = ["a", "nan", "b"]
-        for i, p in enumerate(prompts):  # pipelined: one batch of three
-            ws.send(wire.packb({**GOOD, "prompt": p, "more": len(prompts) - 1 - i}))
-        replies = [ws.recv(timeout=10) for _ in prompts]
-        ws.close()
-    finally:
-        st.stop()
+    replies, stats = _one_pipelined_batch(_NaNFor(fixed_ms=1, per_sample_ms=0, chunk=3), ["a", "nan", "b"])
     assert isinstance(replies[1], str), replies[1]
     assert "answered a non-finite action for this request (row 1 of a batch of 3, step 1 of the chunk, 1 value(s))" in replies[1]
     assert "a test policy's NaN" in replies[1] and "nothing was sent to execute" in replies[1]
     for i in (0, 2):
         got = wire.unpackb(replies[i])["actions"]
         assert got.shape == (3, 7) and np.isfinite(got).all()
-    assert st.server.stats["nonfinite"] == 1
+    assert stats["nonfinite"] == 1
