@@ -21,7 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECONDS=0
 phase() { echo "== [${SECONDS}s] $*"; }
-phase "disk free at $ROOT: $(df -h --output=avail . | tail -1 | tr -d ' ') (the full run needs about 25 GB)"
+phase "disk free at $ROOT: $(df -h --output=avail . | tail -1 | tr -d ' ') (the full run needs about 20 GB)"
 bash scripts/setup.sh dev
 source scripts/uv.sh
 
