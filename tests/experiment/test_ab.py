@@ -47,6 +47,26 @@ def test_rollout_lockstep_expert_solves_everything_and_malformed_fails():
     assert [r["seed"] for r in res] == seeds
     assert all(r["success"] for i, r in enumerate(res) if i != 3)
     assert res[3]["malformed"] and not res[3]["success"] and res[3]["steps"] == 0
+    assert res[3]["error"] == "non-finite action at step 0: the policy answered NaN or inf"
+    assert all("error" not in r for i, r in enumerate(res) if i != 3)
+
+
+def test_a_nonfinite_action_is_named_in_the_episode_and_counted_in_the_table():
+    seeds = list(range(6))
+    expert = MirrorExpert("combination", seeds, spoil={1, 4})
+    expert.nonfinite_means = "its action tokens could not be decoded"
+    treat = rollout(expert, "combination", seeds)
+    assert treat[1]["error"] == "non-finite action at step 0: its action tokens could not be decoded"
+    base = rollout(MirrorExpert("combination", seeds, spoil={2}), "combination", seeds)
+    records = [
+        {"key": f"combination/{arm}", "status": "ok", "unit": {"arm": arm}, "result": {"episodes": eps}}
+        for arm, eps in (("baseline", base), ("ivra", treat))
+    ]
+    s = summarize(records, ["combination"])
+    assert (s["rows"][-1]["malformed_baseline"], s["rows"][-1]["malformed_ivra"]) == (1, 2)
+    assert "non-finite action (never executed; counted as failures): baseline 1, IVRA 2" in format_table(s)
+    clean = summarize([{**r, "result": {"episodes": base[:2]}} for r in records], ["combination"])
+    assert "non-finite" not in format_table(clean)
 
 
 def _record(arm, split, seeds, successes):

@@ -353,6 +353,62 @@ def test_shipped_policy_solves_some_validation_episodes(regime):
     assert rate >= 0.05, f"{regime}: {rate:.2f} success on 40 val episodes"
 
 
+@pytest.fixture(scope="module")
+def low_policy():
+    from ivra.minivla.policy import MiniVLAPolicy
+
+    return MiniVLAPolicy("low")
+
+
+def _mixed_inputs():
+    """12 validation observations, 4 uniform-noise images and 4 all-black ones, each with a validation
+    instruction (free decoding of the shipped policy is malformed for some of the last eight)."""
+    from ivra.tabletop.env import TabletopEnv
+
+    env, obs = TabletopEnv(resolution=96, split="val"), []
+    for seed in range(12):
+        o, _ = env.reset(seed=seed)
+        obs.append({"image": o["image"], "instruction": o["instruction"]})
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        img = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) if k < 4 else np.zeros((96, 96, 3), np.uint8)
+        obs.append({"image": img, "instruction": obs[k]["instruction"]})
+    return obs
+
+
+@pytest.mark.skipif(not (WEIGHTS / "low.safetensors").exists(), reason="shipped weights not built yet")
+@pytest.mark.parametrize("arm", [None, {"layer": 0, "lam": 0.1}])
+def test_grammar_decoding_answers_every_row_and_changes_no_well_formed_one(low_policy, arm):
+    """Free greedy decoding leaves NaN rows where the tokens do not decode; decoding under the action grammar
+    answers every row with an action, the same action wherever free decoding was well-formed, and counts the rows
+    it had to constrain (in both arms)."""
+    obs = _mixed_inputs()
+    ins = [o["instruction"] for o in obs]
+    counts, actions = {}, {}
+    for decode in ("free", "grammar"):
+        low_policy.decode, low_policy.malformed = decode, 0
+        actions[decode] = low_policy.act(obs, ins, ivra=[arm] * len(obs))
+        counts[decode] = low_policy.malformed
+    low_policy.decode = "grammar"
+    a_free, a_gram = actions["free"], actions["grammar"]
+    bad = ~np.isfinite(a_free).all(axis=1)
+    assert bad[12:].sum() >= 2, (
+        "free decoding is malformed for some noise/black images (else this checks nothing)"
+    )
+    assert not bad[:12].any(), "the validation observations decode"
+    assert np.isfinite(a_gram).all()
+    np.testing.assert_array_equal(a_gram[~bad], a_free[~bad])
+    assert counts["free"] == counts["grammar"] == int(bad.sum())
+    assert ((a_gram[bad] > 0) & (a_gram[bad] < 1)).all()  # bin centres, as any decoded action
+
+
+def test_decode_must_be_grammar_or_free():
+    from ivra.minivla.policy import MiniVLAPolicy
+
+    with pytest.raises(ValueError, match="decode must be 'grammar' or 'free', got 'beam'"):
+        MiniVLAPolicy("low", decode="beam")
+
+
 def test_a_regime_that_is_not_shipped_is_named_as_such(tmp_path):
     # a weights folder with the tower and the low-data regime only
     (tmp_path / "vision.safetensors").write_bytes(b"")

@@ -295,13 +295,16 @@ class _NaNFor(SimLatencyPolicy):
         return out
 
 
-def test_a_nonfinite_action_never_leaves_the_server(openpi_py, tmp_path, low_policy, tabletop_obs, caplog):
-    """The shipped policy answers NaN for an all-black image (its action tokens do not decode). Through the
-    unmodified openpi client, such a request gets an error naming the policy, the row and why, is logged and
-    counted in /stats, and the same connection is then served finite actions."""
+def test_a_nonfinite_action_never_leaves_the_server(openpi_py, tmp_path, tabletop_obs, caplog):
+    """The shipped policy decoding freely (``decode=free``, as its card was measured) answers NaN for an all-black
+    image (its action tokens do not decode). Through the unmodified openpi client, such a request gets an error
+    naming the policy, the row and why, is logged and counted in /stats, and the same connection is then served
+    finite actions."""
     import logging
 
-    policy, spec = low_policy
+    from ivra.serve.policies import load_policy
+
+    policy, spec = load_policy("low", {"decode": "free"})
     black = np.zeros((96, 96, 3), np.uint8)
     images = [black, tabletop_obs[0]["image"], black, tabletop_obs[1]["image"]]
     prompts = [tabletop_obs[i]["instruction"] for i in (0, 0, 0, 1)]
@@ -327,7 +330,10 @@ def test_a_nonfinite_row_of_a_batch_is_refused_alone():
     row and the chunk step); the others get their whole chunks."""
     replies, stats = _one_pipelined_batch(_NaNFor(fixed_ms=1, per_sample_ms=0, chunk=3), ["a", "nan", "b"])
     assert isinstance(replies[1], str), replies[1]
-    assert "answered a non-finite action for this request (row 1 of a batch of 3, step 1 of the chunk, 1 value(s))" in replies[1]
+    assert (
+        "answered a non-finite action for this request (row 1 of a batch of 3, step 1 of the chunk, 1 value(s))"
+        in replies[1]
+    )
     assert "a test policy's NaN" in replies[1] and "nothing was sent to execute" in replies[1]
     for i in (0, 2):
         got = wire.unpackb(replies[i])["actions"]

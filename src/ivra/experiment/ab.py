@@ -199,6 +199,12 @@ def format_table(summary: dict) -> str:
     if not lines:
         lines.append(f"| (no {label} with episodes finished by both arms) | 0 | - | - | - | - |")
     text = head + "\n".join(lines)
+    total = next((r for r in summary["rows"] if r[by] == "all"), None)
+    if total and (total.get("malformed_baseline") or total.get("malformed_ivra")):
+        text += (
+            f"\n\nEpisodes ended by a non-finite action (never executed; counted as failures): baseline "
+            f"{total['malformed_baseline']}, IVRA {total['malformed_ivra']} (each episode's `error` in results.json)."
+        )
     if summary["errors"]:
         text += f"\n\n{len(summary['errors'])} unit(s) ended in an error and are not counted."
     return text

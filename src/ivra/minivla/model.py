@@ -165,17 +165,42 @@ def prompt_batch(tok, spec, images, instructions) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels(images)}
 
 
+def action_grammar(tok: WordTokenizer, prompt_len: int):
+    """``generate``'s ``prefix_allowed_tokens_fn`` for the action grammar: four number tokens, then <eos>.
+
+    Greedy decoding under it picks, at each step, the model's most likely token *among those the grammar allows*:
+    wherever free greedy decoding already writes four numbers then <eos>, it gives exactly the same tokens; where it
+    would leave the grammar, the action is the model's own best well-formed answer instead of none."""
+    numbers, eos = list(tok.number_ids), [tok.eos_id]
+
+    def allowed(batch_id: int, ids: torch.Tensor) -> list[int]:
+        return numbers if ids.shape[-1] - prompt_len < 4 else eos
+
+    return allowed
+
+
 @torch.no_grad()
-def predict(model, tok, spec, images, instructions) -> tuple[np.ndarray, list[bool]]:
-    """Greedy-decode actions for a batch. Malformed outputs give NaN rows and ``ok=False``."""
+def predict(model, tok, spec, images, instructions, grammar: bool = True) -> tuple[np.ndarray, list[bool]]:
+    """Greedy-decode actions for a batch. ``ok[i]``: free greedy decoding of row i is well-formed (four number
+    tokens then <eos>). ``grammar=True`` (the default) decodes under :func:`action_grammar`, so every row is an
+    action (the same as free decoding's wherever ``ok``); ``grammar=False`` decodes freely, and malformed rows are
+    NaN."""
     batch = prompt_batch(tok, spec, images, instructions)
-    out = model.generate(**batch, max_new_tokens=5, do_sample=False)
-    new = out[:, batch["input_ids"].shape[1] :]
+    n_prompt = batch["input_ids"].shape[1]
+    extra = {"prefix_allowed_tokens_fn": action_grammar(tok, n_prompt)} if grammar else {}
+    gen = model.generate(
+        **batch, max_new_tokens=5, do_sample=False, output_logits=True, return_dict_in_generate=True, **extra
+    )
+    new = gen.sequences[:, n_prompt:]
+    free = torch.stack(
+        [lg.argmax(-1) for lg in gen.logits], dim=1
+    )  # the model's unconstrained choice per step
     actions = np.full((len(instructions), 4), np.nan, dtype=np.float32)
     ok = []
     for i, row in enumerate(new.tolist()):
         a = tok.decode_action(row)
-        ok.append(a is not None)
+        # well-formed freely: a well-formed row whose every token was also the model's free choice
+        ok.append(a is not None and free[i].tolist() == row[: free.shape[1]])
         if a is not None:
             actions[i] = a
     return actions, ok

@@ -72,13 +72,21 @@ def _match_vision_prefix(state: dict, model_keys) -> dict:
 
 
 class MiniVLAPolicy(SingleStep, IVRASwitch):
-    """Greedy text-action decoding; malformed outputs give NaN actions (the runner counts them as failures;
-    ``ivra serve`` refuses to send them)."""
+    """Greedy text-action decoding under the action grammar (four number tokens, then <eos>: see
+    :func:`ivra.minivla.model.action_grammar`), so that every answer is an action; ``malformed`` counts the rows
+    where free decoding would have left the grammar. ``decode="free"`` decodes without it, as the model card's
+    numbers were measured: malformed rows are then NaN (the episode runner ends such an episode as a failure and
+    names it; ``ivra serve`` refuses to send them)."""
 
     #: what a NaN row of this policy means (``ivra serve`` says it in the error it answers instead)
-    nonfinite_means = "its action tokens could not be decoded (not four number tokens then <eos>: malformed output)"
+    nonfinite_means = (
+        "its action tokens could not be decoded (not four number tokens then <eos>: malformed output)"
+    )
 
-    def __init__(self, which: str = "low", weights_dir: str | Path | None = None):
+    def __init__(self, which: str = "low", weights_dir: str | Path | None = None, decode: str = "grammar"):
+        if decode not in ("grammar", "free"):
+            raise ValueError(f"decode must be 'grammar' or 'free', got {decode!r}")
+        self.decode = decode
         self.model, self.tokenizer, self.spec = load_model(which, weights_dir)
         self.name = f"minivla-{Path(which).name}"
         self.malformed = 0
@@ -100,6 +108,8 @@ class MiniVLAPolicy(SingleStep, IVRASwitch):
 
     def _predict(self, observations, instructions) -> np.ndarray:
         images = np.stack([o["image"] for o in observations])
-        actions, ok = predict(self.model, self.tokenizer, self.spec, images, instructions)
+        actions, ok = predict(
+            self.model, self.tokenizer, self.spec, images, instructions, grammar=self.decode == "grammar"
+        )
         self.malformed += ok.count(False)
         return actions

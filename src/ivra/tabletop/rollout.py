@@ -3,8 +3,9 @@
 All episodes of a batch advance in lockstep through one :class:`ivra.episodes.EpisodeRunner` (one batched
 ``predict`` per step for the episodes whose action queue is empty), and each episode is decided by its
 ``(split, seed)`` alone -- its scene and its policy noise -- so two arms given the same list see identical scenes
-and an episode gives the same result in any batch. A malformed action (NaN row, e.g.
-unparsable text) ends that episode as a failure, flagged ``malformed``.
+and an episode gives the same result in any batch. A non-finite action (a NaN row, e.g. unparsable text) is never
+sent to the environment: it ends that episode as a failure, flagged ``malformed``, with an ``error`` naming the step
+and what the policy's NaN means (its ``nonfinite_means``); the A/B tables count such episodes per arm.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def rollout(
             res = results[i]
             if not np.all(np.isfinite(row)):
                 res["malformed"] = True
+                res["error"] = (
+                    f"non-finite action at step {res['steps']}: "
+                    f"{getattr(policy, 'nonfinite_means', None) or 'the policy answered NaN or inf'}"
+                )
                 continue
             res["actions"].append([round(float(v), 4) for v in row])
             obs[i], _, terminated, truncated, info = envs[i].step(row)
