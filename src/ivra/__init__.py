@@ -10,6 +10,7 @@ Usage::
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -27,13 +28,16 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    """The public API (and ``ivra.tiny``, tiny random-weight models of the real classes) on first use."""
-    if name == "tiny":
-        return importlib.import_module("ivra.tiny")
+    """The public API and the subpackages (``ivra.tiny``: tiny random-weight models of the real classes, ``ivra.adapters`` ...)
+    on first use."""
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"ivra.{name}") is not None:
+        return importlib.import_module(
+            f"ivra.{name}"
+        )  # ivra.adapters, ivra.tiny, ... as the eager import gave
     raise AttributeError(f"module 'ivra' has no attribute {name!r}")
 
 
