@@ -84,9 +84,19 @@ def test_a_blind_inspect_robots_log_gives_its_arms_by_name(tmp_path, capsys):
         "--embodiment", "cubepick", "--epochs", "2", "--policy", "ivra", "-P", "policy=zero",
         "-P", "kwargs=action_dim=2,gripper=0", "-P", "ivra=layer=1,lam=0.2", "-P", "arm=blind",
     )  # fmt: skip
-    # the two arms of a blind run are different trials (epochs): they share no identity, and compare says so
-    rc, _out, err = _compare(capsys, log, log)
-    assert rc == 2 and "share no episode" in err and "arm baseline" in err and "arm ivra" in err
+    # the two trials of blind pair k (scene k, epochs 0 and 1) are paired, one of each arm
+    rc, out, err = _compare(capsys, log, log)
+    assert rc == 0 and "paired on 2 shared episodes (identity: task, seed, scene id, blind pair)" in out
+    assert "(inspect-robots, arm baseline)" in out and "(inspect-robots, arm ivra)" in out
+    assert "warning:" in err and "a blind run" in err
+    # one epoch per scene: a pair spans two scenes, nothing to pair
+    other = _inspect_robots(
+        tmp_path, "blind1", "--task", "cubepick-reach", "-T", "num_scenes=2", "-T", "max_steps=2",
+        "--embodiment", "cubepick", "--policy", "ivra", "-P", "policy=zero",
+        "-P", "kwargs=action_dim=2,gripper=0", "-P", "ivra=layer=1,lam=0.2", "-P", "arm=blind", "-P", "blind_seed=1",
+    )  # fmt: skip
+    rc, _out, err = _compare(capsys, other, other)
+    assert rc == 2 and "share no episode" in err
     rc, _out, err = _compare(capsys, log, log, "--arm-b", "sideways")
     assert rc == 2 and "no arm 'sideways'" in err and ("baseline, ivra" in err or "ivra, baseline" in err)
 

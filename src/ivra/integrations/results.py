@@ -12,8 +12,8 @@ of ``ivra demo`` / ``ivra eval``  or one LIBERO unit                           `
 (``benchmark``, ``tasks``,                                                     episode index, the run's seed
 ``harness_version``)
 ``inspect-robots``: EvalLog     one epoch of a ``samples[]`` scene             task, the run's seed, scene id,
-JSON (``version`` 1, ``eval``,                                                 epoch
-``samples``)
+JSON (``version`` 1, ``eval``,                                                 epoch (a blind run of ``--policy
+``samples``)                                                                   ivra``: the blind pair)
 ``lerobot``: ``eval_info.json``  entry i of a ``per_task[].metrics.successes``  task group, task id, episode index
 (``per_task``, ``overall``)
 ==============================  =============================================  ====================================
@@ -226,9 +226,9 @@ def _vla_eval(p: Path, data: dict, arm, default_arm, metric) -> Run:
 # --- inspect-robots --------------------------------------------------------------------------------------
 
 
-def _trial_arm(meta: Any) -> str | None:
+def _trial_ivra(meta: Any) -> dict:
     ivra = meta.get("ivra") if isinstance(meta, dict) else None
-    return ivra.get("arm") if isinstance(ivra, dict) else None
+    return ivra if isinstance(ivra, dict) else {}
 
 
 def _inspect_robots(p: Path, data: dict, arm, default_arm, metric) -> Run:
@@ -237,16 +237,16 @@ def _inspect_robots(p: Path, data: dict, arm, default_arm, metric) -> Run:
     for sample in data["samples"]:
         metas = list(sample.get("trial_metadata") or [])
         for e, scores in enumerate(sample.get("epochs") or []):
-            meta = metas[e] if e < len(metas) else {}
-            trials.append((sample, e, scores, _trial_arm(meta)))
-    ivra_arms = list(dict.fromkeys(a for *_x, a in trials if a is not None))
+            trials.append((sample, e, scores, _trial_ivra(metas[e] if e < len(metas) else {})))
+    ivra_arms = list(dict.fromkeys(m["arm"] for *_x, m in trials if m.get("arm") is not None))
     if ivra_arms:
         chosen = _pick_arm(p, ivra_arms, arm, default_arm)
     else:  # not run with --policy ivra: the run is one arm, named by its policy
         chosen = str(arm or spec.get("policy"))
+    blind = any("blind" in m for *_x, m in trials)
     out, errors, metric_used = {}, 0, metric
-    for sample, e, scores, a in trials:
-        if ivra_arms and a != chosen:
+    for sample, e, scores, m in trials:
+        if ivra_arms and m.get("arm") != chosen:
             continue
         if not scores:  # an errored trial is recorded but never scored
             errors += 1
@@ -260,17 +260,36 @@ def _inspect_robots(p: Path, data: dict, arm, default_arm, metric) -> Run:
         value = float(scores[metric_used])
         if not (value in (0.0, 1.0) or math.isnan(value)):
             raise ValueError(f"{p}: score {metric_used!r} = {value} is not a success (0 or 1); pass --metric")
-        out[("inspect-robots", spec.get("task"), spec.get("seed"), sample["scene_id"], e)] = value == 1.0
+        if (
+            blind
+        ):  # the two arms of blind pair k are trials 2k and 2k+1 of the run: paired on the pair and scene
+            key = (
+                "inspect-robots",
+                spec.get("task"),
+                spec.get("seed"),
+                sample["scene_id"],
+                "blind pair",
+                m["blind"]["pair"],
+            )
+        else:
+            key = ("inspect-robots", spec.get("task"), spec.get("seed"), sample["scene_id"], e)
+        out[key] = value == 1.0
     warnings = []
+    if blind:
+        warnings.append(
+            f"{p}: a blind run: the two trials of a pair (consecutive trials of one scene) are paired; they are the "
+            "same episode only as far as the embodiment (or the operator) resets the same initial state, and their "
+            "trial seeds differ"
+        )
     if not (spec.get("embodiment_info") or {}).get("is_simulated", False):
         warnings.append(
             f"{p}: a real embodiment: paired trials share the scene id and epoch, and their initial states are as "
             "alike as the operator set them up"
         )
+    identity = "task, seed, scene id, blind pair" if blind else "task, seed, scene id, epoch"
     return Run(
-        str(p), "inspect-robots", chosen, out, "task, seed, scene id, epoch", errors, warnings,
-        tuple(ivra_arms) or (chosen,),
-    )  # fmt: skip
+        str(p), "inspect-robots", chosen, out, identity, errors, warnings, tuple(ivra_arms) or (chosen,)
+    )
 
 
 # --- lerobot-eval ----------------------------------------------------------------------------------------
