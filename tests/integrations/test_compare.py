@@ -207,6 +207,32 @@ def test_one_ivra_journal_compares_its_two_arms(tmp_path, capsys):
     assert rc == 2 and "the same arm 'baseline'" in err
 
 
+def test_a_libero_journal_pairs_on_suite_task_init_state_and_seed(tmp_path, capsys):
+    """LIBERO units as `ivra eval libero --ab` makes them (ivra.eval.libero.job.make_units), one episode each."""
+    from ivra.eval.libero.job import make_units
+
+    units = make_units("libero_spatial", [0, 1], [0, 1, 2], ["baseline", "ivra"], seed=5)
+    j = Journal(tmp_path / "journal.jsonl")
+    outcome = {}
+    for i, unit in enumerate(units):
+        ok = (i * 7) % 3 == 0
+        outcome[(unit["task_id"], unit["init_state"], unit["arm"])] = ok
+        j.append(
+            {
+                "key": unit["key"],
+                "unit": unit,
+                "status": "ok",
+                "result": {"success": ok, "suite": unit["suite"]},
+            }
+        )
+    res = _numbers(capsys, tmp_path, tmp_path)
+    keys = sorted({(t, s) for t, s, _a in outcome})
+    base = [outcome[(t, s, "baseline")] for t, s in keys]
+    ivra = [outcome[(t, s, "ivra")] for t, s in keys]
+    assert res["identity"] == "libero: suite, task id, init state, seed" and res["paired"]["n"] == 6
+    assert res["paired"] == {**paired_ab(base, ivra).as_dict(), "diff_ci": res["paired"]["diff_ci"]}
+
+
 # --- lerobot-eval -----------------------------------------------------------------------------------------
 
 
