@@ -125,6 +125,13 @@ def test_a_blind_arm_is_balanced_in_every_pair_and_a_wrong_seed_is_named(tmp_pat
     assert [m["arm"] for m in metas] == [arm_of(5, i) for i in range(4)]
     for pair in (metas[0:2], metas[2:4]):
         assert sorted(m["arm"] for m in pair) == ["baseline", "ivra"]
+        # one scene run twice (epochs 0, 1): both arms draw the first trial's noise
+        assert (
+            pair[0]["episode_seed"]
+            == pair[1]["episode_seed"]
+            == pair[0]["trial_seed"]
+            != pair[1]["trial_seed"]
+        )
         assert all((m["setting"] is None) == (m["arm"] == "baseline") for m in pair)
     bad = _cli(
         tmp_path, "--task", "cubepick-reach", "-T", "num_scenes=1", "-T", "max_steps=2", "--embodiment", "cubepick",

@@ -26,7 +26,9 @@ ivra-tabletop`` runs ivra's tabletop benchmark. ``-P`` keys of ``--policy ivra``
 ==================  ==============================================================================================
 
 Each trial is one ivra episode, as :class:`ivra.episodes.EpisodeRunner` runs it: its seed is inspect-robots' trial
-seed, ``derive_seed(seed, scene.init_seed, epoch)``, the k-th chunk's noise is seeded by
+seed, ``derive_seed(seed, scene.init_seed, epoch)`` (in a blind run, the second trial of a pair that runs the
+first one's scene again takes the first one's seed, so both arms of the pair draw the same noise), the k-th
+chunk's noise is seeded by
 ``ivra.episodes.chunk_seed(episode seed, k)``, and each ``act`` answers the first ``execute`` actions of one
 predicted chunk. ``on_trial_end`` writes the trial's ``ivra`` metadata (policy, arm, setting, episode seed, chunks;
 in a blind run, the schedule's seed and the trial's index and pair) into the EvalLog's ``trial_metadata``;
@@ -137,6 +139,7 @@ class IvraPolicy(PolicyBase):
         self.config = PolicyConfig(action_horizon=self.runner.execute)
         self.info = PolicyInfo(name=f"ivra:{self.policy_name}", action_space=Box(shape=(1,)))
         self._trials = 0  # trials started in this run (the blind schedule's index)
+        self._pair_first: tuple[str, int] | None = None  # (scene id, seed) of the first trial of a blind pair
         self._episode = None
         self._current: dict | None = None
         self._instruction: str | None = None
@@ -176,10 +179,17 @@ class IvraPolicy(PolicyBase):
                 "a blind ivra policy needs inspect-robots' on_trial_start hook (run it with eval())"
             )
         cur = self._current or {"arm": self.arm, "index": None, "epoch": 0}
-        seed = derive_seed(self.seed, scene.init_seed, cur["epoch"])
+        trial_seed = derive_seed(self.seed, scene.init_seed, cur["epoch"])
+        seed = trial_seed
+        if self.arm == "blind":
+            # the two trials of a blind pair, one scene run twice, draw the same noise: the first trial's seed
+            if cur["index"] % 2 == 0:
+                self._pair_first = (scene.id, trial_seed)
+            elif self._pair_first is not None and self._pair_first[0] == scene.id:
+                seed = self._pair_first[1]
         self._episode = self.runner.start(seed, self.setting if cur["arm"] == "ivra" else None)
         self._instruction = scene.instruction
-        self._current = {**cur, "seed": seed}
+        self._current = {**cur, "seed": seed, "trial_seed": trial_seed}
 
     def act(self, observation: Observation) -> ActionChunk:
         if self._episode is None:
@@ -209,15 +219,16 @@ class IvraPolicy(PolicyBase):
             "arm": cur["arm"],
             "setting": self.setting if cur["arm"] == "ivra" else None,
             "episode_seed": int(cur["seed"]),
+            "trial_seed": int(cur["trial_seed"]),
             "chunks": int(ep.chunks),
         }
         if self.arm == "blind":
             meta["blind"] = {"seed": self.blind_seed, "trial": cur["index"], "pair": cur["index"] // 2}
         record.metadata["ivra"] = meta
         self._current, self._episode = None, None
-        if record.seed is not None and int(record.seed) != int(cur["seed"]):
+        if record.seed is not None and int(record.seed) != int(cur["trial_seed"]):
             raise ValueError(
-                f"the ivra policy computed episode seed {cur['seed']} from -P seed={self.seed}, but the trial seed is "
+                f"the ivra policy computed trial seed {cur['trial_seed']} from -P seed={self.seed}, but the trial seed is "
                 f"{record.seed}: pass -P seed=<the run's --seed>"
             )
 

@@ -278,8 +278,8 @@ def _inspect_robots(p: Path, data: dict, arm, default_arm, metric) -> Run:
     if blind:
         warnings.append(
             f"{p}: a blind run: the two trials of a pair (consecutive trials of one scene) are paired; they are the "
-            "same episode only as far as the embodiment (or the operator) resets the same initial state, and their "
-            "trial seeds differ"
+            "same episode only as far as the embodiment (or the operator) resets the same initial state (their "
+            "inspect-robots trial seeds differ)"
         )
     if not (spec.get("embodiment_info") or {}).get("is_simulated", False):
         warnings.append(
