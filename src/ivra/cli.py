@@ -27,6 +27,7 @@ VERBS = {
     "eval": "ivra.eval.cli",
     "doctor": "ivra.eval.cli",
     "plan": "ivra.eval.plancli",
+    "compare": "ivra.eval.comparecli",
     "bench": "ivra.bench",
     "serve": "ivra.serve.cli",
     "trials": "ivra.serve.cli",
