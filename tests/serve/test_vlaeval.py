@@ -213,3 +213,16 @@ def test_health_config_and_unknown_paths():
             _raw_session(st.url + "/vla_eval")
         assert e.value.response.status_code == 404
         assert b"unknown path '/vla_eval'" in e.value.response.body
+
+
+def test_vla_eval_connections_are_not_pinged_openpi_ones_are():
+    """A vla-eval shard blocks its event loop while its simulator builds a scene and cannot answer pings (its own
+    servers send none): the server must not ping (and so close) it; openpi connections keep their keepalive."""
+    policy, spec = load_policy("sim:fixed_ms=0,per_sample_ms=0")
+    with start(policy, spec) as st, _raw_session(st.url + "/vla-eval") as ws, _raw_session(st.url) as openpi:
+        ws.send(_frame("hello", {"protocol_version": 1}))
+        ws.recv(timeout=10)
+        openpi.recv(timeout=10)  # the metadata: the connection's handler runs
+        conns = {c.request.path: c for c in st.server._server.connections}
+        assert conns["/vla-eval"].keepalive_task is None
+        assert conns["/"].keepalive_task is not None

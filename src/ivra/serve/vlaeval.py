@@ -297,4 +297,11 @@ def _raw(req, chunk: np.ndarray, timing: dict) -> np.ndarray:
 
 async def serve_connection(server, ws, conn_id: int) -> None:
     """Serve one vla-eval client on ``server`` (an :class:`ivra.serve.server.PolicyServer`) until it leaves."""
+    # No keepalive pings on this connection: a vla-eval shard blocks its event loop while its simulator builds a
+    # scene (a LIBERO task: about a minute on a loaded CPU) and cannot answer pings; vla-eval's own model servers
+    # and its client run with ping_interval=None (model_servers/serve.py, connection.py). measured: with pings the
+    # server closed both shards of a CPU LIBERO run 50 s after they connected.
+    if getattr(ws, "keepalive_task", None) is not None:
+        ws.keepalive_task.cancel()
+        ws.keepalive_task = None
     await _Connection(server, ws, conn_id).run()
