@@ -40,7 +40,9 @@ def _unpack_hook(obj):
 
 class Client:
     def __init__(self, url: str):
-        self.ws = websockets.sync.client.connect(url, compression=None, max_size=None, open_timeout=10, legacy=True)
+        self.ws = websockets.sync.client.connect(
+            url, compression=None, max_size=None, open_timeout=10, legacy=True
+        )
         self.metadata = msgpack.unpackb(self.ws.recv(timeout=30), object_hook=_unpack_hook)
 
     def infer(self, obs: dict):
@@ -56,7 +58,9 @@ class Client:
         self.ws.close()
 
 
-def droid_obs(image: np.ndarray, session_id: str | None = None, prompt: str = "put the marker in the cup") -> dict:
+def droid_obs(
+    image: np.ndarray, session_id: str | None = None, prompt: str = "put the marker in the cup"
+) -> dict:
     obs = {
         "observation/exterior_image_1_left": image,
         "observation/wrist_image_left": image[::-1].copy(),
@@ -94,22 +98,30 @@ def test_config_on_connect_chunks_and_reset_follow_the_recorded_protocol():
     images = _images(3, seed=1)
     with serving(policy, spec, default_ivra=ARM) as st:
         c = Client(st.url + "/roboarena")
-        assert set(c.metadata) == set(FACTS["policy_server_config"])  # the client rebuilds the dataclass from it
+        assert set(c.metadata) == set(
+            FACTS["policy_server_config"]
+        )  # the client rebuilds the dataclass from it
         assert c.metadata["action_space"] == "cartesian_velocity" and c.metadata["needs_session_id"] is True
         replies = [c.infer(droid_obs(im, "sess-A")) for im in images]
         assert c.reset({"session_id": "sess-A"}) == "reset successful"
         after = c.infer(droid_obs(images[0], "sess-B"))
         c.close()
     got = np.concatenate([r["actions"] for r in replies])
-    assert [r["actions"].shape for r in replies] == [(3, 7)] * 3  # execute_steps of each chunk: all are executed
+    assert [r["actions"].shape for r in replies] == [
+        (3, 7)
+    ] * 3  # execute_steps of each chunk: all are executed
     runner = EpisodeRunner(policy)
     ep = runner.start(zlib.crc32(b"sess-A"), ARM)  # the session id names the episode and seeds it
-    want = np.concatenate([runner.step([ep], [{"image": images[t // 3]}], ["put the marker in the cup"]) for t in range(9)])
+    want = np.concatenate(
+        [runner.step([ep], [{"image": images[t // 3]}], ["put the marker in the cup"]) for t in range(9)]
+    )
     np.testing.assert_allclose(got, want, atol=1e-9)
     ep_b = runner.start(zlib.crc32(b"sess-B"), ARM)
     np.testing.assert_allclose(
         after["actions"],
-        np.concatenate([runner.step([ep_b], [{"image": images[0]}], ["put the marker in the cup"]) for _ in range(3)]),
+        np.concatenate(
+            [runner.step([ep_b], [{"image": images[0]}], ["put the marker in the cup"]) for _ in range(3)]
+        ),
         atol=1e-9,
     )
     assert not np.allclose(after["actions"], got[:3])  # the seed matters

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-
 from contextlib import contextmanager
 
 import anyio
@@ -43,7 +42,12 @@ def _images(n: int, seed: int, size: int = 32) -> list[np.ndarray]:
 
 
 def _task(idx: int, task_id: int = 3) -> dict:
-    return {"name": "put the bowl on the plate", "suite": "libero_spatial", "task_id": task_id, "episode_idx": idx}
+    return {
+        "name": "put the bowl on the plate",
+        "suite": "libero_spatial",
+        "task_id": task_id,
+        "episode_idx": idx,
+    }
 
 
 async def _episode(url: str, task: dict, images, success: bool = True, wrist: bool = False) -> np.ndarray:
@@ -126,7 +130,9 @@ def test_blind_arms_follow_the_schedule_and_episode_end_scores_them(tmp_path):
     from ivra.serve.server import PolicyServer, ServeOptions, ServerThread
 
     with ServerThread(PolicyServer(policy, ServeOptions(port=0), spec, blind=blind)) as st:
-        got = [anyio.run(_episode, st.url + "/vla-eval", _task(i), images, ok) for i, ok in enumerate(successes)]
+        got = [
+            anyio.run(_episode, st.url + "/vla-eval", _task(i), images, ok) for i, ok in enumerate(successes)
+        ]
     journal = [json.loads(line) for line in (tmp_path / "ab/episodes.jsonl").read_text().splitlines()]
     assert [e["key"] for e in journal] == [f"vla-eval:libero_spatial/t03/e{i}" for i in range(4)]
     for i, actions in enumerate(got):
@@ -172,7 +178,9 @@ def test_bad_input_gets_one_line_and_the_connection_stays_usable():
         ws.send(_frame("observation", {"images": {"agentview": np.zeros((8, 8), np.uint8)}}, seq=7))
         err = unpack_message(ws.recv(timeout=10))
         assert err.seq == 7 and "observation/image has shape (8, 8)" in err.payload["error"]
-        ws.send(_frame("observation", {"images": {"agentview": _images(1, 0)[0]}, "task_description": "x"}, seq=8))
+        ws.send(
+            _frame("observation", {"images": {"agentview": _images(1, 0)[0]}, "task_description": "x"}, seq=8)
+        )
         ok = unpack_message(ws.recv(timeout=10))  # still usable: the next good observation gets its action
         assert ok.type == MessageType.ACTION and ok.seq == 8 and ok.payload["actions"].shape == (7,)
 

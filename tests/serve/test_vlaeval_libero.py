@@ -20,7 +20,9 @@ STEPS = 3
 
 
 def _missing() -> str | None:
-    missing = [m for m in ("vla_eval", "libero", "robosuite", "mujoco") if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("vla_eval", "libero", "robosuite", "mujoco") if importlib.util.find_spec(m) is None
+    ]
     if missing:
         return f"missing {', '.join(missing)}: bash scripts/setup.sh dev && bash scripts/setup_libero.sh"
     from ivra.eval.libero.install import assets_dir
@@ -56,8 +58,24 @@ def test_vla_eval_runs_its_libero_benchmark_in_two_shards_against_a_blind_ivra_s
         exe = str(Path(sys.executable).with_name("vla-eval"))
         shards = [
             subprocess.Popen(
-                [exe, "run", "-c", str(cfg), "--shard-id", str(i), "--num-shards", "2", "--eval-id", "t", "--yes"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                [
+                    exe,
+                    "run",
+                    "-c",
+                    str(cfg),
+                    "--shard-id",
+                    str(i),
+                    "--num-shards",
+                    "2",
+                    "--eval-id",
+                    "t",
+                    "--yes",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                stdin=subprocess.DEVNULL,
             )  # fmt: skip
             for i in range(2)
         ]
@@ -80,9 +98,10 @@ def test_vla_eval_runs_its_libero_benchmark_in_two_shards_against_a_blind_ivra_s
     by_key = {e["key"]: e["episode"] for e in journal}
     assert set(by_key) == {"vla-eval:libero_spatial/t00/e0", "vla-eval:libero_spatial/t00/e1"}
     for idx in (0, 1):  # the server's outcome is vla-eval's own verdict of that episode
-        assert outcomes[by_key[f"vla-eval:libero_spatial/t00/e{idx}"]] == rows[("libero_spatial", 0, idx)][
-            "metrics"
-        ]["success"]
+        assert (
+            outcomes[by_key[f"vla-eval:libero_spatial/t00/e{idx}"]]
+            == rows[("libero_spatial", 0, idx)]["metrics"]["success"]
+        )
     assert {arm_of(0, 0), arm_of(0, 1)} == {"baseline", "ivra"}  # one pair: both arms ran
     r = report(tmp_path / "ab")
     assert r["episodes_scored"] == 2 and r["paired"]["n"] == 1

@@ -181,4 +181,5 @@ class RayServeFront(PolicyServer):
             return
         if not req.future.done():
             timing = {"batch_size": out["batch_size"], "replica": out["replica"]}
-            req.future.set_result((req.encode or openpi_reply)(req, actions, timing))  # openpi: (H, action_dim)
+            encode = req.encode or openpi_reply  # openpi's reply: the whole chunk (H, action_dim)
+            req.future.set_result(encode(req, actions, timing))

@@ -98,9 +98,14 @@ def to_openpi(msg: dict, action_space: str) -> dict:
         out["observation/image"] = msg[exterior]
     if WRIST in msg:
         out["observation/wrist_image"] = msg[WRIST]
-    arm_key = "observation/joint_position" if action_space.startswith("joint") else "observation/cartesian_position"
+    arm_key = (
+        "observation/joint_position" if action_space.startswith("joint") else "observation/cartesian_position"
+    )
     if arm_key in msg and "observation/gripper_position" in msg:
-        parts = [np.asarray(msg[arm_key]).reshape(-1), np.asarray(msg["observation/gripper_position"]).reshape(-1)]
+        parts = [
+            np.asarray(msg[arm_key]).reshape(-1),
+            np.asarray(msg["observation/gripper_position"]).reshape(-1),
+        ]
         if all(p.dtype.kind in "fiu" for p in parts):
             out["observation/state"] = np.concatenate(parts).astype(np.float32)
     if "prompt" in msg:

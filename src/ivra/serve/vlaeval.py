@@ -113,9 +113,13 @@ def unpack(data: bytes | str) -> dict:
     except FrameError:
         raise
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise FrameError(f"frame is not valid msgpack ({len(data)} bytes): {type(exc).__name__}: {exc}") from None
+        raise FrameError(
+            f"frame is not valid msgpack ({len(data)} bytes): {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(msg, dict):
-        raise FrameError(f"expected a msgpack map {{type, payload, seq, timestamp}}, got {type(msg).__name__}")
+        raise FrameError(
+            f"expected a msgpack map {{type, payload, seq, timestamp}}, got {type(msg).__name__}"
+        )
     missing = [k for k in FIELDS if k not in msg]
     if missing:
         raise FrameError(f"message missing required fields {missing} (got keys {sorted(map(str, msg))})")
@@ -132,7 +136,11 @@ def identity(task: Any) -> tuple[str, Any, int]:
     """(suite, task_id, episode_idx) of an ``episode_start`` task; a task without them is refused."""
     if not isinstance(task, dict):
         raise RequestError(f"episode_start payload needs a 'task' map, got {type(task).__name__}")
-    suite, task_id, idx = task.get("suite", ""), task.get("task_id", task.get("name")), task.get("episode_idx")
+    suite, task_id, idx = (
+        task.get("suite", ""),
+        task.get("task_id", task.get("name")),
+        task.get("episode_idx"),
+    )
     if isinstance(idx, bool) or not isinstance(idx, int) or idx < 0:
         raise RequestError(f"episode_start task needs an integer episode_idx >= 0, got {idx!r}")
     if task_id is None:
@@ -203,7 +211,9 @@ class _Connection:
                 continue
             kind, payload, seq = msg["type"], msg["payload"], msg["seq"]
             if not self.hello and kind != "hello":
-                await self.error(f"expected hello first (vla-eval protocol {PROTOCOL_VERSION}), got {kind}", seq)
+                await self.error(
+                    f"expected hello first (vla-eval protocol {PROTOCOL_VERSION}), got {kind}", seq
+                )
                 continue
             try:
                 if kind == "hello":
@@ -244,7 +254,9 @@ class _Connection:
                 "protocol_version": PROTOCOL_VERSION,
                 "model_server": f"ivra serve {__version__} ({meta['policy']})",
                 "capabilities": {},
-                "ivra": {k: meta.get(k) for k in ("policy", "action_dim", "action_horizon", "execute_steps", "ab")}
+                "ivra": {
+                    k: meta.get(k) for k in ("policy", "action_dim", "action_horizon", "execute_steps", "ab")
+                }
                 | ({} if self.server.blind is not None else {"arm": meta.get("default_ivra")}),
             },
             seq,
@@ -284,7 +296,11 @@ class _Connection:
     def on_episode_end(self, payload: dict) -> None:
         metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
         success = metrics.get("success")
-        if self.episode is not None and self.server.blind is not None and isinstance(success, (bool, int, float)):
+        if (
+            self.episode is not None
+            and self.server.blind is not None
+            and isinstance(success, (bool, int, float))
+        ):
             self.server.blind.record_outcome(self.key, bool(success), note="vla-eval episode_end")
         log.info("vla-eval episode %s ended: success %s, %s steps", self.key, success, payload.get("steps"))
         self.episode = None
