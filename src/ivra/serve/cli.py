@@ -79,6 +79,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ) from None
         if default_ivra:
             check_arm(policy, default_ivra, "treatment arm" if args.ab else "default arm")
+        if args.roboarena_action_space:  # chosen for RoboArena clients: it must fit the policy's actions
+            from ivra.serve.roboarena import action_space_for
+
+            try:
+                action_space_for(spec.action_dim, args.roboarena_action_space)
+            except ValueError as exc:
+                raise UsageError(f"--roboarena-action-space: {exc}") from None
     blind = None
     if args.ab:
         if default_ivra is None:
