@@ -234,3 +234,28 @@ def test_vla_eval_connections_are_not_pinged_openpi_ones_are():
         conns = {c.request.path: c for c in st.server._server.connections}
         assert conns["/vla-eval"].keepalive_task is None
         assert conns["/"].keepalive_task is not None
+
+
+def test_a_nonfinite_chunk_is_an_error_of_that_observation_never_an_action():
+    """Nothing non-finite leaves the server: vla-eval's client raises the one-line error of that observation."""
+    from ivra.policies.sim import SimLatencyPolicy
+    from ivra.serve.policies import ObsSpec
+
+    class NaNChunks(SimLatencyPolicy):
+        nonfinite_means = "a test policy's NaN"
+
+        def predict(self, observations, instructions, seeds=None, ivra=None):
+            out = super().predict(observations, instructions, seeds, ivra)
+            out[:, 1, 2] = np.nan  # step 1 of every chunk
+            return out
+
+    async def one_step(url):
+        async with Connection(url, timeout=30, max_retries=1) as conn:
+            await conn.start_episode({"task": _task(0)})
+            with pytest.raises(RuntimeError) as e:
+                await conn.act({"images": {"agentview": _images(1, 0)[0]}, "task_description": "x"})
+            return str(e.value)
+
+    with start(NaNChunks(fixed_ms=0, per_sample_ms=0, chunk=3), ObsSpec()) as st:
+        err = anyio.run(one_step, st.url + "/vla-eval")
+    assert "answered a non-finite action" in err and "a test policy's NaN" in err
