@@ -1,7 +1,8 @@
-"""The real ``vla-eval run`` (0.8.0, unmodified) of its LIBERO benchmark, in process (``render: cpu``, no
-``docker.image``), two shards against ``ivra serve`` started by the test in a blind A/B: both shards finish, the
-aggregate holds one row per episode keyed by (suite, task_id, episode_idx), the server journalled both episodes
-(one pair, both arms) and scored them from vla-eval's ``episode_end``, and ``ivra trials --report`` unblinds."""
+"""The real ``vla-eval run`` (0.8.0, unmodified) of its LIBERO benchmark and a LIBERO-PRO suite, in process
+(``render: cpu``, no ``docker.image``), two shards against ``ivra serve`` started by the test in a blind A/B: both
+shards finish, the aggregates hold one row per episode keyed by (suite, task_id, episode_idx), the server
+journalled the four episodes (two pairs, both arms in each) and scored them from vla-eval's ``episode_end``, and
+``ivra trials --report`` unblinds."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ pytestmark = [pytest.mark.libero, pytest.mark.slow]
 
 ARM = {"layer": 0, "lam": 0.1}
 STEPS = 3
+#: (module:class, subname, params): LIBERO's libero_spatial and LIBERO-PRO's libero_spatial_swap (position swap)
+BENCHMARKS = [
+    ("libero.benchmark:LIBEROBenchmark", "spatial", "suite: libero_spatial"),
+    ("libero_pro.benchmark:LIBEROProBenchmark", "swap", "suite: libero_spatial, perturbation: swap"),
+]
+SUITES = {"LIBEROBenchmark_spatial": "libero_spatial", "LIBEROProBenchmark_swap": "libero_spatial_swap"}
 
 
 def _missing() -> str | None:
@@ -43,16 +50,17 @@ def test_vla_eval_runs_its_libero_benchmark_in_two_shards_against_a_blind_ivra_s
     st = ServerThread(PolicyServer(policy, ServeOptions(port=0), spec, blind=blind)).start()
     try:
         cfg = tmp_path / "libero.yaml"
+        entries = "".join(
+            f"  - benchmark: 'vla_eval.benchmarks.{module}'\n"
+            f"    subname: {sub}\n"
+            f"    params: {{{params}, seed: 7, num_steps_wait: 1, send_wrist_image: true, send_state: true}}\n"
+            f"    episodes_per_task: 2\n    max_tasks: 1\n    max_steps: {STEPS}\n    paced: false\n"
+            for module, sub, params in BENCHMARKS
+        )
+        cfg = tmp_path / "libero.yaml"
         cfg.write_text(
             f"server: {{url: 'ws://127.0.0.1:{st.server.port}/vla-eval', timeout: 600}}\n"
-            f"output_dir: {tmp_path / 'results'}\n"
-            "render: cpu\n"
-            "benchmarks:\n"
-            "  - benchmark: 'vla_eval.benchmarks.libero.benchmark:LIBEROBenchmark'\n"
-            "    subname: spatial\n"
-            "    params: {suite: libero_spatial, seed: 7, num_steps_wait: 1, send_wrist_image: true, "
-            "send_state: true}\n"
-            f"    episodes_per_task: 2\n    max_tasks: 1\n    max_steps: {STEPS}\n    paced: false\n"
+            f"output_dir: {tmp_path / 'results'}\nrender: cpu\nbenchmarks:\n{entries}"
         )
         env = child_env(LIBERO_CONFIG_PATH=str(ensure_config().parent), OMP_NUM_THREADS="1", TQDM_DISABLE="1")
         exe = str(Path(sys.executable).with_name("vla-eval"))
@@ -87,21 +95,22 @@ def test_vla_eval_runs_its_libero_benchmark_in_two_shards_against_a_blind_ivra_s
     db = tmp_path / "results" / "recording-t.sqlite"
     out = subprocess.run([exe, "export", str(db)], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    agg = json.loads((tmp_path / "results" / "LIBEROBenchmark_spatial_aggregate.json").read_text())
-    assert agg["num_errors"] == 0 and agg["num_episodes_total"] == 2, agg
-    rows = {(e["suite"], e["task_id"], e["episode_idx"]): e for t in agg["tasks"] for e in t["episodes"]}
-    assert set(rows) == {("libero_spatial", 0, 0), ("libero_spatial", 0, 1)}
-    assert all(r["steps"] == STEPS for r in rows.values())
-    assert stats["requests"] == 2 * 2 and stats["errors"] == 0  # 3 steps, chunks of 2 executed: 2 chunks each
+    rows = {}
+    for name, suite in SUITES.items():
+        agg = json.loads((tmp_path / "results" / f"{name}_aggregate.json").read_text())
+        assert agg["num_errors"] == 0 and agg["num_episodes_total"] == 2, agg
+        rows.update(
+            {(e["suite"], e["task_id"], e["episode_idx"]): e for t in agg["tasks"] for e in t["episodes"]}
+        )
+    want = {(suite, 0, idx) for suite in SUITES.values() for idx in (0, 1)}
+    assert set(rows) == want and all(r["steps"] == STEPS for r in rows.values())
+    assert stats["requests"] == 4 * 2 and stats["errors"] == 0  # 3 steps, chunks of 2 executed: 2 chunks each
     journal = [json.loads(x) for x in (tmp_path / "ab/episodes.jsonl").read_text().splitlines()]
     outcomes = {o["episode"]: o["success"] for o in map(json.loads, (tmp_path / "ab/outcomes.jsonl").open())}
     by_key = {e["key"]: e["episode"] for e in journal}
-    assert set(by_key) == {"vla-eval:libero_spatial/t00/e0", "vla-eval:libero_spatial/t00/e1"}
-    for idx in (0, 1):  # the server's outcome is vla-eval's own verdict of that episode
-        assert (
-            outcomes[by_key[f"vla-eval:libero_spatial/t00/e{idx}"]]
-            == rows[("libero_spatial", 0, idx)]["metrics"]["success"]
-        )
-    assert {arm_of(0, 0), arm_of(0, 1)} == {"baseline", "ivra"}  # one pair: both arms ran
+    assert set(by_key) == {f"vla-eval:{suite}/t00/e{idx}" for suite, _, idx in want}
+    for suite, _, idx in want:  # the server's outcome is vla-eval's own verdict of that episode
+        assert outcomes[by_key[f"vla-eval:{suite}/t00/e{idx}"]] == rows[(suite, 0, idx)]["metrics"]["success"]
+    assert {arm_of(0, 0), arm_of(0, 1)} == {"baseline", "ivra"}  # each pair: both arms ran
     r = report(tmp_path / "ab")
-    assert r["episodes_scored"] == 2 and r["paired"]["n"] == 1
+    assert r["episodes_scored"] == 4 and r["paired"]["n"] == 2
