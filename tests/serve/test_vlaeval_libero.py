@@ -96,7 +96,7 @@ def test_vla_eval_runs_its_libero_benchmark_in_two_shards_against_a_blind_ivra_s
     out = subprocess.run([exe, "export", str(db)], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = {}
-    for name, suite in SUITES.items():
+    for name in SUITES:
         agg = json.loads((tmp_path / "results" / f"{name}_aggregate.json").read_text())
         assert agg["num_errors"] == 0 and agg["num_episodes_total"] == 2, agg
         rows.update(
