@@ -50,6 +50,22 @@ class Episode:
     def next_seed(self) -> int:
         return chunk_seed(self.seed, self.chunks)
 
+    @property
+    def needs_chunk(self) -> bool:
+        """True when the queue is empty: the next action needs a new chunk (seeded :meth:`next_seed`)."""
+        return not self.queue
+
+    def feed(self, chunk: np.ndarray) -> None:
+        """Queue the first ``execute`` actions of a chunk predicted with :meth:`next_seed`; counts the chunk."""
+        self.queue.extend(np.asarray(chunk)[: self.execute])
+        self.chunks += 1
+
+    def pop(self) -> np.ndarray:
+        """The next action to execute (one step of the episode)."""
+        action = self.queue.popleft()
+        self.steps += 1
+        return action
+
 
 class EpisodeRunner:
     """Steps episodes of one policy, batching the chunk predictions of the episodes that need one.
@@ -85,7 +101,7 @@ class EpisodeRunner:
             raise ValueError(
                 f"{n} episodes, {len(observations)} observations and {len(instructions)} instructions"
             )
-        need = [i for i, ep in enumerate(episodes) if not ep.queue]
+        need = [i for i, ep in enumerate(episodes) if ep.needs_chunk]
         if need:
             chunks = predict_with_arms(
                 self.policy,
@@ -97,11 +113,5 @@ class EpisodeRunner:
             self.calls += 1
             self.rows += len(need)
             for row, i in enumerate(need):
-                ep = episodes[i]
-                ep.queue.extend(chunks[row, : ep.execute])
-                ep.chunks += 1
-        actions = []
-        for ep in episodes:
-            actions.append(ep.queue.popleft())
-            ep.steps += 1
-        return np.stack(actions)
+                episodes[i].feed(chunks[row])
+        return np.stack([ep.pop() for ep in episodes])

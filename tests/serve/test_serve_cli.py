@@ -53,6 +53,11 @@ def test_bad_arguments_are_one_line_errors():
         (["serve", "--policy", "sim:fixed_ms=-1"], "latencies must be >= 0"),
         (["serve", "--policy", "ws://127.0.0.1:9"], "is a policy server already: point the clients at it"),
         (["serve", "--policy", "sim:chunk=4,execute=5"], "need chunk >= 1 and execute in 1..chunk"),
+        (
+            ["serve", "--policy", "sim", "--roboarena-action-space", "joint_position"],
+            "--roboarena-action-space: RoboArena action space joint_position takes 8-D actions, the policy answers 7-D",
+        ),
+        (["serve", "--policy", "sim", "--episode-seed", "-1"], "argument --episode-seed"),
     ]
     if (
         importlib.util.find_spec("lerobot") is None

@@ -12,7 +12,8 @@ Discipline (after RoboArena, arXiv 2506.18123, for one lab's IVRA-on/off compari
   string or integer) names its episode, and a new value starts a new episode and takes the next slot of the
   schedule; without ``episode_id``, one websocket connection is one episode until the client sends
   ``reset: true``. ivra's own client names its episodes itself (:meth:`ivra.policies.remote.RemotePolicy.reset`).
-* **Outcomes.** ``ivra trials DIR`` asks the operator, episode by episode in start order, for success / failure
+* **Outcomes.** A harness that judges success itself (vla-eval's ``episode_end``, :mod:`ivra.serve.vlaeval`) writes
+  it to ``outcomes.jsonl`` as the episode ends; otherwise ``ivra trials DIR`` asks the operator, episode by episode in start order, for success / failure
   (``outcomes.jsonl``), showing only index, pair and start time.
 * **Report.** ``ivra trials DIR --report`` unblinds: success per arm with Wilson 95 % intervals over all scored
   episodes (unpaired: difference with Newcombe's interval, Fisher's exact p) and over complete pairs (paired:
@@ -106,6 +107,17 @@ class BlindAB:
             i = self._by_key[key]
         arm = arm_of(self.seed, i)
         return arm, (self.treatment if arm == "ivra" else None)
+
+    def record_outcome(self, key: str, success: bool, note: str = "") -> None:
+        """Score a started episode from the client's own verdict (a simulator harness such as vla-eval reports
+        success at the end of each episode): appended to ``outcomes.jsonl`` as ``ivra trials`` would."""
+        with self._lock:
+            if key not in self._by_key:
+                raise KeyError(f"no blind A/B episode {key!r} started")
+            _append(
+                self.folder / "outcomes.jsonl",
+                {"episode": self._by_key[key], "success": bool(success), "note": note, "recorded": _now()},
+            )
 
 
 def _require_ab_folder(folder: Path) -> None:

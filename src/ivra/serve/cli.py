@@ -62,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_payload_bytes=int(args.max_payload_mb * 2**20),
             api_key=_api_key(args),
             default_ivra=None if args.ab else default_ivra,
+            episode_seed=args.episode_seed,
+            roboarena_action_space=args.roboarena_action_space,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -77,6 +79,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ) from None
         if default_ivra:
             check_arm(policy, default_ivra, "treatment arm" if args.ab else "default arm")
+        if args.roboarena_action_space:  # chosen for RoboArena clients: it must fit the policy's actions
+            from ivra.serve.roboarena import action_space_for
+
+            try:
+                action_space_for(spec.action_dim, args.roboarena_action_space)
+            except ValueError as exc:
+                raise UsageError(f"--roboarena-action-space: {exc}") from None
     blind = None
     if args.ab:
         if default_ivra is None:
@@ -123,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 if blind
                 else f", default arm {'IVRA ' + describe_setting(default_ivra) if default_ivra else 'baseline'}"
             )
-            + "); health: /healthz",
+            + "); health: /healthz; vla-eval clients: ws://HOST:PORT/vla-eval, RoboArena: ws://HOST:PORT/roboarena",
             flush=True,
         )
         try:
@@ -171,7 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         return
     p = sub.add_parser(
         "serve",
-        help="batched policy server speaking openpi's websocket protocol (openpi-client connects unchanged)",
+        help="batched policy server speaking openpi's websocket protocol (openpi-client connects unchanged), "
+        "vla-eval's (ws://HOST:PORT/vla-eval) and RoboArena's (ws://HOST:PORT/roboarena)",
         description="One model copy for many simulators or robots: requests from all clients are batched into one "
         "policy call and each gets the policy's whole action chunk; a connection is a session (episode_id, reset, "
         "seed, noise_seed choose the episode and its seeded noise); each request may carry its own IVRA arm "
@@ -235,6 +245,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--ab-seed", type=nonneg_int, default=0, help="seed of the balanced arm schedule (default 0)"
+    )
+    p.add_argument(
+        "--episode-seed",
+        type=nonneg_int,
+        default=0,
+        help="vla-eval clients: episode (suite, task_id, episode_idx) is seeded episode_seed + episode_idx, as ivra's "
+        "LIBERO job seeds initial state episode_idx (default 0)",
+    )
+    p.add_argument(
+        "--roboarena-action-space",
+        choices=("joint_position", "joint_velocity", "cartesian_position", "cartesian_velocity"),
+        default=None,
+        help="RoboArena clients: the action space announced (default: joint_position for an 8-D policy, "
+        "cartesian_velocity for a 7-D one)",
     )
     p.add_argument(
         "--ray-replicas",

@@ -160,7 +160,7 @@ class RayServeFront(PolicyServer):
             t.add_done_callback(tasks.discard)
 
     async def _forward(self, req) -> None:
-        from ivra.serve import wire
+        from ivra.serve.server import openpi_reply
 
         try:
             out = await self.handle.remote(
@@ -180,12 +180,6 @@ class RayServeFront(PolicyServer):
                 req.future.set_result(self._refuse_nonfinite(actions, None, out["batch_size"]))
             return
         if not req.future.done():
-            req.future.set_result(
-                wire.packb(
-                    {
-                        "actions": actions,  # (H, action_dim)
-                        "server_timing": {"batch_size": out["batch_size"], "replica": out["replica"]},
-                        "episode": req.info,
-                    }
-                )
-            )
+            timing = {"batch_size": out["batch_size"], "replica": out["replica"]}
+            encode = req.encode or openpi_reply  # openpi's reply: the whole chunk (H, action_dim)
+            req.future.set_result(encode(req, actions, timing))

@@ -49,9 +49,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
@@ -65,6 +67,13 @@ IMAGE_KEYS = {"observation/image": "image", "observation/wrist_image": "wrist_im
 STATE_KEY = "observation/state"
 PROMPT_KEY = "prompt"
 PROTOCOL = "openpi-websocket-msgpack-numpy"
+#: websocket paths: openpi's clients connect to the root; the other protocols to their own path
+OPENPI_PATHS = ("", "/")
+PROTOCOL_PATHS = {"/vla-eval": "vla-eval", "/roboarena": "roboarena"}
+#: RoboArena's action spaces (tests/fixtures/roboarena/protocol.json)
+ROBOARENA_SPACES = ("joint_position", "joint_velocity", "cartesian_position", "cartesian_velocity")
+#: what GET /config may change (vla-eval's model servers take the same two keys)
+CONFIG_KEYS = {"max_batch_size": ("max_batch", int, 1.0), "max_wait_time": ("max_wait_ms", float, 1000.0)}
 
 
 class RequestError(ValueError):
@@ -81,6 +90,10 @@ class ServeOptions:
     api_key: str | None = None
     default_ivra: dict | None = None
     max_pending_per_client: int = 256
+    #: vla-eval episodes: the seed of episode (suite, task_id, episode_idx) is episode_seed + episode_idx
+    episode_seed: int = 0
+    #: RoboArena: the action space announced (None: joint_position for 8-D actions, cartesian_velocity for 7-D)
+    roboarena_action_space: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
@@ -89,6 +102,10 @@ class ServeOptions:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.max_payload_bytes < 1024:
             raise ValueError(f"max_payload_bytes must be >= 1024, got {self.max_payload_bytes}")
+        if self.roboarena_action_space is not None and self.roboarena_action_space not in ROBOARENA_SPACES:
+            raise ValueError(
+                f"RoboArena action space {self.roboarena_action_space!r}: expected one of {', '.join(ROBOARENA_SPACES)}"
+            )
         check_bind(self.host, self.api_key)
 
 
@@ -125,6 +142,13 @@ class Request:
     more: int = 0  # further requests this client announced right behind this one (pipelining)
     t_arrival: float = field(default_factory=time.perf_counter)
     future: asyncio.Future | None = None
+    #: builds the reply frame from the chunk (H, action_dim) and the timing; None: openpi's reply (the whole chunk)
+    encode: Callable[[Request, np.ndarray, dict], Any] | None = None
+
+
+def openpi_reply(req: Request, chunk: np.ndarray, timing: dict) -> bytes:
+    """openpi's answer: the whole chunk (H, action_dim), as openpi's servers answer, with timing and episode."""
+    return wire.packb({"actions": chunk, "server_timing": timing, "episode": req.info})
 
 
 def _check_image(key: str, value: Any, shape: tuple) -> np.ndarray:
@@ -228,6 +252,31 @@ class PolicyServer:
             raise RequestError(str(exc)) from None
         if not isinstance(msg, dict):
             raise RequestError(f"a request must be a map of observation keys, got {type(msg).__name__}")
+        obs, prompt = self.observation(msg)
+        more = msg.get("more", 0)
+        if isinstance(more, bool) or not isinstance(more, (int, np.integer)) or more < 0:
+            raise RequestError(f"more must be an integer >= 0 (requests that follow this one), got {more!r}")
+        if self.blind is not None and "ivra" in msg:
+            raise RequestError(
+                "this server runs a blind A/B: the arm is assigned per episode, a request may not set 'ivra'"
+            )
+        ivra_cfg = normalise_ivra(msg["ivra"]) if "ivra" in msg else self.default_ivra
+        if session is None:
+            session = Session(conn_id, self._boot)
+        try:  # last: a request refused above neither starts nor advances an episode
+            got = session.assign(parse_keys(msg, blind=self.blind is not None))
+        except SessionError as exc:
+            raise RequestError(str(exc)) from None
+        req = Request(obs, prompt, ivra_cfg, seed=got.noise_seed, info=got.info, more=int(more))
+        if self.blind is not None:
+            req.arm, req.ivra = self.blind.arm_for(got.key)
+            req.episode = got.key
+        return req
+
+    def observation(self, msg: dict) -> tuple[dict[str, Any], str]:
+        """The policy's observation and instruction from a map in openpi's keys (``observation/image``,
+        ``observation/wrist_image``, ``observation/state``, ``prompt``), checked against the served policy's spec;
+        the other protocols map their keys to these first."""
         obs: dict[str, Any] = {}
         for key, ours in IMAGE_KEYS.items():
             if key in msg:
@@ -258,25 +307,25 @@ class PolicyServer:
             if PROMPT_KEY not in msg:
                 raise RequestError(f"missing key 'prompt' (got keys {sorted(map(str, msg))})")
             raise RequestError(f"prompt must be a string, got {type(prompt).__name__}")
-        more = msg.get("more", 0)
-        if isinstance(more, bool) or not isinstance(more, (int, np.integer)) or more < 0:
-            raise RequestError(f"more must be an integer >= 0 (requests that follow this one), got {more!r}")
-        if self.blind is not None and "ivra" in msg:
-            raise RequestError(
-                "this server runs a blind A/B: the arm is assigned per episode, a request may not set 'ivra'"
-            )
-        ivra_cfg = normalise_ivra(msg["ivra"]) if "ivra" in msg else self.default_ivra
-        if session is None:
-            session = Session(conn_id, self._boot)
-        try:  # last: a request refused above neither starts nor advances an episode
-            got = session.assign(parse_keys(msg, blind=self.blind is not None))
-        except SessionError as exc:
-            raise RequestError(str(exc)) from None
-        req = Request(obs, prompt, ivra_cfg, seed=got.noise_seed, info=got.info, more=int(more))
+        return obs, prompt
+
+    def episode_arm(self, key: str) -> tuple[str | None, dict | None]:
+        """(hidden arm name or None, IVRA settings or None) of the episode ``key``: the blind schedule's arm, else
+        the server's default arm."""
         if self.blind is not None:
-            req.arm, req.ivra = self.blind.arm_for(got.key)
-            req.episode = got.key
-        return req
+            return self.blind.arm_for(key)
+        return None, self.default_ivra
+
+    async def submit(self, req: Request, conn_id: int) -> asyncio.Future:
+        """Queue one validated request for the batch loop; the future gets its reply (or an error string)."""
+        req.future, req.conn = asyncio.get_running_loop().create_future(), conn_id
+        self._more[conn_id] = req.more
+        self.stats["requests"] += 1
+        if self.blind is None:
+            arm = "baseline" if req.ivra is None else f"layer={req.ivra['layer']},lam={req.ivra['lam']}"
+            self.stats["arms"][arm] = self.stats["arms"].get(arm, 0) + 1
+        await self._queue.put(req)
+        return req.future
 
     def metadata_policy(self) -> str:
         return repr(getattr(self.policy, "name", type(self.policy).__name__))
@@ -285,10 +334,10 @@ class PolicyServer:
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._queue is not None
-        max_wait = self.options.max_wait_ms / 1000.0
         t_free = 0.0
         while True:
             first = await self._queue.get()
+            max_wait = self.options.max_wait_ms / 1000.0  # read per batch: GET /config may change it
             batch = [first]
             # wait at most max_wait once both the first request and the model are there
             deadline = max(first.t_arrival, t_free) + max_wait
@@ -330,16 +379,12 @@ class PolicyServer:
                 if isinstance(chunk, str):
                     r.future.set_result(chunk)
                     continue
-                reply = {
-                    "actions": chunk,  # (H, action_dim): the whole chunk, as openpi's servers answer
-                    "server_timing": {
-                        "infer_ms": 1000.0 * dt,
-                        "queue_ms": 1000.0 * (t0 - r.t_arrival),
-                        "batch_size": len(batch),
-                    },
-                    "episode": r.info,
+                timing = {
+                    "infer_ms": 1000.0 * dt,
+                    "queue_ms": 1000.0 * (t0 - r.t_arrival),
+                    "batch_size": len(batch),
                 }
-                r.future.set_result(wire.packb(reply))
+                r.future.set_result((r.encode or openpi_reply)(r, chunk, timing))
 
     def _refuse_nonfinite(self, chunk: np.ndarray, row: int | None, n: int) -> str:
         """The error that replaces a chunk holding NaN or inf: no such action leaves the server (a robot would
@@ -385,55 +430,113 @@ class PolicyServer:
 
     # -- connections -------------------------------------------------------------------------------------------
     def _process_request(self, connection, request):
-        path = request.path.split("?", 1)[0]
+        url = urlsplit(request.path)
+        path = url.path
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "OK\n")
+        if path == "/health":  # vla-eval's readiness probe
+            return _json(connection, HTTPStatus.OK, {"status": "ok"})
         if self.options.api_key:
             got = request.headers.get("Authorization", "")
             if not hmac.compare_digest(got.encode(), f"Api-Key {self.options.api_key}".encode()):
                 return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong API key\n")
         if path == "/stats":
             return connection.respond(HTTPStatus.OK, json.dumps(self.stats, default=str) + "\n")
+        if path == "/config":
+            return self._config(connection, parse_qs(url.query, keep_blank_values=True))
+        if path not in OPENPI_PATHS and path not in PROTOCOL_PATHS:
+            return connection.respond(
+                HTTPStatus.NOT_FOUND,
+                f"unknown path {path!r}: expected / (openpi), {', '.join(PROTOCOL_PATHS)} (websocket), "
+                "/health, /healthz, /config or /stats\n",
+            )
         return None
 
+    def config(self) -> dict:
+        """GET /config: the batching settings under vla-eval's names, and the served policy's metadata."""
+        return {
+            "max_batch_size": self.options.max_batch,
+            "max_wait_time": self.options.max_wait_ms / 1000.0,
+            "ivra": self.metadata(),
+        }
+
+    def _config(self, connection, query: dict):
+        """GET /config[?max_batch_size=N&max_wait_time=S]: vla-eval's control plane (the keys its model servers
+        take); a bad key or value changes nothing and gets 422 naming it."""
+        applied: dict[str, Any] = {}
+        for key, values in query.items():
+            if key not in CONFIG_KEYS:
+                return _json(
+                    connection,
+                    HTTPStatus.UNPROCESSABLE_ENTITY,
+                    {"errors": [f"unknown key {key!r}: expected {' or '.join(CONFIG_KEYS)}"]},
+                )
+            cast = CONFIG_KEYS[key][1]
+            try:
+                value = cast(values[-1])
+                if not (value >= 1 if cast is int else value >= 0):
+                    raise ValueError
+            except ValueError:
+                want = "an integer >= 1" if cast is int else "a number of seconds >= 0"
+                return _json(
+                    connection,
+                    HTTPStatus.UNPROCESSABLE_ENTITY,
+                    {"errors": [f"{key}={values[-1]!r}: expected {want}"]},
+                )
+            applied[key] = value
+        for key, value in applied.items():
+            attr, _, scale = CONFIG_KEYS[key]
+            setattr(self.options, attr, value * scale if scale != 1.0 else value)
+        return _json(connection, HTTPStatus.OK, {"applied": applied, "config": self.config()})
+
     async def _handler(self, ws) -> None:
+        """One connection: its protocol is chosen by the path (openpi at the root, see ``PROTOCOL_PATHS``)."""
         from websockets.exceptions import ConnectionClosed
 
         conn_id = next(self._conn_ids)
         self._open.add(conn_id)
         session = self._sessions[conn_id] = Session(conn_id, self._boot)
         self.stats["clients"] += 1
-        pending: asyncio.Queue = asyncio.Queue(maxsize=self.options.max_pending_per_client)
-        sender = asyncio.create_task(self._sender(ws, pending))
-        loop = asyncio.get_running_loop()
+        protocol = PROTOCOL_PATHS.get(urlsplit(ws.request.path).path if ws.request else "/", "openpi")
         try:
-            await ws.send(wire.packb(self.metadata()))
-            async for frame in ws:
-                fut = loop.create_future()
-                try:
-                    req = self.parse(frame, conn_id, session)
-                except RequestError as exc:
-                    self.stats["errors"] += 1
-                    fut.set_result(f"bad request: {exc}")
-                else:
-                    req.future, req.conn = fut, conn_id
-                    self._more[conn_id] = req.more
-                    self.stats["requests"] += 1
-                    if self.blind is None:
-                        arm = (
-                            "baseline"
-                            if req.ivra is None
-                            else f"layer={req.ivra['layer']},lam={req.ivra['lam']}"
-                        )
-                        self.stats["arms"][arm] = self.stats["arms"].get(arm, 0) + 1
-                    await self._queue.put(req)
-                await pending.put(fut)
+            if protocol == "vla-eval":
+                from ivra.serve import vlaeval
+
+                await vlaeval.serve_connection(self, ws, conn_id)
+            elif protocol == "roboarena":
+                from ivra.serve import roboarena
+
+                await roboarena.serve_connection(self, ws, conn_id, session)
+            else:
+                await self._openpi(ws, conn_id, session)
         except ConnectionClosed:
             pass
         finally:
             self._open.discard(conn_id)
             self._more.pop(conn_id, None)
             self._sessions.pop(conn_id, None)  # its episode state goes with the connection
+
+    async def _openpi(self, ws, conn_id: int, session: Session) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        pending: asyncio.Queue = asyncio.Queue(maxsize=self.options.max_pending_per_client)
+        sender = asyncio.create_task(self._sender(ws, pending))
+        loop = asyncio.get_running_loop()
+        try:
+            await ws.send(wire.packb(self.metadata()))
+            async for frame in ws:
+                try:
+                    req = self.parse(frame, conn_id, session)
+                except RequestError as exc:
+                    self.stats["errors"] += 1
+                    fut = loop.create_future()
+                    fut.set_result(f"bad request: {exc}")
+                else:
+                    fut = await self.submit(req, conn_id)
+                await pending.put(fut)
+        except ConnectionClosed:
+            pass
+        finally:
             sender.cancel()
             while not pending.empty():
                 fut = pending.get_nowait()
@@ -488,6 +591,13 @@ class PolicyServer:
             await (stop.wait() if stop is not None else asyncio.Future())
         finally:
             await self.stop()
+
+
+def _json(connection, status: HTTPStatus, body: dict):
+    resp = connection.respond(status, json.dumps(body, default=str) + "\n")
+    del resp.headers["Content-Type"]  # respond() says text/plain
+    resp.headers["Content-Type"] = "application/json"
+    return resp
 
 
 class ServerThread:
