@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ivra.eval.journal import Journal
@@ -213,6 +214,58 @@ def test_units_and_job_pickling():
     assert job.config == cfg and job._envs == {}
     with pytest.raises(TypeError, match="inline"):
         pickle.dumps(LiberoJob(cfg, policy=ZeroPolicy()))
+
+
+def test_both_cameras_reach_the_policy_rotated_180_degrees():
+    """LIBERO renders upside down; the policy gets each camera's image rotated by 180 degrees (rows and columns
+    reversed, OpenVLA's ``img[::-1, ::-1]``): not flipped on one axis only, not left as rendered."""
+    from ivra.eval.libero.job import policy_observation
+
+    rng = np.random.default_rng(0)
+    raw = {
+        "agentview_image": rng.integers(0, 256, (6, 5, 3), dtype=np.uint8),
+        "robot0_eye_in_hand_image": rng.integers(0, 256, (6, 5, 3), dtype=np.uint8),
+        "robot0_eef_pos": np.array([0.1, 0.2, 0.3]),
+        "robot0_eef_quat": np.array([0.0, 0.0, 0.0, 1.0]),
+        "robot0_gripper_qpos": np.array([0.04, -0.04]),
+    }
+    obs = policy_observation(raw)
+    for key, camera in (("image", "agentview_image"), ("wrist_image", "robot0_eye_in_hand_image")):
+        img = raw[camera]
+        np.testing.assert_array_equal(obs[key], np.rot90(img, 2), err_msg=key)
+        assert (
+            obs[key][0, 0].tolist() == img[-1, -1].tolist()
+            and obs[key][-1, 0].tolist() == img[0, -1].tolist()
+        )
+        assert obs[key].flags.c_contiguous and obs[key].dtype == np.uint8
+    assert obs["state"].tolist() == pytest.approx([0.1, 0.2, 0.3, 0, 0, 0, 1, 0.04, -0.04])
+
+
+def test_one_calls_ivra_counters_are_shared_by_the_lanes_it_predicted_for():
+    """Lockstep: a batched call's IVRA tokens are split among the episodes whose chunk it predicted (each edited
+    its own rows), not credited whole to each; ``calls`` counts the call once per episode; a later call that
+    predicts for one lane only adds to that lane."""
+    from ivra.eval.libero.job import LiberoJob, _Lane
+
+    arm = {"layer": 2, "lam": 0.5}
+    lanes = [_Lane(i, {"key": f"u{i}"}, "libero_spatial", 0, "x", arm, None, None) for i in range(3)]
+    LiberoJob._count(
+        lanes[:2],
+        {"calls": 3, "tokens": 100, "fallback_rows": 0},
+        {"calls": 4, "tokens": 228, "fallback_rows": 1},
+    )
+    assert [(la.ivra_calls, la.ivra_tokens, la.counted) for la in lanes] == [
+        (1, 64, True),
+        (1, 64, True),
+        (0, 0, False),
+    ]
+    LiberoJob._count(lanes[1:2], {"calls": 4, "tokens": 228}, {"calls": 5, "tokens": 292})
+    assert [la.ivra_tokens for la in lanes] == [64, 128, 0] and lanes[1].ivra_calls == 2
+    LiberoJob._count(
+        lanes, {"calls": 0, "tokens": 0}, {"calls": 1, "tokens": 100}
+    )  # not divisible: shared exactly
+    assert sum(la.ivra_tokens for la in lanes) == pytest.approx(64 + 128 + 100)
+    assert lanes[2].ivra_tokens == pytest.approx(100 / 3)
 
 
 def test_actions_digest_sees_every_action_to_six_decimals():
