@@ -306,3 +306,32 @@ def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_deci
     no_ab = [c for c in cmd if c not in ("--ab",)]
     proc = _ivra(no_ab, subprocess_env)
     assert proc.returncode == 2 and "--sequential stops a paired A/B early: it needs --ab" in proc.stderr
+
+
+@pytest.mark.libero
+def test_a_sequential_ab_decides_each_round_on_every_pair_so_far(tmp_path, capsys):
+    """A sequential A/B that goes past its first round (rounds of one initial state): round 1 decides nothing on 1
+    pair, round 2 (the last) decides on both pairs; the recorded decision is round 2's, the one a replay of the
+    journal's pairs reaches."""
+    from ivra.eval.libero.run import paired_outcomes, run_libero
+    from ivra.eval.sequential import run_sequence
+
+    arms = {"baseline": None, "ivra": {"layer": 2, "lam": 0.3}}
+    res = run_libero("libero_spatial", policy="zero", arms=arms, tasks=[0], init_states=[0, 1], max_steps=1, wait_steps=0, resolution=32, executor="inline", out=tmp_path, progress=False, sequential={"round": 1, "delta": 0.5})  # fmt: skip
+    seq = res["manifest"]["sequential"]
+    pairs = paired_outcomes(res["records"], arms, [0, 1])
+    assert pairs == [(False, False)] * 2
+    replay, _ = run_sequence(pairs, [1, 2], delta=0.5, max_pairs=2)
+    assert json.loads(json.dumps(seq["decision"])) == json.loads(json.dumps(replay.to_dict()))
+    assert (seq["decision"]["n"], seq["decision"]["outcome"], seq["rounds"], seq["episodes_spent"]) == (
+        2,
+        "inconclusive",
+        2,
+        4,
+    )
+    err = capsys.readouterr().err
+    assert (
+        "round 1: 1 pairs" in err
+        and "round 2: 2 pairs" in err
+        and err.index("round 1:") < err.index("round 2:")
+    )
