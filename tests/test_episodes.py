@@ -86,6 +86,23 @@ def test_predict_with_arms_checks_shapes_and_settings():
         predict_with_arms(_Stateless(), [_obs(0)] * 2, ["a"] * 2, [0])
 
 
+def test_grouped_arms_come_back_in_row_order():
+    """A policy without per-row arms gets one sub-batch per setting (first-seen order: arm rows 0 and 2, then the
+    baseline's row 1); each row's answer goes back to its own row, as if the row had been predicted alone."""
+    arm = {"layer": 1, "lam": 0.5}
+
+    class Grouped(SimLatencyPolicy):
+        per_sample_ivra = False  # the sub-batch path of predict_with_arms
+
+    pol = Grouped(0, 0, chunk=3)
+    obs, text, seeds, arms = [_obs(k) for k in (1, 2, 3)], ["a", "bb", "ccc"], [4, 5, 6], [arm, None, arm]
+    got = predict_with_arms(pol, obs, text, seeds, arms)
+    assert pol.batch_sizes == [2, 1]  # two sub-batches: the arm's rows, then the baseline's
+    for i in range(3):
+        want = SimLatencyPolicy.expected_chunk(obs[i], text[i], ivra=arms[i], seed=seeds[i], chunk=3)
+        np.testing.assert_array_equal(got[i], want, err_msg=f"row {i}")
+
+
 def test_registry_names():
     assert describe(build_policy("zero")) == {"policy": "zero", "chunk_length": 1, "execute_steps": 1}
     assert describe(build_policy("sim:chunk=50,execute=5,fixed_ms=0")) == {
@@ -96,6 +113,44 @@ def test_registry_names():
     assert type(build_policy("ivra.policies.zero:ZeroPolicy")).__name__ == "ZeroPolicy"
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         build_policy("nope")
+
+
+# lerobot 0.6.1's module and class of each kind (lerobot/policies/<kind>/modeling_<kind>.py)
+LEROBOT_CLASSES = {
+    "smolvla": ("smolvla.modeling_smolvla", "SmolVLAPolicy"),
+    "pi0": ("pi0.modeling_pi0", "PI0Policy"),
+    "pi05": ("pi05.modeling_pi05", "PI05Policy"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LEROBOT_CLASSES))
+def test_lerobot_names_load_their_own_policy_class(kind, monkeypatch):
+    """``lerobot:<kind>`` loads the checkpoint with that kind's lerobot class. lerobot is not in this environment:
+    each of the three modules holds a stand-in class that records what it loaded (the real classes run in the
+    lerobot environment's tests)."""
+    import sys
+    import types
+
+    import torch
+
+    loaded = []
+    for module, cls in LEROBOT_CLASSES.values():
+
+        class Stand(torch.nn.Module):
+            config = types.SimpleNamespace(chunk_size=4, n_action_steps=2)
+
+            @classmethod
+            def from_pretrained(klass, path, _name=cls):
+                loaded.append((_name, path))
+                return klass()
+
+        for part in ("lerobot", "lerobot.policies", f"lerobot.policies.{module.split('.')[0]}"):
+            monkeypatch.setitem(sys.modules, part, sys.modules.get(part) or types.ModuleType(part))
+        monkeypatch.setitem(sys.modules, f"lerobot.policies.{module}", types.SimpleNamespace(**{cls: Stand}))
+    pol = build_policy(f"lerobot:{kind}", {"path": "ckpt", "processors": (None, None)})
+    assert loaded == [(LEROBOT_CLASSES[kind][1], "ckpt")]
+    assert (pol.name, pol.kind) == (f"lerobot:{kind}", kind)
+    assert describe(pol) == {"policy": f"lerobot:{kind}", "chunk_length": 4, "execute_steps": 2}
 
 
 def test_grouped_arms_restore_the_policys_own_setting():

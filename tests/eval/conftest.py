@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -38,3 +39,31 @@ def pytest_collection_modifyitems(config, items):
 def subprocess_env():
     """Environment for child pythons: finds this ivra, no progress bars, single-threaded BLAS."""
     return child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+
+
+@pytest.fixture(scope="session")
+def spatial_sims():
+    """``spatial_sims(n)``: n real LIBERO simulators of libero_spatial task 0 at 32x32 px, built once per session and
+    shared by the tests that drive simulators directly (one takes seconds to build); each test resets what it uses."""
+    envs: list = []
+
+    def get(n: int) -> list:
+        if not envs:
+            from ivra.eval.libero import renderer
+            from ivra.eval.libero.install import ensure_config, import_libero
+
+            ensure_config()
+            import_libero()
+            renderer.choose()
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+
+        task = benchmark.get_benchmark_dict()["libero_spatial"]().get_task(0)
+        bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+        while len(envs) < n:
+            envs.append(OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=32, camera_widths=32))
+        return envs[:n]
+
+    yield get
+    for env in envs:
+        env.close()

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ivra.eval.journal import Journal
@@ -215,6 +216,58 @@ def test_units_and_job_pickling():
         pickle.dumps(LiberoJob(cfg, policy=ZeroPolicy()))
 
 
+def test_both_cameras_reach_the_policy_rotated_180_degrees():
+    """LIBERO renders upside down; the policy gets each camera's image rotated by 180 degrees (rows and columns
+    reversed, OpenVLA's ``img[::-1, ::-1]``): not flipped on one axis only, not left as rendered."""
+    from ivra.eval.libero.job import policy_observation
+
+    rng = np.random.default_rng(0)
+    raw = {
+        "agentview_image": rng.integers(0, 256, (6, 5, 3), dtype=np.uint8),
+        "robot0_eye_in_hand_image": rng.integers(0, 256, (6, 5, 3), dtype=np.uint8),
+        "robot0_eef_pos": np.array([0.1, 0.2, 0.3]),
+        "robot0_eef_quat": np.array([0.0, 0.0, 0.0, 1.0]),
+        "robot0_gripper_qpos": np.array([0.04, -0.04]),
+    }
+    obs = policy_observation(raw)
+    for key, camera in (("image", "agentview_image"), ("wrist_image", "robot0_eye_in_hand_image")):
+        img = raw[camera]
+        np.testing.assert_array_equal(obs[key], np.rot90(img, 2), err_msg=key)
+        assert (
+            obs[key][0, 0].tolist() == img[-1, -1].tolist()
+            and obs[key][-1, 0].tolist() == img[0, -1].tolist()
+        )
+        assert obs[key].flags.c_contiguous and obs[key].dtype == np.uint8
+    assert obs["state"].tolist() == pytest.approx([0.1, 0.2, 0.3, 0, 0, 0, 1, 0.04, -0.04])
+
+
+def test_one_calls_ivra_counters_are_shared_by_the_lanes_it_predicted_for():
+    """Lockstep: a batched call's IVRA tokens are split among the episodes whose chunk it predicted (each edited
+    its own rows), not credited whole to each; ``calls`` counts the call once per episode; a later call that
+    predicts for one lane only adds to that lane."""
+    from ivra.eval.libero.job import LiberoJob, _Lane
+
+    arm = {"layer": 2, "lam": 0.5}
+    lanes = [_Lane(i, {"key": f"u{i}"}, "libero_spatial", 0, "x", arm, None, None) for i in range(3)]
+    LiberoJob._count(
+        lanes[:2],
+        {"calls": 3, "tokens": 100, "fallback_rows": 0},
+        {"calls": 4, "tokens": 228, "fallback_rows": 1},
+    )
+    assert [(la.ivra_calls, la.ivra_tokens, la.counted) for la in lanes] == [
+        (1, 64, True),
+        (1, 64, True),
+        (0, 0, False),
+    ]
+    LiberoJob._count(lanes[1:2], {"calls": 4, "tokens": 228}, {"calls": 5, "tokens": 292})
+    assert [la.ivra_tokens for la in lanes] == [64, 128, 0] and lanes[1].ivra_calls == 2
+    LiberoJob._count(
+        lanes, {"calls": 0, "tokens": 0}, {"calls": 1, "tokens": 100}
+    )  # not divisible: shared exactly
+    assert sum(la.ivra_tokens for la in lanes) == pytest.approx(64 + 128 + 100)
+    assert lanes[2].ivra_tokens == pytest.approx(100 / 3)
+
+
 def test_actions_digest_sees_every_action_to_six_decimals():
     import numpy as np
 
@@ -253,3 +306,32 @@ def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_deci
     no_ab = [c for c in cmd if c not in ("--ab",)]
     proc = _ivra(no_ab, subprocess_env)
     assert proc.returncode == 2 and "--sequential stops a paired A/B early: it needs --ab" in proc.stderr
+
+
+@pytest.mark.libero
+def test_a_sequential_ab_decides_each_round_on_every_pair_so_far(tmp_path, capsys):
+    """A sequential A/B that goes past its first round (rounds of one initial state): round 1 decides nothing on 1
+    pair, round 2 (the last) decides on both pairs; the recorded decision is round 2's, the one a replay of the
+    journal's pairs reaches."""
+    from ivra.eval.libero.run import paired_outcomes, run_libero
+    from ivra.eval.sequential import run_sequence
+
+    arms = {"baseline": None, "ivra": {"layer": 2, "lam": 0.3}}
+    res = run_libero("libero_spatial", policy="zero", arms=arms, tasks=[0], init_states=[0, 1], max_steps=1, wait_steps=0, resolution=32, executor="inline", out=tmp_path, progress=False, sequential={"round": 1, "delta": 0.5})  # fmt: skip
+    seq = res["manifest"]["sequential"]
+    pairs = paired_outcomes(res["records"], arms, [0, 1])
+    assert pairs == [(False, False)] * 2
+    replay, _ = run_sequence(pairs, [1, 2], delta=0.5, max_pairs=2)
+    assert json.loads(json.dumps(seq["decision"])) == json.loads(json.dumps(replay.to_dict()))
+    assert (seq["decision"]["n"], seq["decision"]["outcome"], seq["rounds"], seq["episodes_spent"]) == (
+        2,
+        "inconclusive",
+        2,
+        4,
+    )
+    err = capsys.readouterr().err
+    assert (
+        "round 1: 1 pairs" in err
+        and "round 2: 2 pairs" in err
+        and err.index("round 1:") < err.index("round 2:")
+    )

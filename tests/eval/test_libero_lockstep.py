@@ -219,6 +219,51 @@ def test_a_nonfinite_action_is_never_executed_and_is_its_episodes_error(tmp_path
     (bad,) = [r for r in lines if r["unit"]["arm"] == "ivra"]
     assert base["status"] == "ok" and base["result"]["steps"] == 3
     assert bad["status"] == "error" and bad["final"] and bad["error"].startswith("NonFiniteAction: ")
-    assert "policy 'policy_helpers:NaNUnderIVRA' answered a non-finite action at step 1 of libero_spatial/t00" in bad["error"]
+    assert (
+        "policy 'policy_helpers:NaNUnderIVRA' answered a non-finite action at step 1 of libero_spatial/t00"
+        in bad["error"]
+    )
     assert "it was not executed" in bad["error"]
     assert "arm ivra: 1 of 1 unit(s) failed" in proc.stderr
+
+
+class _DoneAfter:
+    """A real LIBERO simulator whose episode reports its goal reached from its ``n``-th step on (a success that no
+    tiny policy reaches in a few steps); it counts the steps it was given. Everything else is the simulator's."""
+
+    def __init__(self, env, n: int):
+        self._env, self._n, self.steps = env, n, 0
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+    def reset(self):
+        self.steps = 0
+        return self._env.reset()
+
+    def step(self, action):
+        self.steps += 1
+        obs, reward, done, info = self._env.step(action)
+        return obs, reward, done or self.steps >= self._n, info
+
+
+@pytest.mark.libero
+def test_a_lane_that_succeeds_early_leaves_the_batch(spatial_sims):
+    """Two episodes in lockstep (a policy that reads the image, both arms in one call), the first succeeding at its
+    2nd step: it ends there (2 steps, its simulator stepped twice) and leaves the batch; the other runs its 4 steps
+    alone (policy calls of 2, 2, then 1 and 1 rows)."""
+    from ivra.eval.libero.job import LiberoConfig, LiberoJob, make_units
+    from ivra.policies.sim import SimLatencyPolicy
+
+    policy = SimLatencyPolicy(0, 0)
+    arms = {"baseline": None, "ivra": {"layer": 2, "lam": 0.5}}
+    cfg = LiberoConfig(policy="sim", arms=arms, max_steps=4, wait_steps=0, resolution=32, torch_threads=1)
+    job = LiberoJob(cfg, policy=policy)
+    job.setup()
+    early, late = (_DoneAfter(env, n) for env, n in zip(spatial_sims(2), (2, 99)))
+    for env in (late, early):  # idle simulators of the task, taken last in first out: lane 0 gets `early`
+        job._release_env(("libero_spatial", 0), env)
+    a, b = job.run_lockstep(make_units("libero_spatial", [0], [0], ["baseline", "ivra"]))
+    assert (a["arm"], a["success"], a["steps"], early.steps) == ("baseline", True, 2, 2), a
+    assert (b["arm"], b["success"], b["steps"], late.steps) == ("ivra", False, 4, 4), b
+    assert policy.batch_sizes == [2, 2, 1, 1]

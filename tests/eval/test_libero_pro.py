@@ -130,30 +130,77 @@ def test_protocol_lerobot_is_recorded(tmp_path, subprocess_env):
     assert "- protocol: lerobot (lerobot 0.6.1" in report
 
 
+@pytest.fixture(scope="module")
+def task_seeded_loop(spatial_sims):
+    """OpenVLA's / openpi's loop on a libero_spatial task 0 simulator: seed once (openpi's 7), then reset + initial
+    state per episode in order; (initial states, the observations at the start of episodes 0, 1, 2)."""
+    from libero.libero import benchmark
+
+    (env,) = spatial_sims(1)
+    init = benchmark.get_benchmark_dict()["libero_spatial"]().get_task_init_states(0)
+    env.seed(7)
+    return init, [(env.reset(), env.set_init_state(init[k]))[1] for k in range(3)]
+
+
 @pytest.mark.libero
-def test_task_seeding_replays_a_loop_that_seeds_once_per_task():
-    from ivra.eval.libero.install import ensure_config, import_libero
+def test_task_seeding_replays_a_loop_that_seeds_once_per_task(spatial_sims, task_seeded_loop):
+    """Episode 2 of the loop, replayed alone (seed, two resets, its own), starts where the loop's did: the same
+    object positions and the same camera images (the initial state fixes the positions; what the earlier resets
+    drew shows in the images only, so a replay with one reset too few gives other images)."""
+    import numpy as np
+
     from ivra.eval.libero.job import reset_to
 
-    ensure_config()
-    import_libero()
-    import numpy as np
-    from libero.libero import benchmark, get_libero_path
-    from libero.libero.envs import OffScreenRenderEnv
+    init, loop = task_seeded_loop
+    (env,) = spatial_sims(1)
+    replay = reset_to(env, init[2], "task", seed=123, env_seed=7, index=2)
+    keys = [k for k in loop[2] if k.endswith("_pos") and k != "robot0_joint_pos"]
+    assert "robot0_eef_pos" in keys and len(keys) > 3, keys
+    for k in [*keys, "agentview_image", "robot0_eye_in_hand_image"]:
+        np.testing.assert_array_equal(replay[k], loop[2][k], err_msg=k)
+    # the comparison can fail: episode 0's start differs from episode 2's, in positions and in images
+    assert any(not np.array_equal(loop[0][k], loop[2][k]) for k in keys)
+    assert not np.array_equal(loop[1]["agentview_image"], loop[2]["agentview_image"])
 
-    suite = benchmark.get_benchmark_dict()["libero_spatial"]()
-    task, init = suite.get_task(0), suite.get_task_init_states(0)
-    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
-    env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=32, camera_widths=32)
-    try:
-        env.seed(7)  # OpenVLA's / openpi's loop: seed once, then reset + initial state per episode in order
-        loop = [(env.reset(), env.set_init_state(init[k]))[1] for k in range(3)]
-        replay = reset_to(env, init[2], "task", seed=123, env_seed=7, index=2)
-        keys = [k for k in loop[2] if k.endswith("_pos") and k != "robot0_joint_pos"]
-        assert "robot0_eef_pos" in keys and len(keys) > 3, keys
-        for k in keys:
-            np.testing.assert_array_equal(replay[k], loop[2][k], err_msg=k)
-        # the comparison can fail: episode 0's start differs from episode 2's
-        assert any(not np.array_equal(loop[0][k], loop[2][k]) for k in keys)
-    finally:
-        env.close()
+
+@pytest.mark.libero
+def test_a_task_seeded_presets_seed_reaches_the_simulator(tmp_path, task_seeded_loop):
+    """`--protocol openpi` (task seeding, seed 7): the episode of initial state 1 starts from the image openpi's own
+    loop sees there, so a policy that acts on the image (sim) answers the action it answers on the loop's image."""
+    from ivra.episodes import chunk_seed
+    from ivra.eval.libero.job import actions_digest, policy_observation
+    from ivra.eval.libero.run import run_libero
+    from ivra.policies.sim import SimLatencyPolicy
+
+    _, loop = task_seeded_loop
+    res = run_libero("libero_spatial", policy="sim", policy_instance=SimLatencyPolicy(0, 0, chunk=5), protocol_name="openpi", tasks=[0], init_states=[1], max_steps=1, wait_steps=0, resolution=32, executor="inline", out=tmp_path, progress=False)  # fmt: skip
+    (rec,) = res["records"]
+    r = rec["result"]
+    assert rec["status"] == "ok" and r["seed"] == 8 and r["steps"] == 1
+    assert (res["manifest"]["config"]["env_seeding"], res["manifest"]["config"]["env_seed"]) == ("task", 7)
+
+    def first_action(obs):
+        return SimLatencyPolicy.expected_chunk(
+            policy_observation(obs), r["instruction"], seed=chunk_seed(8, 0), chunk=5
+        )[0]
+
+    assert r["actions_sha1"] == actions_digest([first_action(loop[1])])
+    assert r["actions_sha1"] != actions_digest([first_action(loop[2])])  # the image decides the action
+
+
+@pytest.mark.libero
+def test_a_task_suites_episode_gets_its_changed_instruction(tmp_path):
+    """A ``_task`` suite changes the task, and its instruction with it: the episode gets the instruction of the
+    suite's BDDL file (as the simulator parses it, in lower case), not the registry's (the
+    unperturbed task's)."""
+    from ivra.eval.libero.run import run_libero
+
+    registry, bddl = _bddl_language("libero_spatial_task", 0)
+    assert registry != bddl and "not between" in bddl, (registry, bddl)
+    res = run_libero("libero_spatial_task", policy="zero", tasks=[0], init_states=[0], max_steps=1, wait_steps=0, resolution=32, executor="inline", out=tmp_path, progress=False)  # fmt: skip
+    (rec,) = res["records"]
+    r = rec["result"]
+    assert (
+        rec["status"] == "ok" and r["instruction"] == r["task"] and r["instruction"].lower() == bddl.lower()
+    )
+    assert res["manifest"]["protocol"]["instruction_source"] == {"libero_spatial_task": "bddl"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ivra.eval.report import make_ab_videos, summarize, write_report
+from ivra.eval.report import make_ab_videos, render_markdown, summarize, write_report
 from ivra.eval.video import read_video, side_by_side, write_video
 
 
@@ -92,3 +92,35 @@ def test_gif_fallback_and_overlay(tmp_path):
     assert gif.suffix == ".gif" and read_video(gif)[0].shape == (16, 32, 3)
     both = side_by_side(tmp_path / "ab.mp4", [gif, gif], ["a", "b"])
     assert read_video(both)[0].shape[1] == 64
+
+
+def test_robustness_rows_keep_the_sign_of_each_difference(tmp_path):
+    """The LIBERO-PRO table beside the paired rows: per suite, diff = rate(B) - rate(A), its CI around it, with the
+    sign of the suite's own effect (IVRA ahead on the base suite and on _swap, behind on _lan), also in report.md."""
+    outcomes = {  # suite -> (baseline, ivra) successes over 10 pairs
+        "libero_spatial": ([1, 0, 0, 1, 0, 0, 0, 0, 1, 0], [1, 1, 0, 1, 0, 1, 0, 0, 1, 0]),
+        "libero_spatial_swap": ([0] * 10, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        "libero_spatial_lan": ([1, 1, 1, 0, 0, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    }
+    recs = []
+    for suite, arms in outcomes.items():
+        for arm, successes in zip(("baseline", "ivra"), arms):
+            for s, ok in enumerate(successes):
+                rec = _rec(s % 2, s, arm, bool(ok))
+                rec["key"] = f"{suite}/{rec['key']}"
+                rec["unit"]["suite"] = rec["result"]["suite"] = suite
+                recs.append(rec)
+    summary = summarize(recs)
+    rows = {r["suite"]: r for r in summary["robustness"]}
+    assert [rows[s]["perturbation"] for s in outcomes] == ["none", "swap", "lan"]
+    for suite, (base, ivra) in outcomes.items():
+        r = rows[suite]
+        assert (r["a"], r["b"], r["n"]) == ("baseline", "ivra", 10)
+        assert (r["rate_a"], r["rate_b"]) == (sum(base) / 10, sum(ivra) / 10)
+        assert r["diff"] == pytest.approx(r["rate_b"] - r["rate_a"]), suite
+        assert r["diff_ci"][0] <= r["diff"] <= r["diff_ci"][1], suite
+    assert rows["libero_spatial"]["diff"] > 0 and rows["libero_spatial_swap"]["diff"] > 0
+    assert rows["libero_spatial_lan"]["diff"] < 0
+    text = render_markdown(summary, None, None, [], tmp_path)
+    assert "| swap | libero_spatial_swap | baseline | ivra | 10 | 0.0 | 10.0 | +10.0 pp [" in text
+    assert "| lan | libero_spatial_lan | baseline | ivra | 10 | 40.0 | 10.0 | -30.0 pp [" in text

@@ -137,3 +137,25 @@ def test_planned_paired_design_has_its_power_in_simulation():
         if b + c and binomtest(b, b + c).pvalue < 0.05:
             rejected += 1
     assert 0.72 <= rejected / runs <= 0.88, (n, rejected / runs)
+
+
+def test_futility_needs_the_whole_interval_inside_plus_minus_delta():
+    """Futility says "no effect as large as delta": only an interval inside (-delta, +delta) stops for it; one that
+    still reaches +delta or -delta (e.g. inside (-delta, 2 delta)) continues, or ends inconclusive at the maximum."""
+
+    def outcome(lo, hi, n=100, max_pairs=1000):
+        cs = PairedCS()
+        cs.n, cs.lower, cs.upper = n, lo, hi
+        return decide(cs, 0.05, max_pairs).outcome
+
+    assert outcome(-0.04, 0.04) == "futility"
+    assert outcome(-0.01, 0.08) == "continue"  # an effect of +5 pp is not ruled out
+    assert outcome(-0.08, 0.01) == "continue"  # nor one of -5 pp
+    assert outcome(-0.04, 0.05) == outcome(-0.05, 0.04) == "continue"  # the ends are excluded
+    assert outcome(-0.01, 0.08, n=1000) == "inconclusive"
+    # the same from real pairs: in every 40, 2 favour B and 1 favours A; after 400 pairs the interval lies inside
+    # (-delta, 2 delta) but excludes neither 0 nor +delta
+    pairs = ([(False, True)] * 2 + [(True, False)] + [(True, True)] * 18 + [(False, False)] * 19) * 10
+    cs = PairedCS().extend(pairs)
+    assert -0.05 < cs.lower < 0 < 0.05 < cs.upper < 0.10, (cs.lower, cs.upper)
+    assert decide(cs, 0.05, 2000).outcome == "continue"
