@@ -115,44 +115,6 @@ def test_registry_names():
         build_policy("nope")
 
 
-# lerobot 0.6.1's module and class of each kind (lerobot/policies/<kind>/modeling_<kind>.py)
-LEROBOT_CLASSES = {
-    "smolvla": ("smolvla.modeling_smolvla", "SmolVLAPolicy"),
-    "pi0": ("pi0.modeling_pi0", "PI0Policy"),
-    "pi05": ("pi05.modeling_pi05", "PI05Policy"),
-}
-
-
-@pytest.mark.parametrize("kind", sorted(LEROBOT_CLASSES))
-def test_lerobot_names_load_their_own_policy_class(kind, monkeypatch):
-    """``lerobot:<kind>`` loads the checkpoint with that kind's lerobot class. lerobot is not in this environment:
-    each of the three modules holds a stand-in class that records what it loaded (the real classes run in the
-    lerobot environment's tests)."""
-    import sys
-    import types
-
-    import torch
-
-    loaded = []
-    for module, cls in LEROBOT_CLASSES.values():
-
-        class Stand(torch.nn.Module):
-            config = types.SimpleNamespace(chunk_size=4, n_action_steps=2)
-
-            @classmethod
-            def from_pretrained(klass, path, _name=cls):
-                loaded.append((_name, path))
-                return klass()
-
-        for part in ("lerobot", "lerobot.policies", f"lerobot.policies.{module.split('.')[0]}"):
-            monkeypatch.setitem(sys.modules, part, sys.modules.get(part) or types.ModuleType(part))
-        monkeypatch.setitem(sys.modules, f"lerobot.policies.{module}", types.SimpleNamespace(**{cls: Stand}))
-    pol = build_policy(f"lerobot:{kind}", {"path": "ckpt", "processors": (None, None)})
-    assert loaded == [(LEROBOT_CLASSES[kind][1], "ckpt")]
-    assert (pol.name, pol.kind) == (f"lerobot:{kind}", kind)
-    assert describe(pol) == {"policy": f"lerobot:{kind}", "chunk_length": 4, "execute_steps": 2}
-
-
 def test_grouped_arms_restore_the_policys_own_setting():
     """A policy without per-row arms runs one sub-batch per setting through set_ivra; afterwards its own setting
     (the last set_ivra) is back, so a caller that set an arm for its episodes keeps it."""

@@ -228,3 +228,26 @@ def test_libero_ab_pi0_live_policy_inline(tmp_path):
                executor="inline", policy_instance=wrapped, progress=False, out=tmp_path / "run",
                **LIBERO_ARGS)  # fmt: skip
     _check_ab(tmp_path / "run")
+
+
+@pytest.mark.parametrize("kind", ["smolvla", "pi0", "pi05"])
+def test_lerobot_names_load_their_own_policy_class(kind, monkeypatch):
+    """``lerobot:<kind>`` loads its checkpoint with lerobot 0.6.1's own class of that kind (issue 23: a registry
+    building ``lerobot:pi05`` as pi0 went unnoticed). Each real class's ``from_pretrained`` records the call and
+    gives a tiny real pi0, so no checkpoint is needed."""
+    from lerobot.policies.pi0.modeling_pi0 import PI0Policy
+    from lerobot.policies.pi05.modeling_pi05 import PI05Policy
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    from ivra.policies.registry import build_policy, describe
+
+    classes = {"smolvla": SmolVLAPolicy, "pi0": PI0Policy, "pi05": PI05Policy}
+    tiny, loaded = tl.pi0_policy(chunk=4, execute=2), []
+    for cls in classes.values():
+        monkeypatch.setattr(
+            cls, "from_pretrained", classmethod(lambda klass, path: loaded.append((klass, path)) or tiny)
+        )
+    pol = build_policy(f"lerobot:{kind}", {"path": "ckpt", "processors": (None, None)})
+    assert loaded == [(classes[kind], "ckpt")]
+    assert (pol.name, pol.kind) == (f"lerobot:{kind}", kind)
+    assert describe(pol) == {"policy": f"lerobot:{kind}", "chunk_length": 4, "execute_steps": 2}
