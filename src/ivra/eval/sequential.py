@@ -215,8 +215,10 @@ RULE = (
 
 
 class Rounds:
-    """A sequential A/B as the verbs run it: after each round, the pairs so far (in their fixed order, earlier
+    """An anytime-valid sequential A/B as the verbs run it: after each round, the pairs so far (in their fixed order, earlier
     rounds first) extend the confidence sequence and the rule decides; the last round may end inconclusive."""
+
+    design = "anytime"
 
     def __init__(self, max_pairs: int, delta: float, alpha: float = 0.05):
         self.cs = for_maximum(max_pairs, alpha)
@@ -240,12 +242,30 @@ class Rounds:
     def record(self, round: str, most: str, spent: int, fixed: int) -> dict:
         """What a run's results keep: the rule, the decision, rounds, episodes spent and the fixed design's."""
         return {
+            "design": "anytime",
             "rule": RULE.format(round=round, delta=100 * self.delta, most=most),
             "decision": self.decision.to_dict(),
             "rounds": self.rounds,
             "episodes_spent": spent,
             "fixed_design_episodes": fixed,
         }
+
+
+#: the A/B verbs' designs; the default chosen from benchmarks/sequential_ab.md
+DESIGNS = ("group", "anytime")
+DEFAULT_DESIGN = "group"
+
+
+def make_rounds(design: str, max_pairs: int, delta: float, n_rounds: int, alpha: float = 0.05):
+    """The sequential A/B of ``design`` (``group``: :class:`ivra.eval.groupseq.GroupRounds` at ``n_rounds`` planned
+    looks; ``anytime``: :class:`Rounds`), with ``add``, ``line``, ``record`` and ``decision``."""
+    if design == "anytime":
+        return Rounds(max_pairs, delta, alpha)
+    if design == "group":
+        from ivra.eval.groupseq import GroupRounds
+
+        return GroupRounds(max_pairs, delta, n_rounds, alpha)
+    raise ValueError(f"unknown design {design!r}; expected one of: {', '.join(DESIGNS)}")
 
 
 def run_sequence(
