@@ -366,29 +366,61 @@ def test_write_default_goes_to_the_setting_file_override(tiny_policy_dir, tmp_pa
     assert ab.SHIPPED_SETTING_FILE.read_bytes() == shipped
 
 
+@pytest.mark.parametrize("design", ["group", "anytime"])
 def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision(
-    tiny_policy_dir, tmp_path, capsys
+    tiny_policy_dir, tmp_path, capsys, design
 ):
-    """`ivra demo --sequential`: rounds of the same units a fixed run has; the decision, the pairs it was reached
-    at and the episodes spent are recorded; a rerun replays the journal (nothing runs twice) to the same decision."""
+    """`ivra demo --sequential --design D`: rounds of the same units a fixed run has; the design, the decision, the
+    pairs it was reached at and the episodes spent are recorded; a rerun replays the journal (nothing runs twice) to
+    the same decision. The decision is the last thing printed and ends table.md, with both intervals labelled."""
     from ivra.cli import main
 
     argv = ["demo", "--policy", str(tiny_policy_dir), "--splits", "placement,combination", "--chunk", "2"]
     argv += ["--sequential", "--episodes", "6", "--round", "2", "--delta", "0.5", "--out", str(tmp_path)]
+    argv += ["--design", design]
     assert main(argv) == 0
     first = json.loads((tmp_path / "results.json").read_text())["sequential"]
     journal = (tmp_path / "journal.jsonl").read_text().splitlines()
     d = first["decision"]
+    assert first["design"] == design
+    if design == "group":
+        assert first["planned_rounds"] == 3 and len(first["looks"]) == first["rounds"]
+        assert [lk["n"] for lk in first["looks"]] == [4 * (r + 1) for r in range(first["rounds"])]
     assert d["outcome"] in ("effect", "futility", "inconclusive") and d["n"] == first["episodes_spent"] // 2
     assert first["fixed_design_episodes"] == 2 * 6 * 2 and first["episodes_spent"] <= 2 * 6 * 2
     assert len(journal) == first["rounds"] * 2 * 2  # per round: 2 splits x 2 arms, one 2-episode unit each
     if d["outcome"] != "inconclusive":
         assert first["episodes_spent"] < first["fixed_design_episodes"] or first["rounds"] == 3
-    out = capsys.readouterr().out
-    assert f"sequential A/B: {d['outcome']} after {first['rounds']} round(s)" in out
+    out = capsys.readouterr().out.strip()
+    last = out.splitlines()[-1]
+    assert last.startswith(f"sequential A/B ({design} design): **{d['outcome']}** after {first['rounds']} round(s)")
+    assert "anytime-valid 95 % interval" in last and "fixed-design 95 % interval" in last
+    assert "power (`ivra plan`):" in out
+    table = (tmp_path / "table.md").read_text().strip()
+    assert table.splitlines()[-1] == last and "fixed-design intervals" in table
     assert main(argv) == 0
     assert json.loads((tmp_path / "results.json").read_text())["sequential"] == first
     assert (tmp_path / "journal.jsonl").read_text().splitlines() == journal
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--design", "bogus"], "unknown design 'bogus'; expected one of: group, anytime"),
+        (["--design", "group", "--episodes", "4", "--round", "4"], "--design group: --episodes 4 with --round 4"),
+    ],
+)
+def test_sequential_demo_bad_design_is_one_line_exit_2(tmp_path, capsys, extra, message):
+    from ivra.cli import main
+
+    try:
+        code = main(["demo", "--sequential", "--out", str(tmp_path), *extra])
+    except SystemExit as exc:  # a parser error
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+    assert not (tmp_path / "journal.jsonl").exists()
 
 
 def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(

@@ -312,8 +312,11 @@ class GroupRounds:
         if lk is None:
             return Decision(False, "continue", "no look yet", **common)
         counts = f"{lk.s} of {lk.m} discordant pairs favour ivra"
-        bounds = f"(boundaries at this look: effect if >= {lk.upper} or <= {lk.lower}"
-        bounds += f", futility if <= {lk.futility})" if lk.futility >= 0 else ", no futility possible yet)"
+        if lk.upper > lk.m:
+            bounds = "(too few discordant pairs for an effect at this look"
+        else:
+            bounds = f"(boundaries at this look: effect if >= {lk.upper} or <= {lk.lower}"
+        bounds += f", futility if <= {lk.futility})" if lk.futility >= 0 else ", no futility boundary yet)"
         d = 100 * self.delta
         if lk.outcome == "better":
             return Decision(True, "effect", f"ivra better than baseline: {counts} {bounds}", **common)

@@ -63,6 +63,40 @@ def paired_pairs(delta: float, discordance: float, alpha: float = 0.05, power: f
     return math.ceil((za * math.sqrt(discordance) + zb * math.sqrt(discordance - delta**2)) ** 2 / delta**2)
 
 
+def detectable(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest difference ``n`` pairs detect with the given power (Connor 1987 solved for delta, by
+    bisection); None when no difference in (0, discordance] is detectable (too few pairs or no discordant pair)."""
+    if n < 1 or discordance <= 0:
+        return None
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+
+    def pairs(d: float) -> float:
+        return (za * math.sqrt(discordance) + zb * math.sqrt(max(0.0, discordance - d * d))) ** 2 / (d * d)
+
+    if pairs(discordance) > n:
+        return None
+    lo, hi = 1e-9, discordance  # pairs() falls as d grows
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if pairs(mid) > n else (lo, mid)
+    return hi
+
+
+def power_statement(n: int, discordant: int, alpha: float = 0.05, power: float = 0.8) -> str:
+    """One sentence of a report: what difference this A/B could detect (the planner's power, ``ivra plan``)."""
+    if n < 1:
+        return "power: no pairs"
+    psi = discordant / n
+    d = detectable(n, psi, alpha, power)
+    head = f"power (`ivra plan`): {n} pairs, {100 * psi:.1f} % discordant"
+    if d is None:
+        return f"{head}: too few discordant pairs to detect any difference with {power:.0%} power at alpha {alpha}"
+    return (
+        f"{head}: this A/B detects a difference of +-{100 * d:.1f} pp with {power:.0%} power at alpha {alpha} "
+        "(fixed design, McNemar; Connor 1987); smaller differences may go unseen"
+    )
+
+
 def unpaired_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int:
     """Episodes per arm for a two-proportion z test."""
     delta = abs(p2 - p1)

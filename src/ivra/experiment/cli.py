@@ -38,6 +38,34 @@ EXECUTOR_HELP = "inline (this process, default: best on a small CPU), local (wor
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
+DESIGN_HELP = (
+    "with --sequential: group (default: an exact group-sequential test at the planned rounds, alpha-spending with "
+    "a non-binding futility boundary; fewest episodes, benchmarks/sequential_ab.md) or anytime (an anytime-valid "
+    "confidence sequence: valid at any moment, for runs looked at off-plan)"
+)
+
+
+def _design(text: str) -> str:
+    from ivra.eval.sequential import DESIGNS
+
+    return choice(DESIGNS, "design")(text)
+
+
+def _default_design() -> str:
+    from ivra.eval.sequential import DEFAULT_DESIGN
+
+    return DEFAULT_DESIGN
+
+
+def check_rounds(design: str, n_rounds: int, how: str) -> None:
+    """A group design needs at least two planned rounds (looks); say how to get them, before anything runs."""
+    if design == "group" and n_rounds < 2:
+        raise UsageError(
+            f"--design group: {how} plan {n_rounds} round(s); a group-sequential design needs at least 2 planned "
+            "rounds (lower --round, raise the maximum, or use --design anytime)"
+        )
+
+
 def _splits() -> tuple[str, ...]:
     from ivra.tabletop.tasks import SPLITS
 
@@ -100,9 +128,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sequential",
         action="store_true",
-        help="run in rounds and stop as soon as an anytime-valid 95 %% interval for the paired difference (all "
-        "splits pooled) excludes 0 (an effect) or lies inside +-delta (none as large as delta); --episodes is then "
-        "the maximum per split",
+        help="run in rounds of --round and stop as soon as the --design decides (all splits pooled): an effect, "
+        "or none as large as --delta; --episodes is then the maximum per split",
+    )
+    p.add_argument(
+        "--design",
+        type=_design,
+        default=_default_design(),
+        help=DESIGN_HELP,
     )
     p.add_argument(
         "--round",
@@ -329,6 +362,10 @@ def demo(args) -> int:
 
     t0 = time.time()
     splits = args.splits
+    if args.sequential:
+        check_rounds(
+            args.design, -(-args.episodes // args.round), f"--episodes {args.episodes} with --round {args.round}"
+        )
     cfg, source = _cfg(args.ivra)
     pol = preflight(args.policy, {"ivra": cfg}, args.executor)
     out = Path(args.out)
@@ -347,9 +384,13 @@ def demo(args) -> int:
         sequential = None
     summary = summarize(records, splits)
     by_family = summarize(records, families(records), by="task")
-    table = format_table(summary)
+    table = format_table(summary) + "\n\n" + power_line(summary)
     family_table = format_table(by_family)
-    print(table)
+    verdict = ""
+    if sequential:
+        verdict = sequential_lines(sequential, summary)
+        table += "\n\n" + FIXED_NOTE + "\n\n" + verdict
+    print(format_table(summary) + "\n\n" + power_line(summary))
     print(f"\nper task family ({', '.join(splits)} pooled):\n{family_table}")
     fig = None
     try:
@@ -378,7 +419,50 @@ def demo(args) -> int:
         + (f", {fig}" if fig else "")
         + f" in {time.time() - t0:.0f}s"
     )
-    return _report_errors(records, journal)
+    status = _report_errors(records, journal)
+    if verdict:  # the decision is the last thing printed
+        print("\n" + FIXED_NOTE + "\n\n" + verdict)
+    return status
+
+
+FIXED_NOTE = (
+    "The tables' 95 % intervals are fixed-design intervals: valid for a run whose size was fixed in advance, not "
+    "after a sequential stop; the sequential decision below uses its own design's boundaries and the anytime-valid "
+    "interval, which holds at every round and is wider."
+)
+
+
+def power_line(summary: dict) -> str:
+    """The planner's statement of power for this A/B (pooled rows): the smallest difference it detects."""
+    from ivra.eval.power import power_statement
+
+    rows = summary.get("rows") or []
+    row = next((r for r in rows if r.get("split", r.get("task")) == "all"), rows[0] if len(rows) == 1 else None)
+    if not row:
+        return "power: no pairs finished by both arms"
+    return power_statement(row["n"], row["baseline_only"] + row["ivra_only"])
+
+
+def sequential_lines(sequential: dict, summary: dict) -> str:
+    """The sequential verdict, both intervals labelled: the anytime-valid one and the (pooled) fixed-design one."""
+    d = sequential["decision"]
+    rows = summary.get("rows") or []
+    row = next((r for r in rows if r.get("split", r.get("task")) == "all"), rows[0] if len(rows) == 1 else None)
+    lo, hi = d["interval"]
+    text = (
+        f"sequential A/B ({sequential.get('design', 'anytime')} design): **{d['outcome']}** after "
+        f"{sequential['rounds']} round(s), {d['n']} pairs: {d['reason']}. Paired difference "
+        f"{100 * d['estimate']:+.1f} pp; anytime-valid 95 % interval [{100 * lo:+.1f}, {100 * hi:+.1f}] pp"
+    )
+    if row:
+        text += (
+            f"; fixed-design 95 % interval [{100 * row['diff_ci'][0]:+.1f}, {100 * row['diff_ci'][1]:+.1f}] pp "
+            "(narrower; not valid after a sequential stop)"
+        )
+    return (
+        text + f". {sequential['episodes_spent']} episodes spent; the fixed design would spend "
+        f"{sequential['fixed_design_episodes']}."
+    )
 
 
 def _demo_units(args, splits, cfg, tag, n_episodes, first_seed=0):
@@ -395,11 +479,12 @@ def _demo_units(args, splits, cfg, tag, n_episodes, first_seed=0):
 def _sequential_rounds(args, splits, cfg, tag, journal, pol):
     """Rounds of ``--round`` episodes per split and arm (the same units, hence the same journal keys, as a fixed
     run) until the stop rule decides; a rerun replays the journaled rounds and reaches the same decision."""
-    from ivra.eval.sequential import Rounds
+    from ivra.eval.sequential import make_rounds
     from ivra.experiment.ab import paired_outcomes
 
-    seq, records, job = Rounds(args.episodes * len(splits), args.delta), [], None
     bounds = list(range(args.round, args.episodes, args.round)) + [args.episodes]
+    seq = make_rounds(args.design, args.episodes * len(splits), args.delta, len(bounds))
+    records, job = [], None
     start = 0
     for r, bound in enumerate(bounds, 1):
         units = _demo_units(args, splits, cfg, tag, bound - start, first_seed=start)
@@ -417,11 +502,6 @@ def _sequential_rounds(args, splits, cfg, tag, journal, pol):
         f"{args.episodes} episodes per split",
         spent,
         fixed,
-    )
-    d = seq.decision
-    print(
-        f"sequential A/B: {d.outcome} after {seq.rounds} round(s): {d.reason}; {spent} episodes spent, "
-        f"the fixed design would spend {fixed}"
     )
     return records, job, sequential
 
