@@ -203,6 +203,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --adaptive: episodes per surviving cell and round (default 100)",
     )
     s.add_argument(
+        "--design",
+        type=_design,
+        default=_default_design(),
+        help="with --adaptive: group (default: each cell against the baseline by an exact group-sequential test at "
+        "the planned rounds up to --episodes, alpha 0.05 / cells; a cell stops when it is worse than the baseline or "
+        "shows no gain as large as --delta) or anytime (successive elimination on anytime-valid intervals, the "
+        "grid's budget going to the survivors)",
+    )
+    s.add_argument(
+        "--delta",
+        type=open_unit_float,
+        default=0.02,
+        help="with --adaptive --design group: the smallest gain of interest, a difference of rates (default 0.02)",
+    )
+    s.add_argument(
         "--write-default",
         action="store_true",
         help="record the winner (a cell above the baseline) as the default IVRA setting of `ivra demo` (--split val "
@@ -531,6 +546,10 @@ def sweep(args) -> int:
     from ivra.viz import heatmap
 
     t0 = time.time()
+    if args.adaptive:
+        check_rounds(
+            args.design, -(-args.episodes // args.round), f"--episodes {args.episodes} with --round {args.round}"
+        )
     if args.write_default and args.split != "val":
         raise UsageError(
             f"--write-default records the setting `ivra demo` reports on the test splits, so it must be tuned on "
@@ -569,7 +588,9 @@ def sweep(args) -> int:
         f"ivra sweep: policy {args.policy}, {len(cells)} cells ({len(layers)} layers x {len(lams)} lams x "
         f"{len(combos)} affinity choice(s)) + baseline, {args.episodes} {args.split} episodes each; journal {journal}"
     )
-    if args.adaptive:
+    if args.adaptive and args.design == "group":
+        records, adaptive = _group_rounds(args, cells, pol, journal)
+    elif args.adaptive:
         records, adaptive = _adaptive_rounds(args, cells, pol, journal)
     else:
         records, _ = _execute(args, units, journal, "sweep chunks", pol)
@@ -652,7 +673,7 @@ def sweep(args) -> int:
     table = f"baseline: {100 * base:.1f} % ({args.split}, n={n_base})\n\n" + "\n".join(lines)
     if adaptive:
         table += (
-            f"\n\nadaptive: {adaptive['rule']}; {adaptive['rounds']} round(s), {adaptive['cell_episodes_spent']} cell "
+            f"\n\nadaptive ({adaptive.get('design', 'anytime')} design): {adaptive['rule']}; {adaptive['rounds']} round(s), {adaptive['cell_episodes_spent']} cell "
             f"episodes spent of the grid's {adaptive['grid_cell_episodes']}; survivors: {', '.join(adaptive['survivors'])}"
         )
     best_cfg = {k: best[k] for k in ("layer", "lam", "affinity_feature", "affinity_mode", "affinity_layer")}
@@ -757,6 +778,68 @@ def _adaptive_rounds(args, cells, pol, journal):
         "grid_cell_episodes": budget,
         "survivors": alive,
         "eliminated_in_round": eliminated,
+        "intervals": {name: [cs[name].lower, cs[name].upper] for name, _ in cells},
+    }
+
+
+def _group_rounds(args, cells, pol, journal):
+    """Each cell against the baseline by the exact group-sequential test (:mod:`ivra.eval.groupseq`) at alpha
+    0.05 / cells (Bonferroni), looks planned at every ``--round`` up to ``--episodes`` per cell: a cell stops when
+    it is worse than the baseline or shows no gain as large as ``--delta`` (out), or a gain (decided, kept). The
+    looks are fixed before the run and a cell's maximum is ``--episodes``, so the budget saved is not reassigned."""
+    from ivra.eval.groupseq import GroupSequential
+    from ivra.eval.sequential import PairedCS
+    from ivra.experiment.ab import make_units, paired_outcomes
+
+    alpha = 0.05 / len(cells)
+    bounds = list(range(args.round, args.episodes, args.round)) + [args.episodes]
+    tests = {name: GroupSequential(args.episodes, args.delta, alpha) for name, _ in cells}
+    cs = {name: PairedCS(alpha) for name, _ in cells}
+    running = [name for name, _ in cells]
+    eliminated: dict[str, int] = {}
+    decided: dict[str, str] = {}
+    spent, start, r, records = 0, 0, 0, []
+    for r, bound in enumerate(bounds, 1):
+        arms = {"baseline": None, **{name: cfg for name, cfg in cells if name in running}}
+        units = make_units([args.split], bound - start, arms, chunk=args.chunk, first_seed=start)
+        for u in units:
+            u["key"] = f"{args.policy}@{_tag(args.policy)}/{u['key']}"
+        got, _ = _execute(args, units, journal, f"round {r}/{len(bounds)}: {len(running)} cells", pol)
+        records += got
+        spent += (bound - start) * len(running)
+        for name in running:
+            pairs = paired_outcomes(records, [args.split], treatment=name)
+            cs[name].extend(pairs[cs[name].n :])
+            c = cs[name]
+            lk = tests[name].look(c.n, c.discordant, c.b_only, last=bound == args.episodes)
+            if lk.outcome != "continue":
+                decided[name] = lk.outcome
+                if lk.outcome in ("worse", "futility"):
+                    eliminated[name] = r
+        start = bound
+        running = [n for n in running if n not in decided]
+        print(
+            f"round {r}/{len(bounds)}: {start} episodes per running cell; {len(eliminated)} cell(s) out (worse than "
+            f"the baseline or no gain as large as {100 * args.delta:.1f} pp), {len(running)} running",
+            file=sys.stderr,
+        )
+        if not running:
+            break
+    survivors = [name for name, _ in cells if name not in eliminated]
+    return records, {
+        "design": "group",
+        "rule": f"each cell against the baseline: exact group-sequential test (alpha 0.05 / {len(cells)} per cell, "
+        f"Jennison & Turnbull ch. 7/12) at {len(bounds)} planned looks of {args.round} episodes, out when worse or "
+        f"with no gain as large as {100 * args.delta:.1f} pp (non-binding futility)",
+        "rounds": r,
+        "planned_rounds": len(bounds),
+        "cell_episodes_spent": spent,
+        "baseline_episodes": start,
+        "grid_cell_episodes": len(cells) * args.episodes,
+        "survivors": survivors,
+        "eliminated_in_round": eliminated,
+        "decisions": decided,
+        "looks": {name: [vars(lk) for lk in tests[name].looks] for name, _ in cells},
         "intervals": {name: [cs[name].lower, cs[name].upper] for name, _ in cells},
     }
 
