@@ -150,5 +150,5 @@ def test_zero_discordant_pairs_stop_for_futility_not_effect(n_rounds):
         seq.add([(True, True)] * bound, last=bound >= 1000)
         if seq.decision.stop:
             break
-    assert seq.decision.outcome in ("futility", "inconclusive")
-    assert seq.decision.outcome != "effect"
+    assert seq.decision.outcome == "futility", seq.decision  # no gain of 5 pp without a single B-only pair
+    assert seq.decision.n < 1000

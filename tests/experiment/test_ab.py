@@ -393,7 +393,9 @@ def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision
         assert first["episodes_spent"] < first["fixed_design_episodes"] or first["rounds"] == 3
     out = capsys.readouterr().out.strip()
     last = out.splitlines()[-1]
-    assert last.startswith(f"sequential A/B ({design} design): **{d['outcome']}** after {first['rounds']} round(s)")
+    assert last.startswith(
+        f"sequential A/B ({design} design): **{d['outcome']}** after {first['rounds']} round(s)"
+    )
     assert "anytime-valid 95 % interval" in last and "fixed-design 95 % interval" in last
     assert "power (`ivra plan`):" in out
     table = (tmp_path / "table.md").read_text().strip()
@@ -408,7 +410,10 @@ def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision
     "extra, message",
     [
         (["--design", "bogus"], "unknown design 'bogus'; expected one of: group, anytime"),
-        (["--design", "group", "--episodes", "4", "--round", "4"], "--design group: --episodes 4 with --round 4"),
+        (
+            ["--design", "group", "--episodes", "4", "--round", "4"],
+            "--design group: --episodes 4 with --round 4",
+        ),
     ],
 )
 def test_sequential_bad_design_is_one_line_exit_2(tmp_path, capsys, verb, extra, message):

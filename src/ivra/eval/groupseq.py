@@ -29,8 +29,12 @@ one, at the planned looks. Looking at other times, or more often, voids it: that
 Futility is for the sign of interest: under the alternative D = delta a discordant pair is B-only with probability
 ``p1 = 1/2 + delta / (2 psi)`` (psi the discordant share, estimated as m_k / n_k at the current look); the futility
 boundary ``f_k`` is the largest count with ``P_p1(S_j <= f_j first at some j <= k) <= beta * f(t_k)`` (the same
-recursion, with the earlier looks' boundaries as they were), and below ``u_k``. A run stops for futility when
-``S_k <= f_k``: a gain of delta would rarely give counts this low. At the last look a run that crossed neither
+recursion, with the earlier looks' boundaries as they were), and below ``u_k``. When few pairs are discordant
+(arms that always agree give none, and then the conditional test has nothing to go on), a gain of delta still
+needs B-only pairs at a rate of at least delta: the boundary is raised to the largest ``g`` with
+``P(Binomial(n_k, delta) <= g) <= beta * (f(t_k) - f(t_{k-1}))`` where that is higher (by the union bound this
+adds at most beta to the chance of a futility stop under the alternative; it is left out of :func:`expected`).
+A run stops for futility when ``S_k <= f_k``: a gain of delta would rarely give counts this low. At the last look a run that crossed neither
 boundary is inconclusive.
 
 Every boundary is a function of the looks' (pairs, discordant, B-only) counts only, so replaying a journal's
@@ -122,6 +126,13 @@ class GroupSequential:
         lower = m - upper
         # futility, under the alternative D = delta given the discordant share so far
         futility = self._futility(n, m, upper, lower, t, last)
+        # and without conditioning: a gain of delta needs B-only pairs at a rate >= delta, whatever the discordance
+        t_prev = 0.0 if not self.looks else self.looks[-1].t
+        increment = spent(t, self.beta, self.rho_futility) - spent(t_prev, self.beta, self.rho_futility)
+        if n and increment > 0:
+            g = int(binom.ppf(increment, n, self.delta))  # smallest g with cdf(g) >= increment
+            g = g if binom.cdf(g, n, self.delta) <= increment else g - 1
+            futility = max(futility, min(g, upper - 1))
         if s >= upper:
             outcome = "better"
         elif s <= lower:

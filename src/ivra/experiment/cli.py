@@ -18,10 +18,14 @@ import time
 from pathlib import Path
 
 from ivra.cliargs import (
+    DESIGN_HELP,
     EXIT_FAILED,
     UsageError,
     check_executor,
+    check_rounds,
     choice,
+    default_design,
+    design_choice,
     int_or_none,
     integer,
     ivra_setting,
@@ -36,34 +40,6 @@ from ivra.cliargs import (
 
 EXECUTOR_HELP = "inline (this process, default: best on a small CPU), local (worker processes) or ray"
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
-
-
-DESIGN_HELP = (
-    "with --sequential: group (default: an exact group-sequential test at the planned rounds, alpha-spending with "
-    "a non-binding futility boundary; fewest episodes, benchmarks/sequential_ab.md) or anytime (an anytime-valid "
-    "confidence sequence: valid at any moment, for runs looked at off-plan)"
-)
-
-
-def _design(text: str) -> str:
-    from ivra.eval.sequential import DESIGNS
-
-    return choice(DESIGNS, "design")(text)
-
-
-def _default_design() -> str:
-    from ivra.eval.sequential import DEFAULT_DESIGN
-
-    return DEFAULT_DESIGN
-
-
-def check_rounds(design: str, n_rounds: int, how: str) -> None:
-    """A group design needs at least two planned rounds (looks); say how to get them, before anything runs."""
-    if design == "group" and n_rounds < 2:
-        raise UsageError(
-            f"--design group: {how} plan {n_rounds} round(s); a group-sequential design needs at least 2 planned "
-            "rounds (lower --round, raise the maximum, or use --design anytime)"
-        )
 
 
 def _splits() -> tuple[str, ...]:
@@ -133,8 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--design",
-        type=_design,
-        default=_default_design(),
+        type=design_choice,
+        default=default_design(),
         help=DESIGN_HELP,
     )
     p.add_argument(
@@ -204,8 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument(
         "--design",
-        type=_design,
-        default=_default_design(),
+        type=design_choice,
+        default=default_design(),
         help="with --adaptive: group (default: each cell against the baseline by an exact group-sequential test at "
         "the planned rounds up to --episodes, alpha 0.05 / cells; a cell stops when it is worse than the baseline or "
         "shows no gain as large as --delta) or anytime (successive elimination on anytime-valid intervals, the "
@@ -379,7 +355,9 @@ def demo(args) -> int:
     splits = args.splits
     if args.sequential:
         check_rounds(
-            args.design, -(-args.episodes // args.round), f"--episodes {args.episodes} with --round {args.round}"
+            args.design,
+            -(-args.episodes // args.round),
+            f"--episodes {args.episodes} with --round {args.round}",
         )
     cfg, source = _cfg(args.ivra)
     pol = preflight(args.policy, {"ivra": cfg}, args.executor)
@@ -452,7 +430,9 @@ def power_line(summary: dict) -> str:
     from ivra.eval.power import power_statement
 
     rows = summary.get("rows") or []
-    row = next((r for r in rows if r.get("split", r.get("task")) == "all"), rows[0] if len(rows) == 1 else None)
+    row = next(
+        (r for r in rows if r.get("split", r.get("task")) == "all"), rows[0] if len(rows) == 1 else None
+    )
     if not row:
         return "power: no pairs finished by both arms"
     return power_statement(row["n"], row["baseline_only"] + row["ivra_only"])
@@ -462,7 +442,9 @@ def sequential_lines(sequential: dict, summary: dict) -> str:
     """The sequential verdict, both intervals labelled: the anytime-valid one and the (pooled) fixed-design one."""
     d = sequential["decision"]
     rows = summary.get("rows") or []
-    row = next((r for r in rows if r.get("split", r.get("task")) == "all"), rows[0] if len(rows) == 1 else None)
+    row = next(
+        (r for r in rows if r.get("split", r.get("task")) == "all"), rows[0] if len(rows) == 1 else None
+    )
     lo, hi = d["interval"]
     text = (
         f"sequential A/B ({sequential.get('design', 'anytime')} design): **{d['outcome']}** after "
@@ -548,7 +530,9 @@ def sweep(args) -> int:
     t0 = time.time()
     if args.adaptive:
         check_rounds(
-            args.design, -(-args.episodes // args.round), f"--episodes {args.episodes} with --round {args.round}"
+            args.design,
+            -(-args.episodes // args.round),
+            f"--episodes {args.episodes} with --round {args.round}",
         )
     if args.write_default and args.split != "val":
         raise UsageError(
