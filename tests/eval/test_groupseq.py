@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from ivra.eval.groupseq import GroupRounds, GroupSequential, Look, boundaries, expected, plan_group
+from ivra.eval.groupseq import (
+    GroupRounds,
+    GroupSequential,
+    Look,
+    boundaries,
+    expected,
+    plan_group,
+    psi_upper,
+)
 from ivra.eval.power import paired_pairs
 from ivra.eval.sequential import PairedCS, decide, make_rounds, run_sequence
 
@@ -49,11 +57,15 @@ def test_type_one_error_with_random_discordance_is_controlled():
 
 def test_futility_boundary_at_a_single_look_is_the_binomial_quantile():
     """One look (t = 1) with 1000 pairs, 100 discordant: under a gain of 2 pp a discordant pair is B-only with
-    p1 = 0.5 + 0.02 * 1000 / 200 = 0.6, and the futility boundary is the largest f with P(Bin(100, 0.6) <= f)
-    <= beta = 0.2; the efficacy boundary the smallest u with P(Bin(100, 1/2) >= u) <= 0.025."""
+    p1 = 0.5 + 0.02 / (2 psi), psi the Wilson 90 % upper bound of 100 / 1000 (0.1127), and the futility boundary
+    is the largest f with P(Bin(100, p1) <= f) <= beta = 0.2; the efficacy boundary the smallest u with
+    P(Bin(100, 1/2) >= u) <= 0.025."""
+    psi = psi_upper(100, 1000)
+    z = 1.2816  # the Wilson bound solves (p_hat - p)^2 = z^2 p (1 - p) / n, above p_hat
+    assert (0.1 - psi) ** 2 == pytest.approx(z * z * psi * (1 - psi) / 1000) and psi > 0.1
     g = GroupSequential(max_pairs=1000, delta=0.02)
     lk = g.look(1000, 100, 50, last=True)
-    f = max(k for k in range(101) if binom.cdf(k, 100, 0.6) <= 0.2)
+    f = max(k for k in range(101) if binom.cdf(k, 100, 0.5 + 0.02 / (2 * psi)) <= 0.2)
     u = min(k for k in range(51, 101) if binom.sf(k - 1, 100, 0.5) <= 0.025)
     assert (lk.futility, lk.upper, lk.lower) == (f, u, 100 - u)
     assert lk.outcome == "futility"  # 50 of 100 <= f
