@@ -56,7 +56,9 @@ def fixed_design(rng, cells, n, runs):
 
 def anytime_design(rng, cells, n_max, horizon, looks, delta, runs, alpha=0.05, batch=100):
     """Outcome codes (1 better, -1 worse, 0 futility, 2 inconclusive) and pairs spent of ``runs`` anytime A/Bs."""
-    points = np.array([0.5, (1 - delta) / 2, (1 + delta) / 2])  # D = 0, -delta, +delta on the x = (d + 1) / 2 scale
+    points = np.array(
+        [0.5, (1 - delta) / 2, (1 + delta) / 2]
+    )  # D = 0, -delta, +delta on the x = (d + 1) / 2 scale
     looks = np.asarray(looks)
     out, spent = np.empty(runs, int), np.empty(runs, int)
     threshold = math.log(1 / alpha)
@@ -153,7 +155,9 @@ def scenario(rng, name, null_cells, alt_cells, effect, runs):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=2000, help="simulated runs per scenario, design and hypothesis")
+    ap.add_argument(
+        "--runs", type=int, default=2000, help="simulated runs per scenario, design and hypothesis"
+    )
     ap.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     ap.add_argument("--record", action="store_true", help="write the recorded results under benchmarks/")
     args = ap.parse_args()
@@ -191,7 +195,13 @@ def main() -> None:
                 args.runs,
             )
         )
-    result = {"runs": args.runs, "seed": args.seed, "goal": GOAL, "seconds": round(time.time() - t0), "scenarios": rows}
+    result = {
+        "runs": args.runs,
+        "seed": args.seed,
+        "goal": GOAL,
+        "seconds": round(time.time() - t0),
+        "scenarios": rows,
+    }
     out_dir = (
         ROOT / "benchmarks" / "results"
         if record
@@ -241,6 +251,31 @@ def markdown(result: dict) -> str:
                 f"({100 * n['saving']:+.0f} %) | {100 * n['type1']:.2f} % [{100 * lo:.2f}, {100 * hi:.2f}] | "
                 f"{'met' if not missed else 'missed: ' + ', '.join(missed)} |"
             )
+    lines += ["", "Across the scenarios:", ""]
+    for d in ("group", "anytime"):
+        rs = [r[d] for r in result["scenarios"]]
+        alt = [x["alternative"]["saving"] for x in rs]
+        null = [x["null"]["saving"] for x in rs]
+        t1 = [x["null"]["type1_ci"][0] for x in rs]
+        lines.append(
+            f"- {d}: saving {100 * min(alt):+.0f} to {100 * max(alt):+.0f} % under the alternative, "
+            f"{100 * min(null):+.0f} to {100 * max(null):+.0f} % under the null; maximum "
+            f"{min(x['max_multiple'] for x in rs):.2f}-{max(x['max_multiple'] for x in rs):.2f}x fixed; power "
+            f"{100 * min(x['alternative']['power'] for x in rs):.0f}-{100 * max(x['alternative']['power'] for x in rs):.0f}"
+            f" %; type-I error {'within' if all(lo <= 0.05 for lo in t1) else 'NOT within'} its interval of 0.05"
+        )
+    lines += [
+        "",
+        "The group design is the A/B verbs' default (`--design group`): it meets every goal but the saving under the "
+        "alternative, where it comes closest, a point or two short of 30 %. Why it stops there: at power 0.8 about a "
+        "fifth of the runs under the alternative never cross the efficacy boundary and run long, and the exact "
+        "calculation at the expected counts (ivra.eval.groupseq.expected) gave 26-30 % for every spending exponent "
+        "and look count tried (efficacy rho 0.75-1.25, futility rho 1.5-2, 20 or 30 looks, maximum <= 1.3x); a "
+        "larger maximum or more looks buy little. Its type-I error is below 0.05 because the futility boundary, "
+        "non-binding by construction, also ends null runs that would later have crossed. The anytime design saves "
+        "far less and spends more than the fixed design under the null: the price of being valid at every moment; "
+        "it stays the design of `ivra trials`, where an operator may look at any time.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -156,6 +156,70 @@ class Pilot:
         return (self.baseline_only + self.ivra_only) / self.n
 
 
+#: a pilot smaller than this, or with fewer discordant pairs, cannot estimate the discordance (``ivra plan``)
+MIN_PILOT_PAIRS = 50
+MIN_PILOT_DISCORDANT = 5
+
+
+def check_pilot(pilot: Pilot) -> None:
+    """Refuse a pilot too small or degenerate to estimate a baseline and a discordant share from."""
+    need = (
+        f"a pilot needs at least {MIN_PILOT_PAIRS} pairs, {MIN_PILOT_DISCORDANT} of them discordant, and a baseline "
+        "that neither always succeeds nor always fails"
+    )
+    if pilot.n < MIN_PILOT_PAIRS:
+        raise ValueError(f"{pilot.source}: {pilot.n} pair(s) is too small to plan from; {need}")
+    if not 0 < pilot.baseline < 1:
+        raise ValueError(
+            f"{pilot.source}: the baseline succeeded in {100 * pilot.baseline:.0f} % of {pilot.n} pairs, which says "
+            f"nothing about its rate; {need}"
+        )
+    disc = pilot.baseline_only + pilot.ivra_only
+    if disc < MIN_PILOT_DISCORDANT:
+        raise ValueError(
+            f"{pilot.source}: {disc} discordant pair(s) of {pilot.n} is too few to estimate the discordant share; "
+            f"{need} (about {math.ceil(MIN_PILOT_DISCORDANT * pilot.n / max(disc, 1))} pairs at this rate)"
+        )
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Finished episodes and the worker time they took, from a run's journal."""
+
+    episodes: int
+    worker_s: float
+    source: str
+
+    @property
+    def per_hour(self) -> float:
+        return 3600 * self.episodes / self.worker_s
+
+
+def read_throughput(path: str | Path) -> Throughput | None:
+    """Episodes per hour per worker measured by a run's journal (each unit's ``meta.elapsed_s``; a lockstep
+    batch's time counted once for its units); None when the run has no journal or no timings."""
+    path = Path(path)
+    journal = path / "journal.jsonl" if path.is_dir() else path.with_name("journal.jsonl")
+    if not journal.exists():
+        return None
+    episodes, worker_s, batches = 0, 0.0, {}
+    for line in journal.read_text().splitlines():
+        rec = json.loads(line)
+        meta = rec.get("meta") or {}
+        if rec.get("status") != "ok" or meta.get("elapsed_s") is None:
+            continue
+        episodes += len(rec["result"].get("episodes", [rec["result"]]))
+        lock = meta.get("lockstep")
+        if lock:
+            batches[f"{meta.get('worker')}/{lock['batch']}"] = float(meta["elapsed_s"])
+        else:
+            worker_s += float(meta["elapsed_s"])
+    worker_s += sum(batches.values())
+    if not episodes or worker_s <= 0:
+        return None
+    return Throughput(episodes, worker_s, str(journal))
+
+
 def read_pilot(path: str | Path) -> Pilot:
     """The pooled 2x2 table of a finished paired A/B: an `ivra demo` results.json (or its folder), or the
     journal.jsonl (or run folder) of `ivra demo` or `ivra eval libero --ab`."""
