@@ -252,6 +252,10 @@ def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_deci
     assert "**futility** after 1 round(s), 4 pairs" in report.splitlines()[-1]
     assert "anytime-valid 95 % interval" in report and "fixed-design 95 % interval" in report
     assert proc.stdout.strip().splitlines()[-1] == report.splitlines()[-1]
+    other = _ivra([*cmd[:-3], "anytime" if design == "group" else "group", *cmd[-2:]], subprocess_env)
+    assert (
+        other.returncode == 2 and "holds a sequential A/B run with other settings (--design" in other.stderr
+    )
     if design == "group":
         assert seq["planned_rounds"] == 2 and len(seq["looks"]) == 1
         one = _ivra(

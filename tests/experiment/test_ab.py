@@ -403,6 +403,13 @@ def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision
     assert main(argv) == 0
     assert json.loads((tmp_path / "results.json").read_text())["sequential"] == first
     assert (tmp_path / "journal.jsonl").read_text().splitlines() == journal
+    other = (
+        "anytime" if design == "group" else "group"
+    )  # the journaled rounds judged by another rule: refused
+    capsys.readouterr()
+    assert main([*argv[:-1], other]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--design {design} -> {other}" in err[0]
 
 
 @pytest.mark.parametrize("verb", [["demo", "--sequential"], ["sweep", "--adaptive"]], ids=["demo", "sweep"])

@@ -268,6 +268,23 @@ def make_rounds(design: str, max_pairs: int, delta: float, n_rounds: int, alpha:
     raise ValueError(f"unknown design {design!r}; expected one of: {', '.join(DESIGNS)}")
 
 
+def resume_conflict(previous: dict | None, settings: dict) -> str | None:
+    """Why a run folder whose last sequential record is ``previous`` cannot be resumed with ``settings``
+    (``{"design", "round", "delta"}``): its journaled rounds would be judged by another rule. None when it can."""
+    if not previous:
+        return None
+    before = previous.get("settings") or {"design": previous.get("design", "anytime")}
+    changed = [
+        f"--{k} {before[k]} -> {settings[k]}" for k in before if k in settings and before[k] != settings[k]
+    ]
+    if not changed:
+        return None
+    return (
+        f"it holds a sequential A/B run with other settings ({', '.join(changed)}); rerun with the original "
+        "options to resume it (it reaches the same decision), or pass another --out"
+    )
+
+
 def run_sequence(
     pairs: Iterable[tuple[bool, bool]],
     rounds: Iterable[int],

@@ -362,6 +362,13 @@ def demo(args) -> int:
     cfg, source = _cfg(args.ivra)
     pol = preflight(args.policy, {"ivra": cfg}, args.executor)
     out = Path(args.out)
+    if args.sequential and (out / "results.json").exists():
+        from ivra.eval.sequential import resume_conflict
+
+        previous = json.loads((out / "results.json").read_text()).get("sequential")
+        why = resume_conflict(previous, {"design": args.design, "round": args.round, "delta": args.delta})
+        if why:
+            raise UsageError(f"--out {out}: {why}")
     out.mkdir(parents=True, exist_ok=True)
     tag = _tag(args.policy, cfg)
     units = _demo_units(args, splits, cfg, tag, args.episodes)
@@ -500,6 +507,7 @@ def _sequential_rounds(args, splits, cfg, tag, journal, pol):
         spent,
         fixed,
     )
+    sequential["settings"] = {"design": args.design, "round": args.round, "delta": args.delta}
     return records, job, sequential
 
 

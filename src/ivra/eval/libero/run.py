@@ -267,6 +267,12 @@ def run_libero(
         raise UsageError(
             resume_refusal(out, previous, json.loads(json.dumps(current, default=str)), fingerprint)
         )
+    if sequential and previous:
+        from ivra.eval.sequential import resume_conflict
+
+        why = resume_conflict(previous.get("sequential"), {"design": "anytime", **sequential})
+        if why:
+            raise UsageError(f"{out}: {why}")
     if random_weights is None and policy_instance is not None:
         random_weights = getattr(policy_instance, "random_weights", None)
     manifest = {
@@ -462,7 +468,9 @@ def _sequential_rounds(
         if seq.decision.stop:
             break
     spent = sum(1 for rec in records if rec.get("status") == "ok")
-    return records, seq.record(f"{round} initial states x every task", "the whole run", spent, len(units))
+    record = seq.record(f"{round} initial states x every task", "the whole run", spent, len(units))
+    record["settings"] = {"design": design, "round": round, "delta": delta}
+    return records, record
 
 
 def _final_lines(journal: Path) -> list[dict]:
