@@ -464,6 +464,10 @@ def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(
     assert main(argv) == 0
     assert json.loads((tmp_path / "results.json").read_text())["adaptive"] == ad
     assert (tmp_path / "journal.jsonl").read_text() == journal
+    other = "anytime" if design == "group" else "group"
+    capsys.readouterr()
+    assert main([*argv[:-1], other]) == 2
+    assert f"--design {design} -> {other}" in capsys.readouterr().err
 
 
 def test_group_sweep_stops_worse_and_futile_cells_at_the_planned_looks(monkeypatch):

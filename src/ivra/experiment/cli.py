@@ -580,10 +580,19 @@ def sweep(args) -> int:
         f"ivra sweep: policy {args.policy}, {len(cells)} cells ({len(layers)} layers x {len(lams)} lams x "
         f"{len(combos)} affinity choice(s)) + baseline, {args.episodes} {args.split} episodes each; journal {journal}"
     )
+    if args.adaptive and (out / "results.json").exists():
+        from ivra.eval.sequential import resume_conflict
+
+        settings = {"design": args.design, "round": args.round, "delta": args.delta}
+        why = resume_conflict(json.loads((out / "results.json").read_text()).get("adaptive"), settings)
+        if why:
+            raise UsageError(f"--out {out}: {why}")
     if args.adaptive and args.design == "group":
         records, adaptive = _group_rounds(args, cells, pol, journal)
+        adaptive["settings"] = {"design": "group", "round": args.round, "delta": args.delta}
     elif args.adaptive:
         records, adaptive = _adaptive_rounds(args, cells, pol, journal)
+        adaptive["settings"] = {"design": "anytime", "round": args.round}
     else:
         records, _ = _execute(args, units, journal, "sweep chunks", pol)
         adaptive = None
