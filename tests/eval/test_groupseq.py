@@ -80,6 +80,8 @@ def test_futility_never_when_the_data_are_consistent_with_a_gain_of_delta():
             lk = g.look(n, m, s)
             if lk.outcome == "futility":
                 assert (2 * s - m) / n < delta, (n, m, s, lk)
+            assert (lk.outcome == "futility") == (lk.lower < s <= lk.futility), (n, m, s, lk)
+            assert (lk.outcome == "better") == (s >= lk.upper) and (lk.outcome == "worse") == (s <= lk.lower)
         p1 = 0.5 + delta * n / (2 * m)
         median = int(binom.median(m, min(p1, 1)))
         assert GroupSequential(4 * n, delta).look(n, m, median).outcome != "futility"
