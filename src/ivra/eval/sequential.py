@@ -24,6 +24,10 @@ running intersection over t is kept (still valid, never wider).
 The rule (:func:`decide`): stop with an **effect** when the interval for D excludes 0 (its sign says which arm);
 stop for **futility** (equivalence within +-delta) when it lies inside (-delta, +delta); else continue, up to the
 run's maximum, where the decision is **inconclusive**.
+
+This is ``--design anytime`` of the A/B verbs and the rule of ``ivra trials`` (an operator may look at any moment);
+the verbs' default, ``--design group`` (:mod:`ivra.eval.groupseq`), is valid at planned rounds only and spends
+fewer episodes (benchmarks/sequential_ab.md); :func:`make_rounds` builds either.
 """
 
 from __future__ import annotations
