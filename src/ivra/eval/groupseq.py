@@ -110,7 +110,7 @@ class GroupSequential:
     looks: list[Look] = field(default_factory=list)
     _h0: np.ndarray = field(default=None, init=False, repr=False)  # running paths under H0 (efficacy removed)
     _spent: float = field(default=0.0, init=False, repr=False)  # upper-side alpha actually spent
-    _beta_spent: float = field(default=0.0, init=False, repr=False)  # futility: beta spent, as recorded per look
+    _beta_spent: float = field(default=0.0, init=False, repr=False)  # beta spent, as recorded per look
     _beta_pending: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
