@@ -99,7 +99,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(_design_rows(name, d, rate))
     print(
         "\ngroup: `--design group` (the A/B verbs' default; exact group-sequential test, ivra.eval.groupseq) sized "
-        "for the same power, 20 planned rounds of the pairs shown; expected episodes if the effect is real and if "
+        "for the same power, 30 planned rounds of the pairs shown; expected episodes if the effect is real and if "
         "there is none. anytime: `--design anytime` with `--episodes` at 1.5x the fixed size (its expected episodes: "
         "benchmarks/sequential_ab.md)."
     )
@@ -171,7 +171,7 @@ def _sentence(designs, rate, hours) -> str:
     text = (
         f"To detect {100 * d['effect']:+.1f} pp ({what}): about {p.paired_pairs} pairs, {d['fixed']} episodes with "
         f"the fixed design; the group design expects {d['group_alt']} episodes if the effect is real and "
-        f"{d['group_null']} if there is none, at most {d['group_max']} (20 rounds of {d['group_round']} pairs)"
+        f"{d['group_null']} if there is none, at most {d['group_max']} (30 rounds of {d['group_round']} pairs)"
     )
     if rate:
         text += (
