@@ -228,3 +228,32 @@ def check_executor(name: str) -> None:
         raise UsageError(
             "--executor ray: ray is not installed (pip install -r requirements/libero-ray.txt), or use local"
         )
+
+
+DESIGN_HELP = (
+    "with --sequential: group (default: an exact group-sequential test at the planned rounds, alpha-spending with "
+    "a non-binding futility boundary; fewest episodes, benchmarks/sequential_ab.md) or anytime (an anytime-valid "
+    "confidence sequence: valid at any moment, for runs looked at off-plan)"
+)
+
+
+def design_choice(text: str) -> str:
+    """A sequential A/B design (``--design``)."""
+    from ivra.eval.sequential import DESIGNS
+
+    return choice(DESIGNS, "design")(text)
+
+
+def default_design() -> str:
+    from ivra.eval.sequential import DEFAULT_DESIGN
+
+    return DEFAULT_DESIGN
+
+
+def check_rounds(design: str, n_rounds: int, how: str) -> None:
+    """A group design needs at least two planned rounds (looks); say how to get them, before anything runs."""
+    if design == "group" and n_rounds < 2:
+        raise UsageError(
+            f"--design group: {how} plan {n_rounds} round(s); a group-sequential design needs at least 2 planned "
+            "rounds (lower --round, raise the maximum, or use --design anytime)"
+        )

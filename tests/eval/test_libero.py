@@ -285,20 +285,39 @@ def test_actions_digest_sees_every_action_to_six_decimals():
 
 
 @pytest.mark.libero
+@pytest.mark.parametrize("design", ["group", "anytime"])
 def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_decision(
-    tmp_path, subprocess_env
+    tmp_path, subprocess_env, design
 ):
-    """`--ab --sequential`: rounds of initial states over every task; the zero policy's arms always agree, so
-    the interval closes around 0 and (with a wide margin) the run stops for futility after the first round,
-    having spent fewer episodes than the fixed design; manifest and report say so; a rerun changes nothing."""
+    """`--ab --sequential --design D`: rounds of initial states over every task; the zero policy's arms always
+    agree, so (with a wide margin) the run stops for futility after the first round, having spent fewer episodes
+    than the fixed design; manifest and report say so, the decision last (after the throughput), with both
+    intervals labelled; a rerun changes nothing. The group design's one-round plan is refused in one line."""
     out = tmp_path / "seq"
-    cmd = ["eval", "libero", "--suite", "libero_spatial", "--tasks", "0-1", "--init-states", "0-3", "--max-steps", "2", "--wait-steps", "0", "--resolution", "64", "--no-progress", "--policy", "zero", "--ab", "--ivra", "layer=2,lam=0.3", "--executor", "inline", "--sequential", "--round", "2", "--delta", "0.9", "--out", str(out)]  # fmt: skip
+    cmd = ["eval", "libero", "--suite", "libero_spatial", "--tasks", "0-1", "--init-states", "0-3", "--max-steps", "2", "--wait-steps", "0", "--resolution", "64", "--no-progress", "--policy", "zero", "--ab", "--ivra", "layer=2,lam=0.3", "--executor", "inline", "--sequential", "--round", "2", "--delta", "0.9", "--design", design, "--out", str(out)]  # fmt: skip
     proc = _ivra(cmd, subprocess_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     seq = json.loads((out / "manifest.json").read_text())["sequential"]
+    assert seq["design"] == design
     assert seq["decision"]["outcome"] == "futility" and seq["rounds"] == 1 and seq["decision"]["n"] == 4
     assert seq["episodes_spent"] == 8 and seq["fixed_design_episodes"] == 16
-    assert "**futility** after 1 round(s), 4 pairs" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text().strip()
+    assert "**futility** after 1 round(s), 4 pairs" in report.splitlines()[-1]
+    assert "anytime-valid 95 % interval" in report and "fixed-design 95 % interval" in report
+    assert proc.stdout.strip().splitlines()[-1] == report.splitlines()[-1]
+    other = _ivra([*cmd[:-3], "anytime" if design == "group" else "group", *cmd[-2:]], subprocess_env)
+    assert (
+        other.returncode == 2 and "holds a sequential A/B run with other settings (--design" in other.stderr
+    )
+    if design == "group":
+        assert seq["planned_rounds"] == 2 and len(seq["looks"]) == 1
+        one = _ivra(
+            [c if c != "2" else "4" for c in cmd[:-2]] + ["--out", str(tmp_path / "one")], subprocess_env
+        )
+        assert (
+            one.returncode == 2 and "a group-sequential design needs at least 2 planned rounds" in one.stderr
+        )
+        assert len(one.stderr.strip().splitlines()) == 1
     journal = (out / "journal.jsonl").read_text()
     assert _ivra(cmd, subprocess_env).returncode == 0
     assert json.loads((out / "manifest.json").read_text())["sequential"] == seq

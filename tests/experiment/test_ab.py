@@ -386,50 +386,145 @@ def test_write_default_goes_to_the_setting_file_override(tiny_policy_dir, tmp_pa
     assert ab.SHIPPED_SETTING_FILE.read_bytes() == shipped
 
 
+@pytest.mark.parametrize("design", ["group", "anytime"])
 def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision(
-    tiny_policy_dir, tmp_path, capsys
+    tiny_policy_dir, tmp_path, capsys, design
 ):
-    """`ivra demo --sequential`: rounds of the same units a fixed run has; the decision, the pairs it was reached
-    at and the episodes spent are recorded; a rerun replays the journal (nothing runs twice) to the same decision."""
+    """`ivra demo --sequential --design D`: rounds of the same units a fixed run has; the design, the decision, the
+    pairs it was reached at and the episodes spent are recorded; a rerun replays the journal (nothing runs twice) to
+    the same decision. The decision is the last thing printed and ends table.md, with both intervals labelled."""
     from ivra.cli import main
 
     argv = ["demo", "--policy", str(tiny_policy_dir), "--splits", "placement,combination", "--chunk", "2"]
     argv += ["--sequential", "--episodes", "6", "--round", "2", "--delta", "0.5", "--out", str(tmp_path)]
+    argv += ["--design", design]
     assert main(argv) == 0
     first = json.loads((tmp_path / "results.json").read_text())["sequential"]
     journal = (tmp_path / "journal.jsonl").read_text().splitlines()
     d = first["decision"]
+    assert first["design"] == design
+    if design == "group":
+        assert first["planned_rounds"] == 3 and len(first["looks"]) == first["rounds"]
+        assert [lk["n"] for lk in first["looks"]] == [4 * (r + 1) for r in range(first["rounds"])]
     assert d["outcome"] in ("effect", "futility", "inconclusive") and d["n"] == first["episodes_spent"] // 2
     assert first["fixed_design_episodes"] == 2 * 6 * 2 and first["episodes_spent"] <= 2 * 6 * 2
     assert len(journal) == first["rounds"] * 2 * 2  # per round: 2 splits x 2 arms, one 2-episode unit each
     if d["outcome"] != "inconclusive":
         assert first["episodes_spent"] < first["fixed_design_episodes"] or first["rounds"] == 3
-    out = capsys.readouterr().out
-    assert f"sequential A/B: {d['outcome']} after {first['rounds']} round(s)" in out
+    out = capsys.readouterr().out.strip()
+    last = out.splitlines()[-1]
+    assert last.startswith(
+        f"sequential A/B ({design} design): **{d['outcome']}** after {first['rounds']} round(s)"
+    )
+    assert "anytime-valid 95 % interval" in last and "fixed-design 95 % interval" in last
+    assert "power (`ivra plan`):" in out
+    table = (tmp_path / "table.md").read_text().strip()
+    assert table.splitlines()[-1] == last and "fixed-design intervals" in table
     assert main(argv) == 0
     assert json.loads((tmp_path / "results.json").read_text())["sequential"] == first
     assert (tmp_path / "journal.jsonl").read_text().splitlines() == journal
+    other = (
+        "anytime" if design == "group" else "group"
+    )  # the journaled rounds judged by another rule: refused
+    capsys.readouterr()
+    assert main([*argv[:-1], other]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--design {design} -> {other}" in err[0]
 
 
+@pytest.mark.parametrize("verb", [["demo", "--sequential"], ["sweep", "--adaptive"]], ids=["demo", "sweep"])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--design", "bogus"], "unknown design 'bogus'; expected one of: group, anytime"),
+        (
+            ["--design", "group", "--episodes", "4", "--round", "4"],
+            "--design group: --episodes 4 with --round 4",
+        ),
+    ],
+)
+def test_sequential_bad_design_is_one_line_exit_2(tmp_path, capsys, verb, extra, message):
+    from ivra.cli import main
+
+    try:
+        code = main([*verb, "--out", str(tmp_path), *extra])
+    except SystemExit as exc:  # a parser error
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+    assert not (tmp_path / "journal.jsonl").exists()
+
+
+@pytest.mark.parametrize("design", ["group", "anytime"])
 def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(
-    tiny_policy_dir, tmp_path, capsys
+    tiny_policy_dir, tmp_path, capsys, design
 ):
-    """`ivra sweep --adaptive`: rounds for the baseline and the surviving cells; every cell's anytime-valid
-    interval (Bonferroni over cells) is recorded; cells out are never the winner; at most the grid's budget."""
+    """`ivra sweep --adaptive --design D`: rounds for the baseline and the surviving cells; every cell's
+    anytime-valid interval (Bonferroni over cells) is recorded (and, for the group design, every look); cells out
+    are never the winner; at most the grid's budget; a rerun resumes to the same result without running anything."""
     from ivra.cli import main
 
     argv = ["sweep", "--policy", str(tiny_policy_dir), "--episodes", "4", "--chunk", "2", "--round", "2"]
-    argv += ["--layers", "0,1", "--lams", "0,1", "--adaptive", "--out", str(tmp_path)]
+    argv += ["--layers", "0,1", "--lams", "0,1", "--adaptive", "--out", str(tmp_path), "--design", design]
     assert main(argv) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     ad = res["adaptive"]
+    assert ad["design"] == design if design == "group" else ad.get("design", "anytime") == "anytime"
+    if design == "group":
+        assert ad["planned_rounds"] == 2 and set(ad["looks"]) == set(ad["intervals"])
+    journal = (tmp_path / "journal.jsonl").read_text()
     assert ad["cell_episodes_spent"] <= ad["grid_cell_episodes"] == 4 * 4
     assert set(ad["intervals"]) == {r["arm"] for r in res["rows"]} and len(res["rows"]) == 4
     assert all(ad["eliminated_in_round"].get(s) is None for s in ad["survivors"])
     if res["winner"]:
         assert res["winner"]["arm"] in ad["survivors"]
     out = capsys.readouterr().out
-    assert "adaptive: successive elimination" in out and "| out in round |" in out
+    assert f"adaptive ({design} design):" in out and "| out in round |" in out
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["adaptive"] == ad
+    assert (tmp_path / "journal.jsonl").read_text() == journal
+    other = "anytime" if design == "group" else "group"
+    capsys.readouterr()
+    assert main([*argv[:-1], other]) == 2
+    assert f"--design {design} -> {other}" in capsys.readouterr().err
+
+
+def test_group_sweep_stops_worse_and_futile_cells_at_the_planned_looks(monkeypatch):
+    """With episodes of known outcome (baseline succeeds on even seeds; 'good' always, 'bad' never, 'coin' on odd
+    seeds: as often as the baseline, every pair discordant), the group design stops 'bad' as worse, 'good' as a gain
+    (kept), 'coin' for futility (no gain as large as delta), each at a planned look, and spends less than the grid."""
+    from types import SimpleNamespace
+
+    from ivra.experiment import cli as ecli
+
+    outcome = {
+        "baseline": lambda s: s % 2 == 0,
+        "good": lambda s: True,
+        "bad": lambda s: False,
+        "coin": lambda s: s % 2 == 1,
+    }
+    ran: dict[str, int] = {}
+
+    def fake_execute(args, units, journal, desc, pol=None):
+        recs = []
+        for u in units:
+            ran[u["arm"]] = ran.get(u["arm"], 0) + len(u["seeds"])
+            eps = [{"split": u["split"], "seed": s, "success": outcome[u["arm"]](s), "task": "t", "malformed": False}
+                   for s in u["seeds"]]  # fmt: skip
+            recs.append({"key": u["key"], "status": "ok", "unit": u, "result": {"episodes": eps}})
+        return recs, None
+
+    monkeypatch.setattr(ecli, "_execute", fake_execute)
+    args = SimpleNamespace(episodes=400, round=50, split="val", chunk=50, policy="p", delta=0.2)
+    cells = [("good", {}), ("bad", {}), ("coin", {})]
+    _, info = ecli._group_rounds(args, cells, None, None)
+    assert info["decisions"] == {"good": "better", "bad": "worse", "coin": "futility"}, info["decisions"]
+    assert set(info["eliminated_in_round"]) == {"bad", "coin"} and info["survivors"] == ["good"]
+    for name in ("good", "bad", "coin"):
+        looks = info["looks"][name]
+        assert ran[name] == 50 * len(looks) and looks[-1]["outcome"] == info["decisions"][name]
+    assert ran["coin"] < 400 and info["cell_episodes_spent"] < 3 * 400
 
 
 def test_adaptive_elimination_stops_clearly_worse_cells_and_then_the_sweep(monkeypatch):

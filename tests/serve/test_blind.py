@@ -172,4 +172,9 @@ def test_trials_say_when_the_sequential_rule_decides_without_unblinding(tmp_path
     )
     r = report(folder, delta=0.1)
     assert r["sequential"]["outcome"] == "effect" and "ivra better than baseline" in r["sequential"]["reason"]
-    assert "**effect** after 20 pairs" in (folder / "report.md").read_text()
+    md = (folder / "report.md").read_text().strip()
+    assert (
+        "**effect** after 20 pairs" in md.splitlines()[-1]
+        and "anytime-valid 95 % interval" in md.splitlines()[-1]
+    )
+    assert "power (`ivra plan`): 20 pairs" in md  # the planner's statement of power

@@ -6,8 +6,12 @@ import argparse
 import sys
 
 from ivra.cliargs import (
+    DESIGN_HELP,
     EXIT_FAILED,
     UsageError,
+    check_rounds,
+    default_design,
+    design_choice,
     ivra_setting,
     key_values,
     nonneg_int,
@@ -298,6 +302,12 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
         arms = {"baseline": None}
     if args.sequential and not args.ab:
         raise UsageError("--sequential stops a paired A/B early: it needs --ab")
+    if args.sequential:
+        check_rounds(
+            args.design,
+            -(-len(states) // args.round),
+            f"{len(states)} initial state(s) with --round {args.round}",
+        )
     if args.policy == "zero" and any(arms.values()):
         print("note: the zero policy ignores IVRA; its arms are identical by construction", file=sys.stderr)
     policy_kwargs = args.policy_kwargs or {}
@@ -359,7 +369,9 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             ray_resources=args.ray_resources or None,
             progress=not args.no_progress,
             rerun_errors=args.rerun_errors,
-            sequential={"round": args.round, "delta": args.delta} if args.sequential else None,
+            sequential={"round": args.round, "delta": args.delta, "design": args.design}
+            if args.sequential
+            else None,
             policy_instance=checked["policy"],
             random_weights=checked["random_weights"],
             lockstep=args.lockstep,
@@ -377,8 +389,8 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # e.g. no renderer
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(res["report"]["markdown"].read_text())
     print(f"report: {res['report']['html']}")
+    print(res["report"]["markdown"].read_text())  # ends with the sequential decision, when there is one
     errors = error_summary(res["records"])
     if errors:
         print(error_advice(errors, res["out"] / "journal.jsonl"), file=sys.stderr)
@@ -551,9 +563,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument(
         "--sequential",
         action="store_true",
-        help="with --ab: run in rounds of --round initial states (every task) and stop as soon as an anytime-valid "
-        "95 %% interval for the paired difference excludes 0 or lies inside +-delta",
+        help="with --ab: run in rounds of --round initial states (every task) and stop as soon as the --design "
+        "decides: an effect, or none as large as --delta",
     )
+    lib.add_argument("--design", type=design_choice, default=default_design(), help=DESIGN_HELP)
     lib.add_argument(
         "--round",
         type=positive_int,

@@ -63,6 +63,40 @@ def paired_pairs(delta: float, discordance: float, alpha: float = 0.05, power: f
     return math.ceil((za * math.sqrt(discordance) + zb * math.sqrt(discordance - delta**2)) ** 2 / delta**2)
 
 
+def detectable(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest difference ``n`` pairs detect with the given power (Connor 1987 solved for delta, by
+    bisection); None when no difference in (0, discordance] is detectable (too few pairs or no discordant pair)."""
+    if n < 1 or discordance <= 0:
+        return None
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+
+    def pairs(d: float) -> float:
+        return (za * math.sqrt(discordance) + zb * math.sqrt(max(0.0, discordance - d * d))) ** 2 / (d * d)
+
+    if pairs(discordance) > n:
+        return None
+    lo, hi = 1e-9, discordance  # pairs() falls as d grows
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if pairs(mid) > n else (lo, mid)
+    return hi
+
+
+def power_statement(n: int, discordant: int, alpha: float = 0.05, power: float = 0.8) -> str:
+    """One sentence of a report: what difference this A/B could detect (the planner's power, ``ivra plan``)."""
+    if n < 1:
+        return "power: no pairs"
+    psi = discordant / n
+    d = detectable(n, psi, alpha, power)
+    head = f"power (`ivra plan`): {n} pairs, {100 * psi:.1f} % discordant"
+    if d is None:
+        return f"{head}: too few discordant pairs to detect any difference with {power:.0%} power at alpha {alpha}"
+    return (
+        f"{head}: this A/B detects a difference of +-{100 * d:.1f} pp with {power:.0%} power at alpha {alpha} "
+        "(fixed design, McNemar; Connor 1987); smaller differences may go unseen"
+    )
+
+
 def unpaired_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int:
     """Episodes per arm for a two-proportion z test."""
     delta = abs(p2 - p1)
@@ -120,6 +154,70 @@ class Pilot:
     @property
     def discordance(self) -> float:
         return (self.baseline_only + self.ivra_only) / self.n
+
+
+#: a pilot smaller than this, or with fewer discordant pairs, cannot estimate the discordance (``ivra plan``)
+MIN_PILOT_PAIRS = 50
+MIN_PILOT_DISCORDANT = 5
+
+
+def check_pilot(pilot: Pilot) -> None:
+    """Refuse a pilot too small or degenerate to estimate a baseline and a discordant share from."""
+    need = (
+        f"a pilot needs at least {MIN_PILOT_PAIRS} pairs, {MIN_PILOT_DISCORDANT} of them discordant, and a baseline "
+        "that neither always succeeds nor always fails"
+    )
+    if pilot.n < MIN_PILOT_PAIRS:
+        raise ValueError(f"{pilot.source}: {pilot.n} pair(s) is too small to plan from; {need}")
+    if not 0 < pilot.baseline < 1:
+        raise ValueError(
+            f"{pilot.source}: the baseline succeeded in {100 * pilot.baseline:.0f} % of {pilot.n} pairs, which says "
+            f"nothing about its rate; {need}"
+        )
+    disc = pilot.baseline_only + pilot.ivra_only
+    if disc < MIN_PILOT_DISCORDANT:
+        raise ValueError(
+            f"{pilot.source}: {disc} discordant pair(s) of {pilot.n} is too few to estimate the discordant share; "
+            f"{need} (about {math.ceil(MIN_PILOT_DISCORDANT * pilot.n / max(disc, 1))} pairs at this rate)"
+        )
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Finished episodes and the worker time they took, from a run's journal."""
+
+    episodes: int
+    worker_s: float
+    source: str
+
+    @property
+    def per_hour(self) -> float:
+        return 3600 * self.episodes / self.worker_s
+
+
+def read_throughput(path: str | Path) -> Throughput | None:
+    """Episodes per hour per worker measured by a run's journal (each unit's ``meta.elapsed_s``; a lockstep
+    batch's time counted once for its units); None when the run has no journal or no timings."""
+    path = Path(path)
+    journal = path / "journal.jsonl" if path.is_dir() else path.with_name("journal.jsonl")
+    if not journal.exists():
+        return None
+    episodes, worker_s, batches = 0, 0.0, {}
+    for line in journal.read_text().splitlines():
+        rec = json.loads(line)
+        meta = rec.get("meta") or {}
+        if rec.get("status") != "ok" or meta.get("elapsed_s") is None:
+            continue
+        episodes += len(rec["result"].get("episodes", [rec["result"]]))
+        lock = meta.get("lockstep")
+        if lock:
+            batches[f"{meta.get('worker')}/{lock['batch']}"] = float(meta["elapsed_s"])
+        else:
+            worker_s += float(meta["elapsed_s"])
+    worker_s += sum(batches.values())
+    if not episodes or worker_s <= 0:
+        return None
+    return Throughput(episodes, worker_s, str(journal))
 
 
 def read_pilot(path: str | Path) -> Pilot:

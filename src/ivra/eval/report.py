@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ivra.config import describe_setting
+from ivra.eval.power import power_statement
 from ivra.eval.stats import paired_ab, wilson
 
 BASELINE_ARM = "baseline"
@@ -273,7 +274,13 @@ def render_markdown(
             "## Paired A/B",
             "",
             "Same units in both arms. diff = rate(B) - rate(A), 95 % CI by Newcombe's hybrid score method for paired "
-            "proportions (method 10); p = exact two-sided McNemar test on the discordant pairs.",
+            "proportions (method 10); p = exact two-sided McNemar test on the discordant pairs."
+            + (
+                " These are fixed-design intervals and tests: valid for a run whose size was fixed in advance, not "
+                "after a sequential stop (the decision, with its anytime-valid interval, is at the end)."
+                if manifest and manifest.get("sequential")
+                else ""
+            ),
             "",
             "| suite | A | B | n | A ok | B ok | A only | B only | diff [95% CI] | McNemar p |",
             "|---|---|---|---|---|---|---|---|---|---|",
@@ -284,6 +291,11 @@ def render_markdown(
                 f"| {p['suite']} | {p['a']} | {p['b']} | {p['n']} | {p['k_a']} | {p['k_b']} | {p['a_only']} | "
                 f"{p['b_only']} | {100 * p['diff']:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['p_mcnemar']:.4g} |"
             )
+        lines.append("")
+        lines += [
+            f"- {p['suite']}, {p['b']} vs {p['a']}: {power_statement(p['n'], p['a_only'] + p['b_only'])}"
+            for p in summary["paired"]
+        ]
         lines.append("")
     if summary.get("robustness"):
         lines += [
@@ -322,19 +334,30 @@ def render_markdown(
             for v in videos
         ]
         lines.append("")
-    if manifest and manifest.get("sequential"):
+    if manifest and manifest.get("timing"):
+        lines += ["## Throughput", ""] + [f"- {k}: {v}" for k, v in manifest["timing"].items()] + [""]
+    if manifest and manifest.get("sequential"):  # the decision comes last
         seq = manifest["sequential"]
         d = seq["decision"]
+        lo, hi = d["interval"]
+        fixed = next((p for p in summary.get("paired") or []), None)
+        intervals = (
+            f"anytime-valid 95 % interval [{100 * lo:+.1f}, {100 * hi:+.1f}] pp (valid at every round)"
+        )
+        if fixed:
+            intervals += (
+                f"; fixed-design 95 % interval [{100 * fixed['diff_ci'][0]:+.1f}, {100 * fixed['diff_ci'][1]:+.1f}]"
+                " pp (narrower; not valid after a sequential stop)"
+            )
         lines += [
             "## Sequential A/B",
             "",
-            f"- rule: {seq['rule']}",
-            f"- decision: **{d['outcome']}** after {seq['rounds']} round(s), {d['n']} pairs: {d['reason']}",
+            f"- design: {seq.get('design', 'anytime')}; rule: {seq['rule']}",
             f"- episodes spent: {seq['episodes_spent']} (the fixed design: {seq['fixed_design_episodes']})",
+            f"- paired difference {100 * d['estimate']:+.1f} pp; {intervals}",
+            f"- decision: **{d['outcome']}** after {seq['rounds']} round(s), {d['n']} pairs: {d['reason']}",
             "",
         ]
-    if manifest and manifest.get("timing"):
-        lines += ["## Throughput", ""] + [f"- {k}: {v}" for k, v in manifest["timing"].items()] + [""]
     return "\n".join(lines)
 
 

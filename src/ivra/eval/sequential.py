@@ -24,6 +24,10 @@ running intersection over t is kept (still valid, never wider).
 The rule (:func:`decide`): stop with an **effect** when the interval for D excludes 0 (its sign says which arm);
 stop for **futility** (equivalence within +-delta) when it lies inside (-delta, +delta); else continue, up to the
 run's maximum, where the decision is **inconclusive**.
+
+This is ``--design anytime`` of the A/B verbs and the rule of ``ivra trials`` (an operator may look at any moment);
+the verbs' default, ``--design group`` (:mod:`ivra.eval.groupseq`), is valid at planned rounds only and spends
+fewer episodes (benchmarks/sequential_ab.md); :func:`make_rounds` builds either.
 """
 
 from __future__ import annotations
@@ -215,8 +219,10 @@ RULE = (
 
 
 class Rounds:
-    """A sequential A/B as the verbs run it: after each round, the pairs so far (in their fixed order, earlier
+    """An anytime-valid sequential A/B as the verbs run it: after each round, the pairs so far (in their fixed order, earlier
     rounds first) extend the confidence sequence and the rule decides; the last round may end inconclusive."""
+
+    design = "anytime"
 
     def __init__(self, max_pairs: int, delta: float, alpha: float = 0.05):
         self.cs = for_maximum(max_pairs, alpha)
@@ -240,12 +246,47 @@ class Rounds:
     def record(self, round: str, most: str, spent: int, fixed: int) -> dict:
         """What a run's results keep: the rule, the decision, rounds, episodes spent and the fixed design's."""
         return {
+            "design": "anytime",
             "rule": RULE.format(round=round, delta=100 * self.delta, most=most),
             "decision": self.decision.to_dict(),
             "rounds": self.rounds,
             "episodes_spent": spent,
             "fixed_design_episodes": fixed,
         }
+
+
+#: the A/B verbs' designs; the default chosen from benchmarks/sequential_ab.md
+DESIGNS = ("group", "anytime")
+DEFAULT_DESIGN = "group"
+
+
+def make_rounds(design: str, max_pairs: int, delta: float, n_rounds: int, alpha: float = 0.05):
+    """The sequential A/B of ``design`` (``group``: :class:`ivra.eval.groupseq.GroupRounds` at ``n_rounds`` planned
+    looks; ``anytime``: :class:`Rounds`), with ``add``, ``line``, ``record`` and ``decision``."""
+    if design == "anytime":
+        return Rounds(max_pairs, delta, alpha)
+    if design == "group":
+        from ivra.eval.groupseq import GroupRounds
+
+        return GroupRounds(max_pairs, delta, n_rounds, alpha)
+    raise ValueError(f"unknown design {design!r}; expected one of: {', '.join(DESIGNS)}")
+
+
+def resume_conflict(previous: dict | None, settings: dict) -> str | None:
+    """Why a run folder whose last sequential record is ``previous`` cannot be resumed with ``settings``
+    (``{"design", "round", "delta"}``): its journaled rounds would be judged by another rule. None when it can."""
+    if not previous:
+        return None
+    before = previous.get("settings") or {"design": previous.get("design", "anytime")}
+    changed = [
+        f"--{k} {before[k]} -> {settings[k]}" for k in before if k in settings and before[k] != settings[k]
+    ]
+    if not changed:
+        return None
+    return (
+        f"it holds a sequential A/B run with other settings ({', '.join(changed)}); rerun with the original "
+        "options to resume it (it reaches the same decision), or pass another --out"
+    )
 
 
 def run_sequence(

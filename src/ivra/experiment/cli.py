@@ -18,10 +18,14 @@ import time
 from pathlib import Path
 
 from ivra.cliargs import (
+    DESIGN_HELP,
     EXIT_FAILED,
     UsageError,
     check_executor,
+    check_rounds,
     choice,
+    default_design,
+    design_choice,
     int_or_none,
     integer,
     ivra_setting,
@@ -100,9 +104,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sequential",
         action="store_true",
-        help="run in rounds and stop as soon as an anytime-valid 95 %% interval for the paired difference (all "
-        "splits pooled) excludes 0 (an effect) or lies inside +-delta (none as large as delta); --episodes is then "
-        "the maximum per split",
+        help="run in rounds of --round and stop as soon as the --design decides (all splits pooled): an effect, "
+        "or none as large as --delta; --episodes is then the maximum per split",
+    )
+    p.add_argument(
+        "--design",
+        type=design_choice,
+        default=default_design(),
+        help=DESIGN_HELP,
     )
     p.add_argument(
         "--round",
@@ -168,6 +177,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=100,
         help="with --adaptive: episodes per surviving cell and round (default 100)",
+    )
+    s.add_argument(
+        "--design",
+        type=design_choice,
+        default=default_design(),
+        help="with --adaptive: group (default: each cell against the baseline by an exact group-sequential test at "
+        "the planned rounds up to --episodes, alpha 0.05 / cells; a cell stops when it is worse than the baseline or "
+        "shows no gain as large as --delta) or anytime (successive elimination on anytime-valid intervals, the "
+        "grid's budget going to the survivors)",
+    )
+    s.add_argument(
+        "--delta",
+        type=open_unit_float,
+        default=0.02,
+        help="with --adaptive --design group: the smallest gain of interest, a difference of rates (default 0.02)",
     )
     s.add_argument(
         "--write-default",
@@ -329,9 +353,22 @@ def demo(args) -> int:
 
     t0 = time.time()
     splits = args.splits
+    if args.sequential:
+        check_rounds(
+            args.design,
+            -(-args.episodes // args.round),
+            f"--episodes {args.episodes} with --round {args.round}",
+        )
     cfg, source = _cfg(args.ivra)
     pol = preflight(args.policy, {"ivra": cfg}, args.executor)
     out = Path(args.out)
+    if args.sequential and (out / "results.json").exists():
+        from ivra.eval.sequential import resume_conflict
+
+        previous = json.loads((out / "results.json").read_text()).get("sequential")
+        why = resume_conflict(previous, {"design": args.design, "round": args.round, "delta": args.delta})
+        if why:
+            raise UsageError(f"--out {out}: {why}")
     out.mkdir(parents=True, exist_ok=True)
     tag = _tag(args.policy, cfg)
     units = _demo_units(args, splits, cfg, tag, args.episodes)
@@ -347,9 +384,13 @@ def demo(args) -> int:
         sequential = None
     summary = summarize(records, splits)
     by_family = summarize(records, families(records), by="task")
-    table = format_table(summary)
+    table = format_table(summary) + "\n\n" + power_line(summary)
     family_table = format_table(by_family)
-    print(table)
+    verdict = ""
+    if sequential:
+        verdict = sequential_lines(sequential, summary)
+        table += "\n\n" + FIXED_NOTE + "\n\n" + verdict
+    print(format_table(summary) + "\n\n" + power_line(summary))
     print(f"\nper task family ({', '.join(splits)} pooled):\n{family_table}")
     fig = None
     try:
@@ -378,7 +419,54 @@ def demo(args) -> int:
         + (f", {fig}" if fig else "")
         + f" in {time.time() - t0:.0f}s"
     )
-    return _report_errors(records, journal)
+    status = _report_errors(records, journal)
+    if verdict:  # the decision is the last thing printed
+        print("\n" + FIXED_NOTE + "\n\n" + verdict)
+    return status
+
+
+FIXED_NOTE = (
+    "The tables' 95 % intervals are fixed-design intervals: valid for a run whose size was fixed in advance, not "
+    "after a sequential stop; the sequential decision below uses its own design's boundaries and the anytime-valid "
+    "interval, which holds at every round and is wider."
+)
+
+
+def power_line(summary: dict) -> str:
+    """The planner's statement of power for this A/B (pooled rows): the smallest difference it detects."""
+    from ivra.eval.power import power_statement
+
+    rows = summary.get("rows") or []
+    row = next(
+        (r for r in rows if r.get("split", r.get("task")) == "all"), rows[0] if len(rows) == 1 else None
+    )
+    if not row:
+        return "power: no pairs finished by both arms"
+    return power_statement(row["n"], row["baseline_only"] + row["ivra_only"])
+
+
+def sequential_lines(sequential: dict, summary: dict) -> str:
+    """The sequential verdict, both intervals labelled: the anytime-valid one and the (pooled) fixed-design one."""
+    d = sequential["decision"]
+    rows = summary.get("rows") or []
+    row = next(
+        (r for r in rows if r.get("split", r.get("task")) == "all"), rows[0] if len(rows) == 1 else None
+    )
+    lo, hi = d["interval"]
+    text = (
+        f"sequential A/B ({sequential.get('design', 'anytime')} design): **{d['outcome']}** after "
+        f"{sequential['rounds']} round(s), {d['n']} pairs: {d['reason']}. Paired difference "
+        f"{100 * d['estimate']:+.1f} pp; anytime-valid 95 % interval [{100 * lo:+.1f}, {100 * hi:+.1f}] pp"
+    )
+    if row:
+        text += (
+            f"; fixed-design 95 % interval [{100 * row['diff_ci'][0]:+.1f}, {100 * row['diff_ci'][1]:+.1f}] pp "
+            "(narrower; not valid after a sequential stop)"
+        )
+    return (
+        text + f". {sequential['episodes_spent']} episodes spent; the fixed design would spend "
+        f"{sequential['fixed_design_episodes']}."
+    )
 
 
 def _demo_units(args, splits, cfg, tag, n_episodes, first_seed=0):
@@ -395,11 +483,12 @@ def _demo_units(args, splits, cfg, tag, n_episodes, first_seed=0):
 def _sequential_rounds(args, splits, cfg, tag, journal, pol):
     """Rounds of ``--round`` episodes per split and arm (the same units, hence the same journal keys, as a fixed
     run) until the stop rule decides; a rerun replays the journaled rounds and reaches the same decision."""
-    from ivra.eval.sequential import Rounds
+    from ivra.eval.sequential import make_rounds
     from ivra.experiment.ab import paired_outcomes
 
-    seq, records, job = Rounds(args.episodes * len(splits), args.delta), [], None
     bounds = list(range(args.round, args.episodes, args.round)) + [args.episodes]
+    seq = make_rounds(args.design, args.episodes * len(splits), args.delta, len(bounds))
+    records, job = [], None
     start = 0
     for r, bound in enumerate(bounds, 1):
         units = _demo_units(args, splits, cfg, tag, bound - start, first_seed=start)
@@ -418,11 +507,7 @@ def _sequential_rounds(args, splits, cfg, tag, journal, pol):
         spent,
         fixed,
     )
-    d = seq.decision
-    print(
-        f"sequential A/B: {d.outcome} after {seq.rounds} round(s): {d.reason}; {spent} episodes spent, "
-        f"the fixed design would spend {fixed}"
-    )
+    sequential["settings"] = {"design": args.design, "round": args.round, "delta": args.delta}
     return records, job, sequential
 
 
@@ -451,6 +536,12 @@ def sweep(args) -> int:
     from ivra.viz import heatmap
 
     t0 = time.time()
+    if args.adaptive:
+        check_rounds(
+            args.design,
+            -(-args.episodes // args.round),
+            f"--episodes {args.episodes} with --round {args.round}",
+        )
     if args.write_default and args.split != "val":
         raise UsageError(
             f"--write-default records the setting `ivra demo` reports on the test splits, so it must be tuned on "
@@ -489,8 +580,19 @@ def sweep(args) -> int:
         f"ivra sweep: policy {args.policy}, {len(cells)} cells ({len(layers)} layers x {len(lams)} lams x "
         f"{len(combos)} affinity choice(s)) + baseline, {args.episodes} {args.split} episodes each; journal {journal}"
     )
-    if args.adaptive:
+    if args.adaptive and (out / "results.json").exists():
+        from ivra.eval.sequential import resume_conflict
+
+        settings = {"design": args.design, "round": args.round, "delta": args.delta}
+        why = resume_conflict(json.loads((out / "results.json").read_text()).get("adaptive"), settings)
+        if why:
+            raise UsageError(f"--out {out}: {why}")
+    if args.adaptive and args.design == "group":
+        records, adaptive = _group_rounds(args, cells, pol, journal)
+        adaptive["settings"] = {"design": "group", "round": args.round, "delta": args.delta}
+    elif args.adaptive:
         records, adaptive = _adaptive_rounds(args, cells, pol, journal)
+        adaptive["settings"] = {"design": "anytime", "round": args.round}
     else:
         records, _ = _execute(args, units, journal, "sweep chunks", pol)
         adaptive = None
@@ -572,7 +674,7 @@ def sweep(args) -> int:
     table = f"baseline: {100 * base:.1f} % ({args.split}, n={n_base})\n\n" + "\n".join(lines)
     if adaptive:
         table += (
-            f"\n\nadaptive: {adaptive['rule']}; {adaptive['rounds']} round(s), {adaptive['cell_episodes_spent']} cell "
+            f"\n\nadaptive ({adaptive.get('design', 'anytime')} design): {adaptive['rule']}; {adaptive['rounds']} round(s), {adaptive['cell_episodes_spent']} cell "
             f"episodes spent of the grid's {adaptive['grid_cell_episodes']}; survivors: {', '.join(adaptive['survivors'])}"
         )
     best_cfg = {k: best[k] for k in ("layer", "lam", "affinity_feature", "affinity_mode", "affinity_layer")}
@@ -677,6 +779,68 @@ def _adaptive_rounds(args, cells, pol, journal):
         "grid_cell_episodes": budget,
         "survivors": alive,
         "eliminated_in_round": eliminated,
+        "intervals": {name: [cs[name].lower, cs[name].upper] for name, _ in cells},
+    }
+
+
+def _group_rounds(args, cells, pol, journal):
+    """Each cell against the baseline by the exact group-sequential test (:mod:`ivra.eval.groupseq`) at alpha
+    0.05 / cells (Bonferroni), looks planned at every ``--round`` up to ``--episodes`` per cell: a cell stops when
+    it is worse than the baseline or shows no gain as large as ``--delta`` (out), or a gain (decided, kept). The
+    looks are fixed before the run and a cell's maximum is ``--episodes``, so the budget saved is not reassigned."""
+    from ivra.eval.groupseq import GroupSequential
+    from ivra.eval.sequential import PairedCS
+    from ivra.experiment.ab import make_units, paired_outcomes
+
+    alpha = 0.05 / len(cells)
+    bounds = list(range(args.round, args.episodes, args.round)) + [args.episodes]
+    tests = {name: GroupSequential(args.episodes, args.delta, alpha) for name, _ in cells}
+    cs = {name: PairedCS(alpha) for name, _ in cells}
+    running = [name for name, _ in cells]
+    eliminated: dict[str, int] = {}
+    decided: dict[str, str] = {}
+    spent, start, r, records = 0, 0, 0, []
+    for r, bound in enumerate(bounds, 1):
+        arms = {"baseline": None, **{name: cfg for name, cfg in cells if name in running}}
+        units = make_units([args.split], bound - start, arms, chunk=args.chunk, first_seed=start)
+        for u in units:
+            u["key"] = f"{args.policy}@{_tag(args.policy)}/{u['key']}"
+        got, _ = _execute(args, units, journal, f"round {r}/{len(bounds)}: {len(running)} cells", pol)
+        records += got
+        spent += (bound - start) * len(running)
+        for name in running:
+            pairs = paired_outcomes(records, [args.split], treatment=name)
+            cs[name].extend(pairs[cs[name].n :])
+            c = cs[name]
+            lk = tests[name].look(c.n, c.discordant, c.b_only, last=bound == args.episodes)
+            if lk.outcome != "continue":
+                decided[name] = lk.outcome
+                if lk.outcome in ("worse", "futility"):
+                    eliminated[name] = r
+        start = bound
+        running = [n for n in running if n not in decided]
+        print(
+            f"round {r}/{len(bounds)}: {start} episodes per running cell; {len(eliminated)} cell(s) out (worse than "
+            f"the baseline or no gain as large as {100 * args.delta:.1f} pp), {len(running)} running",
+            file=sys.stderr,
+        )
+        if not running:
+            break
+    survivors = [name for name, _ in cells if name not in eliminated]
+    return records, {
+        "design": "group",
+        "rule": f"each cell against the baseline: exact group-sequential test (alpha 0.05 / {len(cells)} per cell, "
+        f"Jennison & Turnbull ch. 7/12) at {len(bounds)} planned looks of {args.round} episodes, out when worse or "
+        f"with no gain as large as {100 * args.delta:.1f} pp (non-binding futility)",
+        "rounds": r,
+        "planned_rounds": len(bounds),
+        "cell_episodes_spent": spent,
+        "baseline_episodes": start,
+        "grid_cell_episodes": len(cells) * args.episodes,
+        "survivors": survivors,
+        "eliminated_in_round": eliminated,
+        "decisions": decided,
+        "looks": {name: [vars(lk) for lk in tests[name].looks] for name, _ in cells},
         "intervals": {name: [cs[name].lower, cs[name].upper] for name, _ in cells},
     }
 

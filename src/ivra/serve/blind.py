@@ -318,17 +318,23 @@ def _markdown(r: dict) -> str:
             f"{100 * u['diff_ci'][1]:+.1f}] (Newcombe), Fisher exact p = {u['p_fisher']:.3g}",
         ]
     if "paired" in r:
+        from ivra.eval.power import power_statement
+
         p = r["paired"]
         lines += [
             f"Paired ({p['n']} complete pairs): IVRA - baseline = {100 * p['diff']:+.1f} pp "
-            f"[{100 * p['diff_ci'][0]:+.1f}, {100 * p['diff_ci'][1]:+.1f}] (Tango), IVRA-only {p['b_only']}, "
-            f"baseline-only {p['a_only']}, exact McNemar p = {p['p_mcnemar']:.3g}"
+            f"[{100 * p['diff_ci'][0]:+.1f}, {100 * p['diff_ci'][1]:+.1f}] (Tango; a fixed-design interval), "
+            f"IVRA-only {p['b_only']}, baseline-only {p['a_only']}, exact McNemar p = {p['p_mcnemar']:.3g}",
+            "",
+            power_statement(p["n"], p["a_only"] + p["b_only"]),
         ]
-    if "sequential" in r:
+    if "sequential" in r:  # the decision comes last
         d = r["sequential"]
+        lo, hi = d["interval"]
         lines += [
             "",
-            f"Sequential rule (anytime-valid 95 % interval over the complete pairs, checked after each; delta "
-            f"{100 * d['delta']:.1f} pp): **{d['outcome']}** after {d['n']} pairs: {d['reason']}",
+            f"Sequential rule (anytime-valid, as an operator may look at any moment; checked after each complete "
+            f"pair; delta {100 * d['delta']:.1f} pp): **{d['outcome']}** after {d['n']} pairs: {d['reason']} "
+            f"(anytime-valid 95 % interval [{100 * lo:+.1f}, {100 * hi:+.1f}] pp)",
         ]
     return "\n".join(lines)

@@ -285,7 +285,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trials",
         help="record operator outcomes of a blind A/B episode by episode; --report unblinds and computes statistics",
         description="Asks the operator, episode by episode in start order, for success or failure of each episode "
-        "the blind A/B server started and no outcome was recorded for (the arm is not shown); --report unblinds.",
+        "the blind A/B server started and no outcome was recorded for (the arm is not shown); --report unblinds. "
+        "Its sequential rule is anytime-valid, since an operator may stop and look at any moment.",
     )
     t.add_argument(
         "ab_dir",
@@ -304,7 +305,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=open_unit_float,
         default=0.1,
         help="the sequential rule's smallest effect of interest (default 0.1 = 10 pp): after each session the rule "
-        "says whether the A/B is decided (not which way); --report shows the decision",
+        "says whether the A/B is decided (not which way); --report shows the decision. The rule is always the "
+        "anytime-valid one (no --design group): an operator may look after any episode, and a group-sequential "
+        "design is valid only at looks planned before the run",
     )
     t.add_argument(
         "--max-pairs",

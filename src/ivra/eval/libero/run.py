@@ -174,8 +174,9 @@ def run_libero(
     building ``policy`` by name; needs ``executor="inline"``. ``policy`` then only names it in the records.
     ``random_weights``: why the policy runs random weights (default: ``policy_instance.random_weights``), written
     into the manifest (``random_weights``, and a line of ``deviations``, which the report shows).
-    ``sequential``: ``{"round": K, "delta": d}`` for a paired A/B in rounds of K initial states (every task),
-    stopped by the anytime-valid rule of :mod:`ivra.eval.sequential`; the decision goes into the manifest and the
+    ``sequential``: ``{"round": K, "delta": d, "design": "group" | "anytime"}`` for a paired A/B in rounds of K
+    initial states (every task), stopped by the group-sequential test of :mod:`ivra.eval.groupseq` or the
+    anytime-valid rule of :mod:`ivra.eval.sequential` (default anytime); the decision goes into the manifest and the
     report. The units are the fixed run's, so a rerun replays the journal to the same decision.
     ``render_mode``: ``demand`` renders the cameras only for the observations a policy or a video reads
     (:mod:`ivra.eval.libero.render`; the results are those of ``every``, so a resumed run may change it).
@@ -266,6 +267,12 @@ def run_libero(
         raise UsageError(
             resume_refusal(out, previous, json.loads(json.dumps(current, default=str)), fingerprint)
         )
+    if sequential and previous:
+        from ivra.eval.sequential import resume_conflict
+
+        why = resume_conflict(previous.get("sequential"), {"design": "anytime", **sequential})
+        if why:
+            raise UsageError(f"{out}: {why}")
     if random_weights is None and policy_instance is not None:
         random_weights = getattr(policy_instance, "random_weights", None)
     manifest = {
@@ -441,14 +448,16 @@ def paired_outcomes(records: list[dict], arms: dict, init_states: list[int]) -> 
     return [(base[k], treat[k]) for k in keys]
 
 
-def _sequential_rounds(run_units, units, init_states, arms, suite, round: int, delta: float):
-    """Rounds of ``round`` initial states (every task, both arms) until the anytime-valid rule decides."""
-    from ivra.eval.sequential import Rounds
+def _sequential_rounds(
+    run_units, units, init_states, arms, suite, round: int, delta: float, design: str = "anytime"
+):
+    """Rounds of ``round`` initial states (every task, both arms) until the ``design``'s rule decides."""
+    from ivra.eval.sequential import make_rounds
 
     if list(arms) != ["baseline", "ivra"]:
         raise ValueError(f"a sequential run is a paired A/B of arms baseline and ivra, got {list(arms)}")
-    seq, records = Rounds(len(units) // 2, delta), []
     groups = [init_states[i : i + round] for i in range(0, len(init_states), round)]
+    seq, records = make_rounds(design, len(units) // 2, delta, len(groups)), []
     for r, group in enumerate(groups, 1):
         chosen = set(group)
         records += run_units(
@@ -459,7 +468,9 @@ def _sequential_rounds(run_units, units, init_states, arms, suite, round: int, d
         if seq.decision.stop:
             break
     spent = sum(1 for rec in records if rec.get("status") == "ok")
-    return records, seq.record(f"{round} initial states x every task", "the whole run", spent, len(units))
+    record = seq.record(f"{round} initial states x every task", "the whole run", spent, len(units))
+    record["settings"] = {"design": design, "round": round, "delta": delta}
+    return records, record
 
 
 def _final_lines(journal: Path) -> list[dict]:
