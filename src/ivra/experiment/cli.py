@@ -229,6 +229,31 @@ def _cfg(setting: dict | None) -> tuple[dict, str]:
     return IVRAConfig(**recorded).to_dict(), source
 
 
+#: options that decide how a run computes, not what it computes: not part of a run folder's configuration (a resume
+#: may change them); every other option is (:mod:`ivra.eval.runfolder`)
+NOT_CONFIGURATION = (
+    "out",
+    "executor",
+    "workers",
+    "ray_address",
+    "rerun_errors",
+    "write_default",
+    "verb",
+    "debug",
+    "version",
+)
+
+
+def claim_out(args, **resolved) -> None:
+    """Record this command's configuration in ``--out`` (``run.json``), or refuse it when the folder holds a run of
+    another one. ``resolved``: options whose value the command resolved (``ivra``: the default setting it read)."""
+    from ivra.eval import runfolder
+
+    config = {k: v for k, v in vars(args).items() if k not in NOT_CONFIGURATION and not callable(v)}
+    config.update(resolved)
+    runfolder.claim(args.out, getattr(args, "verb", None) or "run", config)
+
+
 def _tag(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -331,6 +356,7 @@ def demo(args) -> int:
     splits = args.splits
     cfg, source = _cfg(args.ivra)
     pol = preflight(args.policy, {"ivra": cfg}, args.executor)
+    claim_out(args, ivra=cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = _tag(args.policy, cfg)
@@ -479,6 +505,7 @@ def sweep(args) -> int:
                 arms[name] = cfg
                 cells.append((name, cfg))
     check_arms(pol, arms)
+    claim_out(args, layers=layers)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     units = make_units([args.split], args.episodes, arms, chunk=args.chunk)

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from ivra.cliargs import UsageError
+from ivra.eval import runfolder
 from ivra.eval.executor import execute
 from ivra.eval.libero import protocol
 from ivra.eval.libero.install import LiberoMissing, ensure_config, versions
@@ -76,23 +76,6 @@ OPTIONS = {
 }
 
 
-def _show(value) -> str:
-    if value is None:
-        return "default"
-    if isinstance(value, list) and len(value) > 6:
-        return "[" + ", ".join(map(str, value[:3])) + f", ..., {value[-1]}] ({len(value)} values)"
-    return json.dumps(value) if isinstance(value, (dict, list, str)) else str(value)
-
-
-def _dict_changes(what: str, old: dict, new: dict) -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new), key=lambda k: (k not in old, k not in new, k)):
-        a, b = old.get(k, "absent"), new.get(k, "absent")
-        if a != b:
-            out.append(f"{what}: {k} {_show(a) if k in old else a} -> {_show(b) if k in new else b}")
-    return out
-
-
 def config_changes(old: dict, new: dict) -> list[str]:
     """What differs between two runs' settings (each ``{"config", "tasks", "init_states", "seed"}`` as the
     manifest stores them), one ``"option: old -> new"`` per difference, e.g. ``"ivra arm: layer 8 -> 2"``."""
@@ -111,30 +94,25 @@ def config_changes(old: dict, new: dict) -> list[str]:
                 changes.append(f"arms: {', '.join(a) or 'none'} -> {', '.join(b) or 'none'} (--ab / --ivra)")
             for arm in (x for x in b if x in a and a[x] != b[x]):
                 if not a[arm] or not b[arm]:
-                    changes.append(f"{arm} arm: IVRA {_show(a[arm])} -> {_show(b[arm])} (--ivra)")
+                    changes.append(
+                        f"{arm} arm: IVRA {runfolder.show(a[arm])} -> {runfolder.show(b[arm])} (--ivra)"
+                    )
                 else:
-                    changes += _dict_changes(f"{arm} arm", a[arm], b[arm])
+                    changes += runfolder.dict_changes(f"{arm} arm", a[arm], b[arm])
         elif key == "policy_kwargs":
-            changes += _dict_changes("--policy-kwargs", a or {}, b or {})
+            changes += runfolder.dict_changes("--policy-kwargs", a or {}, b or {})
         elif key == "effective_max_steps" and old_cfg.get("max_steps") != new_cfg.get("max_steps"):
             continue  # said by --max-steps
         else:
-            changes.append(f"{OPTIONS.get(key, key)}: {_show(a)} -> {_show(b)}")
+            changes.append(f"{OPTIONS.get(key, key)}: {runfolder.show(a)} -> {runfolder.show(b)}")
     return changes
 
 
 def resume_refusal(out: Path, previous: dict, current: dict, fingerprint: str) -> str:
-    """The message refusing to write a different configuration into a run directory: what differs and what to do."""
-    todo = (
-        "to resume that run, rerun with its original options; for the new configuration, pass another --out"
-    )
+    """The message refusing to write a different configuration into a run directory: what differs and what to do
+    (the shared wording of :mod:`ivra.eval.runfolder`)."""
     changes = config_changes(previous, current) if previous.get("config") else []
-    if not changes:  # a manifest from before the configuration was stored, or a difference not named above
-        return (
-            f"{out} holds a run with a different configuration (fingerprint {previous.get('fingerprint')} != "
-            f"{fingerprint}); {todo}"
-        )
-    return f"{out} holds a run with a different configuration: {'; '.join(changes)}; {todo}"
+    return runfolder.refusal(out, changes, previous.get("fingerprint"), fingerprint)
 
 
 def run_libero(
@@ -261,11 +239,14 @@ def run_libero(
 
     manifest_path = out / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-    if previous and previous.get("fingerprint") != fingerprint:
-        current = {"config": config.to_dict(), "tasks": tasks, "init_states": init_states, "seed": seed}
-        raise UsageError(
-            resume_refusal(out, previous, json.loads(json.dumps(current, default=str)), fingerprint)
-        )
+    current = {"config": config.to_dict(), "tasks": tasks, "init_states": init_states, "seed": seed}
+    runfolder.refuse_changed(  # the check every verb's run folder gets
+        out,
+        previous,
+        current,
+        fingerprints=((previous or {}).get("fingerprint"), fingerprint),
+        describe=lambda old, new: config_changes(old, new) if old.get("config") else [],
+    )
     if random_weights is None and policy_instance is not None:
         random_weights = getattr(policy_instance, "random_weights", None)
     manifest = {
