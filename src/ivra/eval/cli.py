@@ -125,7 +125,7 @@ def random_weights_note(name: str, policy) -> str | None:
 
 def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dict:
     """Build the policy in this process the way the LIBERO job does and set every arm's IVRA setting on it once
-    (``set_ivra(cfg)`` then ``set_ivra(None)``), before any episode runs; a mistake raises :class:`UsageError`
+    (:func:`ivra.policies.check.check_arms`, the check of every verb), before any episode runs; a mistake raises :class:`UsageError`
     naming it. A ``ws://`` policy is checked for a well-formed URL and a server that answers now.
 
     Returns ``{"policy": the built policy if keep (else freed: None), "random_weights": a sentence or None,
@@ -135,7 +135,6 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
     import importlib.util
     import inspect
 
-    from ivra.config import describe_setting
     from ivra.policies.base import chunk_spec
 
     if name == "zero":
@@ -191,21 +190,10 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
             raise UsageError(f"--policy {name}: module {mod!r} has no class {cls!r}")
         pol = _build(name, kwargs)
 
-    from ivra.adapters import IVRAError
+    from ivra.policies.check import check_arms
 
     try:
-        for arm, cfg in arms.items():
-            if not cfg:
-                continue
-            if not hasattr(pol, "set_ivra"):
-                raise UsageError(
-                    f"--policy {name} cannot take IVRA settings (no set_ivra); arm {arm} has one"
-                )
-            try:
-                pol.set_ivra(cfg)
-                pol.set_ivra(None)
-            except (IVRAError, ValueError) as exc:  # ConfigError is a ValueError
-                raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {arm}): {exc}") from None
+        check_arms(pol, arms, name)
         note = random_weights_note(name, pol)
         try:
             chunk = chunk_spec(pol)

@@ -289,22 +289,10 @@ def load_policy(policy: str, executor: str = "inline"):
 
 
 def check_arms(pol, arms: dict[str, dict | None]) -> None:
-    """Attach (then detach) every arm's IVRA setting once on a policy in this process; for a served policy,
-    validate the settings only."""
-    import ivra
-    from ivra.adapters import IVRAError
-    from ivra.config import IVRAConfig, describe_setting
+    """Every arm's IVRA setting set once on the policy: the check of every verb (:mod:`ivra.policies.check`)."""
+    from ivra.policies.check import check_arms as check
 
-    model = getattr(pol, "model", None)
-    for name, cfg in arms.items():
-        if not cfg:
-            continue
-        try:
-            config = IVRAConfig(**cfg)
-            if model is not None:
-                ivra.attach(model, config).detach()
-        except (IVRAError, ValueError) as exc:
-            raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {name}): {exc}") from None
+    check(pol, arms)
 
 
 def policy_layers(pol, policy: str) -> list[int]:

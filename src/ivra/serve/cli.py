@@ -21,23 +21,13 @@ def _api_key(args) -> str | None:
     return os.environ.get("IVRA_SERVE_API_KEY") or None
 
 
-def check_arm(policy, cfg: dict, what: str) -> None:
-    """Attach the server's own arm to the loaded policy once (then detach) before any client connects: a setting
-    the model cannot take (a layer it lacks) is a :class:`UsageError`, not an error in every answer."""
-    import ivra
-    from ivra.adapters import IVRAError
-    from ivra.cliargs import UsageError
-    from ivra.config import IVRAConfig, describe_setting
+def check_arm(policy, cfg: dict, what: str, policy_name: str | None = None) -> None:
+    """Set the server's own arm on the loaded policy once before any client connects (the check of every verb,
+    :mod:`ivra.policies.check`): a setting the model cannot take (a layer it lacks) is a :class:`UsageError`, not an
+    error in every answer. ``what`` names the arm (``default arm``, ``treatment arm``)."""
+    from ivra.policies.check import check_arms
 
-    try:
-        model = getattr(policy, "model", None)
-        if model is not None:
-            ivra.attach(model, IVRAConfig(**cfg)).detach()
-        elif hasattr(policy, "set_ivra"):
-            policy.set_ivra(cfg)
-            policy.set_ivra(None)
-    except (IVRAError, ValueError) as exc:
-        raise UsageError(f"--ivra {describe_setting(cfg)} ({what}): {exc}") from None
+    check_arms(policy, {what: cfg}, policy_name, label=lambda arm: f"--ivra {{setting}} ({arm})")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -76,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "policy's own environment (the clients may run anywhere)"
             ) from None
         if default_ivra:
-            check_arm(policy, default_ivra, "treatment arm" if args.ab else "default arm")
+            check_arm(policy, default_ivra, "treatment arm" if args.ab else "default arm", args.policy)
     blind = None
     if args.ab:
         if default_ivra is None:
