@@ -136,7 +136,11 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
     import inspect
 
     from ivra.policies.base import chunk_spec
+    from ivra.policies.registry import missing_environment
 
+    missing = missing_environment(name)
+    if missing:  # before anything else about the policy: its options are for that environment's ivra
+        raise UsageError(f"--policy {missing}")
     if name == "zero":
         from ivra.policies.zero import ZeroPolicy
 
@@ -163,11 +167,6 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
         kind = name.split(":", 1)[1]
         if kind not in KINDS:
             raise UsageError(f"unknown --policy {name!r}: lerobot policies are lerobot:{'|'.join(KINDS)}")
-        if importlib.util.find_spec("lerobot") is None:
-            raise UsageError(
-                f"--policy {name}: lerobot is not installed in this environment; run ivra from the lerobot "
-                "environment (.venv/bin/nox -s lerobot creates .nox/lerobot; then .nox/lerobot/bin/ivra ...)"
-            )
         if "path" not in kwargs:
             raise UsageError(
                 f"--policy {name} needs --policy-kwargs path=CHECKPOINT (a lerobot checkpoint folder)"

@@ -55,6 +55,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    from ivra.policies.registry import missing_environment
+
+    missing = missing_environment(args.policy, serving=True)
+    if missing:  # before anything else about the policy (its --policy-kwargs are that environment's business)
+        raise UsageError(f"--policy {missing}")
     if not args.ray_replicas:  # loaded here, and every arm checked on it, before anything is written
         try:
             policy, spec = load_policy(args.policy, policy_kwargs)
