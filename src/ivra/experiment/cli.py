@@ -84,7 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="paired baseline vs IVRA episodes of the shipped policy on the tabletop test splits"
     )
     _common(p, "runs/demo")
-    p.add_argument("--episodes", type=positive_int, default=200, help="episodes per split (README: 1000)")
+    p.add_argument(
+        "--episodes",
+        type=positive_int,
+        default=200,
+        help="episodes per split (default 200; the README's results use 1000)",
+    )
     p.add_argument(
         "--splits",
         default=list(TEST_SPLITS),

@@ -221,7 +221,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("blind",),
         default=None,
         help="blind real-robot A/B: the arm (baseline or the --ivra treatment) is assigned per episode, balanced "
-        "in pairs, and never shown; record outcomes with `ivra trials`",
+        "in pairs, and never shown; record outcomes with `ivra trials` (default: none, no A/B)",
     )
     p.add_argument(
         "--ab-dir",
@@ -281,7 +281,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-pairs",
         type=positive_int,
         default=None,
-        help="the most pairs you will run: at that many an undecided A/B is reported as inconclusive",
+        help="the most pairs you will run: at that many an undecided A/B is reported as inconclusive (default: no "
+        "maximum)",
     )
     t.set_defaults(func=cmd_trials)
 
