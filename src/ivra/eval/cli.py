@@ -129,6 +129,7 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
     naming it. A ``ws://`` policy is checked for a well-formed URL and a server that answers now.
 
     Returns ``{"policy": the built policy if keep (else freed: None), "random_weights": a sentence or None,
+    "stand_in": a sentence or None (a stand-in such as ``sim``, in this process or served),
     "chunk": (chunk_length, execute_steps) of the policy}``.
     """
     import importlib
@@ -144,7 +145,7 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
     if name == "zero":
         from ivra.policies.zero import ZeroPolicy
 
-        return {"policy": None, "random_weights": None, "chunk": chunk_spec(ZeroPolicy)}
+        return {"policy": None, "random_weights": None, "stand_in": None, "chunk": chunk_spec(ZeroPolicy)}
     if name.startswith(("ws://", "wss://")):
         check_server_url(name)
         from ivra.policies.remote import RemotePolicy, ServerUnavailable
@@ -194,6 +195,7 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
     try:
         check_arms(pol, arms, name)
         note = random_weights_note(name, pol)
+        stand_in = getattr(pol, "stand_in", None) or None
         try:
             chunk = chunk_spec(pol)
         except ValueError as exc:
@@ -204,11 +206,11 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
         _collect()
         raise
     if keep:
-        return {"policy": pol, "random_weights": note, "chunk": chunk}
+        return {"policy": pol, "random_weights": note, "stand_in": stand_in, "chunk": chunk}
     _close(pol)
     del pol  # the last reference: the workers build their own
     _collect()
-    return {"policy": None, "random_weights": note, "chunk": chunk}
+    return {"policy": None, "random_weights": note, "stand_in": stand_in, "chunk": chunk}
 
 
 _RAY_NUMBERS = ("num_cpus", "num_gpus", "memory", "object_store_memory")
@@ -313,6 +315,12 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             "say nothing about a trained policy",
             file=sys.stderr,
         )
+    if checked.get("stand_in"):
+        print(
+            f"WARNING: policy {args.policy} is a STAND-IN ({checked['stand_in']}): its success rates say nothing "
+            "about a policy",
+            file=sys.stderr,
+        )
     print(
         f"ivra eval libero: {args.suite}"
         + (f" + {', '.join(perturbations)}" if perturbations else "")
@@ -349,6 +357,7 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             sequential={"round": args.round, "delta": args.delta} if args.sequential else None,
             policy_instance=checked["policy"],
             random_weights=checked["random_weights"],
+            stand_in=checked.get("stand_in"),
             lockstep=args.lockstep,
             execute_steps=args.execute_steps
             if args.execute_steps is not None or preset.execute_steps is None

@@ -196,6 +196,7 @@ class PolicyServer:
 
     def metadata(self) -> dict:
         from ivra import __version__
+        from ivra.policies.base import policy_notes
         from ivra.serve.sessions import KEYS
 
         horizon, execute = self.chunk_spec()
@@ -213,6 +214,7 @@ class PolicyServer:
             "max_wait_ms": self.options.max_wait_ms,
             "max_payload_bytes": self.options.max_payload_bytes,
             "ab": None if self.blind is None else "blind",
+            **policy_notes(self.policy),  # random_weights, stand_in: what a client's report must say
         }
         if self.blind is None:
             meta["default_ivra"] = self.default_ivra

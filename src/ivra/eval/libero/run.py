@@ -138,6 +138,7 @@ def run_libero(
     policy_instance=None,
     rerun_errors: bool = False,
     random_weights: str | None = None,
+    stand_in: str | None = None,
     sequential: dict | None = None,
     lockstep: int = 1,
     execute_steps: int | None = None,
@@ -151,7 +152,9 @@ def run_libero(
     ``policy_instance``: an already-built policy (e.g. a model loaded in this process) used instead of
     building ``policy`` by name; needs ``executor="inline"``. ``policy`` then only names it in the records.
     ``random_weights``: why the policy runs random weights (default: ``policy_instance.random_weights``), written
-    into the manifest (``random_weights``, and a line of ``deviations``, which the report shows).
+    into the manifest (``random_weights``, and a line of ``deviations``, which the report shows). ``stand_in``: what
+    the policy stands in for when it is no policy (``sim``), likewise (default: the policy's ``stand_in``). A served
+    policy's come from its server's metadata (recorded as ``policy_server``).
     ``sequential``: ``{"round": K, "delta": d}`` for a paired A/B in rounds of K initial states (every task),
     stopped by the anytime-valid rule of :mod:`ivra.eval.sequential`; the decision goes into the manifest and the
     report. The units are the fixed run's, so a rerun replays the journal to the same decision.
@@ -247,8 +250,24 @@ def run_libero(
         fingerprints=((previous or {}).get("fingerprint"), fingerprint),
         describe=lambda old, new: config_changes(old, new) if old.get("config") else [],
     )
+    served = None
+    if policy.startswith(("ws://", "wss://")):  # served by `ivra serve`: record what answers there
+        if isinstance(getattr(policy_instance, "metadata", None), dict):
+            served = policy_instance.metadata
+        else:
+            from ivra.policies.remote import RemotePolicy
+
+            remote = RemotePolicy(policy, **(policy_kwargs or {}))
+            served = remote.metadata
+            remote.close()
     if random_weights is None and policy_instance is not None:
         random_weights = getattr(policy_instance, "random_weights", None)
+    if stand_in is None and policy_instance is not None:
+        stand_in = getattr(policy_instance, "stand_in", None)
+    if served and random_weights is None and served.get("random_weights"):
+        random_weights = f"served by {policy}: {served['random_weights']}"
+    if served and stand_in is None and served.get("stand_in"):
+        stand_in = f"served by {policy}: {served['stand_in']}"
     manifest = {
         "benchmark": "LIBERO",
         "created": (previous or {}).get("created")
@@ -308,20 +327,18 @@ def run_libero(
         "git_revision": git_revision(),
         "command": sys.argv,
         "random_weights": random_weights,
+        "stand_in": stand_in,
     }
     if random_weights:
         manifest["deviations"].insert(
             0, f"RANDOM WEIGHTS: {random_weights}; the success rates say nothing about a trained policy"
         )
-    if policy.startswith(("ws://", "wss://")):  # served by `ivra serve`: record what answers there
-        if isinstance(getattr(policy_instance, "metadata", None), dict):
-            manifest["policy_server"] = policy_instance.metadata
-        else:
-            from ivra.policies.remote import RemotePolicy
-
-            remote = RemotePolicy(policy, **(policy_kwargs or {}))
-            manifest["policy_server"] = remote.metadata
-            remote.close()
+    if stand_in:
+        manifest["deviations"].insert(
+            0, f"STAND-IN: {stand_in}; the success rates say nothing about a policy"
+        )
+    if served is not None:
+        manifest["policy_server"] = served
     if policy == "zero" and any(arms.values()):
         manifest["deviations"].append(
             "note: the zero policy ignores IVRA; its arms are identical by construction"
