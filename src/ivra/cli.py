@@ -174,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except tuple(expected) as exc:
-        if args.debug:
-            raise
         status = next(code for cls, code in expected.items() if isinstance(exc, cls))
+        if args.debug:  # the traceback too, and the same exit status
+            import traceback
+
+            traceback.print_exc()
         print(f"{prog}: error: {_describe(exc)}", file=sys.stderr)
         return status
 
