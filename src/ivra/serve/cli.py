@@ -41,6 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ivra.serve.server import PolicyServer, ServeOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # websockets logs every HTTP answer (each /healthz probe) and connection at INFO: its warnings only
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     default_ivra = args.ivra  # validated by argparse (ivra.cliargs.ivra_setting)
     policy_kwargs = args.policy_kwargs or {}
     try:

@@ -468,7 +468,8 @@ class PolicyServer:
             compression=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("ivra serve: %s on ws://%s:%d", self.metadata()["policy"], self.options.host, self.port)
+        # the command line prints its own start line (once); this is for library users who turn on debug logs
+        log.debug("ivra serve: %s on ws://%s:%d", self.metadata()["policy"], self.options.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
