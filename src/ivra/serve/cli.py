@@ -89,7 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             from ivra.serve.ray_serve import RayServeFront, start_replicas
         except ImportError as exc:
-            raise UsageError(f"--ray-replicas needs ray[serve] (pip install 'ray[serve]'): {exc}") from None
+            raise UsageError(
+                f"--ray-replicas needs ray[serve]: bash scripts/setup.sh dev (pins ray[serve]==2.60.0): {exc}"
+            ) from None
         ray_handle = start_replicas(
             args.policy,
             policy_kwargs,
