@@ -17,6 +17,8 @@ from ivra.cliargs import (
 )
 from ivra.eval.libero.protocol import PERTURBATIONS, PRESETS, PRO_BASES, SUITES
 
+TORCH_THREADS_HELP = "torch threads per worker process or Ray actor (0: torch's default, one per core; default: 1 with --executor local or ray, whatever the number of workers (torch's default per worker is several times slower for small models on a shared CPU), torch's default inline)"
+
 
 def _perturbations(spec: str | None, suite: str) -> list[str] | None:
     """``--perturbations all`` or ``swap,lan``: the LIBERO-PRO families to run beside ``suite``."""
@@ -348,6 +350,7 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             out=args.out,
             executor=args.executor,
             workers=args.workers,
+            torch_threads=args.torch_threads,
             retries=args.retries,
             videos=args.videos,
             ray_address=args.ray_address,
@@ -486,6 +489,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reused) (default local)",
     )
     lib.add_argument("--workers", type=positive_int, default=1, help="parallel workers (default 1)")
+    lib.add_argument("--torch-threads", type=nonneg_int, default=None, metavar="N", help=TORCH_THREADS_HELP)
     lib.add_argument(
         "--lockstep",
         type=positive_int,

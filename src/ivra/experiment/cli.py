@@ -68,11 +68,18 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
         help="with --executor ray: connect to this cluster (default: start one)",
     )
     p.add_argument("--chunk", type=positive_int, default=50, help="episodes per work unit (batched together)")
+    p.add_argument("--torch-threads", type=nonneg_int, default=None, metavar="N", help=_torch_threads_help())
     p.add_argument(
         "--rerun-errors",
         action="store_true",
         help="on resume, also rerun the units whose journaled result is an error",
     )
+
+
+def _torch_threads_help() -> str:
+    from ivra.eval.cli import TORCH_THREADS_HELP
+
+    return TORCH_THREADS_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -242,6 +249,7 @@ NOT_CONFIGURATION = (
     "workers",
     "ray_address",
     "rerun_errors",
+    "torch_threads",
     "write_default",
     "verb",
     "debug",
@@ -314,7 +322,10 @@ def _execute(args, units, journal, desc, policy_obj=None):
     from ivra.eval.executor import execute
     from ivra.experiment.ab import TabletopABJob
 
-    job = TabletopABJob(policy=args.policy, threads=1 if args.executor != "inline" else None)
+    threads = getattr(args, "torch_threads", None)
+    if threads is None:  # one per worker (one worker too); inline: torch's default
+        threads = 1 if args.executor != "inline" else 0
+    job = TabletopABJob(policy=args.policy, threads=threads or None)
     if args.executor == "inline":
         job._policy = policy_obj  # already loaded by the pre-flight
     return execute(

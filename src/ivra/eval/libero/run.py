@@ -216,7 +216,7 @@ def run_libero(
     out = Path(out or f"runs/libero/{suite}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', policy)}_{'-'.join(arms)}")
     out.mkdir(parents=True, exist_ok=True)
     if torch_threads is None:
-        torch_threads = 1 if (executor != "inline" and workers > 1) else 0
+        torch_threads = 1 if executor != "inline" else 0  # one worker too: torch's default is slower there
     config = LiberoConfig(
         suite=suite,
         policy=policy,
