@@ -360,7 +360,8 @@ def demo(args) -> int:
     splits = args.splits
     cfg, source = _cfg(args.ivra)
     pol = preflight(args.policy, {"ivra": cfg}, args.executor)
-    claim_out(args, ivra=cfg)
+    unused = {} if args.sequential else {"round": None, "delta": None}  # options a fixed run ignores
+    claim_out(args, ivra=cfg, **unused)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = _tag(args.policy, cfg)
@@ -509,7 +510,7 @@ def sweep(args) -> int:
                 arms[name] = cfg
                 cells.append((name, cfg))
     check_arms(pol, arms)
-    claim_out(args, layers=layers)
+    claim_out(args, layers=layers, **({} if args.adaptive else {"round": None}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     units = make_units([args.split], args.episodes, arms, chunk=args.chunk)
