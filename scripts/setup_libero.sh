@@ -16,7 +16,7 @@
 #   3. writes LIBERO's config.yaml into <repo>/.libero (the installed package's own paths, explicit) and
 #      robosuite's macros_private.py (as its setup_macros.py would; robosuite otherwise warns at every import)
 #   4. runs `ivra doctor` (import, config, assets, renderer, one short episode)
-# Measured on a 2-core VM: 84 s and 2.1 GB for a fresh venv with pip (the assets are ~620 MB unpacked); with uv and
+# Measured once on a 2-core VM (its load not recorded; a loaded machine takes longer): 84 s and 2.1 GB for a fresh venv with pip (the assets are ~620 MB unpacked); with uv and
 # its wheel cache about 55 s, most of it `ivra doctor`; a rerun with nothing changed stops at the stamp (seconds).
 set -euo pipefail
 

@@ -35,6 +35,28 @@ def test_every_fenced_block_is_run_by_some_environment():
     assert len(skipped) <= 2, f"blocks skipped outright: {skipped}"
 
 
+def unclosed_fence(text: str) -> int | None:
+    """The line of a fenced block that is never closed (Markdown renders the rest of the page as code, and the
+    block runner skips it), or None."""
+    open_at = None
+    for i, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"^\s*(`{3,}|~{3,})(.*)$", line)
+        if not m:
+            continue
+        if open_at is None:
+            open_at = (i, m.group(1))
+        elif m.group(1).startswith(open_at[1]) and not m.group(2).strip():
+            open_at = None
+    return open_at[0] if open_at else None
+
+
+def test_every_fence_is_closed():
+    assert unclosed_fence("a\n```python\nx = 1\n```\n") is None
+    assert unclosed_fence("a\n```python\nx = 1\n```\n\n```bash\nls\n") == 6
+    unclosed = {str(doc.relative_to(ROOT)): unclosed_fence(doc.read_text()) for doc in DOCS}
+    assert not {k: v for k, v in unclosed.items() if v}, f"fenced blocks never closed (doc: line): {unclosed}"
+
+
 def test_relative_links_resolve():
     """Every relative link of the README and docs/ points to a file of the checkout (and a heading that exists)."""
     broken = []

@@ -47,3 +47,18 @@ def test_the_openpi_client_environment_has_its_pins():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_message_suggests_an_unpinned_install():
+    """Advice the code prints (doctor, executor, serve, set-up scripts) installs through the pinned requirement files
+    or set-up scripts, never `pip install PACKAGE` of whatever version is newest (`ray[default]`, `.[dev]`)."""
+    import re
+
+    unpinned = re.compile(r"pip install (?:-q )?(?!-r\b|-e\b|--|-q\b)['\"]?([A-Za-z.][\w.\-\[\],]*)")
+    found = []
+    for path in [*ROOT.joinpath("src", "ivra").rglob("*.py"), *ROOT.joinpath("scripts").glob("*.sh")]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in unpinned.finditer(line):
+                if "==" not in line[m.end() : m.end() + 3]:
+                    found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -224,8 +224,16 @@ def run(
     }
 
 
+#: presets too small to measure IVRA's overhead: what their ratio is instead
+SMOKE_TESTS = {
+    "tiny": "the tiny preset is a smoke test: a forward of this size takes about a millisecond, so Python overhead "
+    "and the machine's load decide the ratio, not IVRA; it cannot measure the overhead (use --preset realistic)",
+}
+
+
 def format_result(r: dict) -> str:
     lo, hi = r["ratio_ci95"] or (float("nan"), float("nan"))
+    note = SMOKE_TESTS.get(r["preset"])
     return "\n".join(
         [
             f"preset {r['preset']} ({r['visual_tokens']} visual tokens, {r['dtype']} on {r['device']}), IVRA layer "
@@ -239,6 +247,7 @@ def format_result(r: dict) -> str:
             f"  analytic FLOPs     ratio {r['flops']['ratio']:.5f} (+{100 * (r['flops']['ratio'] - 1):.3f} %)",
             f"  vision passes per forward with IVRA: {r['vision_passes_per_forward']} (must be [1])",
         ]
+        + ([f"  note: {note}"] if note else [])
     )
 
 

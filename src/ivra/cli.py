@@ -37,9 +37,34 @@ VERBS = {
 _NEGATIVE_LIST = re.compile(r"^-\d")  # no ivra option starts with a digit
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it (``default ...``): ``off`` for a
+    flag, ``none`` for an option that is unset unless given."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            "default" in text.lower()
+            or action.default is argparse.SUPPRESS
+            or action.required
+            or isinstance(action, argparse._HelpAction | argparse._SubParsersAction)
+            or (not action.option_strings and action.nargs not in ("?", "*"))
+        ):
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None or action.default == []:
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, with usage mistakes answered in one line (``ivra demo: error: ...``) and exit status 2; the
-    subcommand parsers inherit it."""
+    """argparse, with usage mistakes answered in one line (``ivra demo: error: ...``) and exit status 2, and every
+    default in ``--help``; the subcommand parsers inherit it."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):
         # argparse takes "-1,-2" (not a plain negative number) for an option: glue values that start with
@@ -72,7 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
         seen.add(module_name)
+    _describe_verbs(parser)
     return parser
+
+
+def _describe_verbs(parser: argparse.ArgumentParser) -> None:
+    """A verb (or sub-verb) registered without a description gets its one-line help as one, so that
+    ``ivra VERB --help`` says what the verb does."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    sub.description = helps[name][0].upper() + helps[name][1:] + "."
+                _describe_verbs(sub)
 
 
 def _expected_errors() -> dict[type, int]:
@@ -137,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except tuple(expected) as exc:
-        if args.debug:
-            raise
         status = next(code for cls, code in expected.items() if isinstance(exc, cls))
+        if args.debug:  # the traceback too, and the same exit status
+            import traceback
+
+            traceback.print_exc()
         print(f"{prog}: error: {_describe(exc)}", file=sys.stderr)
         return status
 

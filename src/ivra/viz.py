@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,7 +49,13 @@ def figure(
         raise ValueError(f"affinity of {n} tokens is not a square patch grid")
     queries = list(queries) if queries is not None else pick_queries(A)
     h, w = image.shape[:2]
-    fig, axes = plt.subplots(1, 1 + len(queries), figsize=(3.2 * (1 + len(queries)), 3.4))
+    # the observation's title wrapped to its panel (a long instruction ran past the figure's edge, clipped), and
+    # the figure as much taller as its extra lines need
+    title = textwrap.fill(title or "observation", width=40)
+    extra = 0.2 * title.count("\n")
+    fig, axes = plt.subplots(
+        1, 1 + len(queries), figsize=(3.2 * (1 + len(queries)), 3.4 + extra), layout="constrained"
+    )
     ax = axes[0]
     ax.imshow(image)
     colors = {"baseline": "#ffffff", "ivra": "#ffd400"}
@@ -63,7 +70,7 @@ def figure(
         ax.plot([], [], color=c, label=name)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=7, framealpha=0.6)
-    ax.set_title(title or "observation", fontsize=8)
+    ax.set_title(title, fontsize=8)
     ax.axis("off")
     ph, pw = h / side, w / side
     for ax, q in zip(axes[1:], queries):
@@ -81,10 +88,9 @@ def figure(
         ax.add_patch(Rectangle((c * pw, r * ph), pw, ph, fill=False, ec="#00ff66", lw=2))
         ax.set_title(f"affinity of patch ({r}, {c})", fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.08)  # nothing drawn is cut off
     plt.close(fig)
     return path
 

@@ -89,7 +89,7 @@ def test_server_applies_the_hidden_arm_per_episode(tmp_path):
     # resuming continues the numbering; another seed in the same folder is refused
     again = BlindAB(tmp_path / "ab", CFG, seed=3, policy="sim")
     assert again.arm_for("new")[0] == arm_of(3, 9)
-    with pytest.raises(ValueError, match="another seed, treatment or policy"):
+    with pytest.raises(ValueError, match="different configuration: --ab-seed: 3 -> 4; .* another --ab-dir"):
         BlindAB(tmp_path / "ab", CFG, seed=4, policy="sim")
 
 

@@ -31,6 +31,24 @@ def test_ivra_serve_command_serves_and_stops_on_sigterm():
     assert "stopped after 3 requests" in "".join(lines)
 
 
+def test_the_start_line_is_printed_once_and_health_checks_are_not_logged():
+    import time
+    import urllib.request
+
+    with serve_process(sys.executable, "--policy", "sim:fixed_ms=0,per_sample_ms=0") as (url, proc, lines):
+        health = url.replace("ws://", "http://") + "/healthz"
+        for _ in range(3):
+            assert urllib.request.urlopen(health, timeout=10).read().strip() == b"OK"
+        RemotePolicy(url).close()
+        time.sleep(0.5)
+    out = "".join(lines)
+    assert proc.returncode == 0, out
+    assert sum(f" on {url}" in line for line in lines) == 1, out
+    assert "HTTP response" not in out and "connection closed" not in out and "server listening" not in out, (
+        out
+    )
+
+
 def run_cli(*args):
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
     return subprocess.run(
@@ -64,8 +82,8 @@ def test_bad_arguments_are_one_line_errors():
     ):  # the core environment: lerobot's policies run in their own
         cases.append(
             (
-                ["serve", "--policy", "lerobot:smolvla", "--policy-kwargs", "path=/nonexistent"],
-                "--policy lerobot:smolvla: cannot be built in this environment (No module named 'lerobot')",
+                ["serve", "--policy", "lerobot:smolvla"],
+                "--policy lerobot:smolvla runs in the lerobot environment (lerobot 0.6.1, Python 3.12), not this one",
             )
         )
     for args, needle in cases:

@@ -21,6 +21,8 @@ from ivra.cliargs import (
 )
 from ivra.eval.libero.protocol import PERTURBATIONS, PRESETS, PRO_BASES, SUITES
 
+TORCH_THREADS_HELP = "torch threads per worker process or Ray actor (0: torch's default, one per core; default: 1 with --executor local or ray, whatever the number of workers (torch's default per worker is several times slower for small models on a shared CPU), torch's default inline)"
+
 
 def _perturbations(spec: str | None, suite: str) -> list[str] | None:
     """``--perturbations all`` or ``swap,lan``: the LIBERO-PRO families to run beside ``suite``."""
@@ -129,23 +131,27 @@ def random_weights_note(name: str, policy) -> str | None:
 
 def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dict:
     """Build the policy in this process the way the LIBERO job does and set every arm's IVRA setting on it once
-    (``set_ivra(cfg)`` then ``set_ivra(None)``), before any episode runs; a mistake raises :class:`UsageError`
+    (:func:`ivra.policies.check.check_arms`, the check of every verb), before any episode runs; a mistake raises :class:`UsageError`
     naming it. A ``ws://`` policy is checked for a well-formed URL and a server that answers now.
 
     Returns ``{"policy": the built policy if keep (else freed: None), "random_weights": a sentence or None,
+    "stand_in": a sentence or None (a stand-in such as ``sim``, in this process or served),
     "chunk": (chunk_length, execute_steps) of the policy}``.
     """
     import importlib
     import importlib.util
     import inspect
 
-    from ivra.config import describe_setting
     from ivra.policies.base import chunk_spec
+    from ivra.policies.registry import missing_environment
 
+    missing = missing_environment(name)
+    if missing:  # before anything else about the policy: its options are for that environment's ivra
+        raise UsageError(f"--policy {missing}")
     if name == "zero":
         from ivra.policies.zero import ZeroPolicy
 
-        return {"policy": None, "random_weights": None, "chunk": chunk_spec(ZeroPolicy)}
+        return {"policy": None, "random_weights": None, "stand_in": None, "chunk": chunk_spec(ZeroPolicy)}
     if name.startswith(("ws://", "wss://")):
         check_server_url(name)
         from ivra.policies.remote import RemotePolicy, ServerUnavailable
@@ -168,11 +174,6 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
         kind = name.split(":", 1)[1]
         if kind not in KINDS:
             raise UsageError(f"unknown --policy {name!r}: lerobot policies are lerobot:{'|'.join(KINDS)}")
-        if importlib.util.find_spec("lerobot") is None:
-            raise UsageError(
-                f"--policy {name}: lerobot is not installed in this environment; run ivra from the lerobot "
-                "environment (.venv/bin/nox -s lerobot creates .nox/lerobot; then .nox/lerobot/bin/ivra ...)"
-            )
         if "path" not in kwargs:
             raise UsageError(
                 f"--policy {name} needs --policy-kwargs path=CHECKPOINT (a lerobot checkpoint folder)"
@@ -195,22 +196,12 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
             raise UsageError(f"--policy {name}: module {mod!r} has no class {cls!r}")
         pol = _build(name, kwargs)
 
-    from ivra.adapters import IVRAError
+    from ivra.policies.check import check_arms
 
     try:
-        for arm, cfg in arms.items():
-            if not cfg:
-                continue
-            if not hasattr(pol, "set_ivra"):
-                raise UsageError(
-                    f"--policy {name} cannot take IVRA settings (no set_ivra); arm {arm} has one"
-                )
-            try:
-                pol.set_ivra(cfg)
-                pol.set_ivra(None)
-            except (IVRAError, ValueError) as exc:  # ConfigError is a ValueError
-                raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {arm}): {exc}") from None
+        check_arms(pol, arms, name)
         note = random_weights_note(name, pol)
+        stand_in = getattr(pol, "stand_in", None) or None
         try:
             chunk = chunk_spec(pol)
         except ValueError as exc:
@@ -221,11 +212,11 @@ def check_policy(name: str, kwargs: dict, arms: dict, keep: bool = False) -> dic
         _collect()
         raise
     if keep:
-        return {"policy": pol, "random_weights": note, "chunk": chunk}
+        return {"policy": pol, "random_weights": note, "stand_in": stand_in, "chunk": chunk}
     _close(pol)
     del pol  # the last reference: the workers build their own
     _collect()
-    return {"policy": None, "random_weights": note, "chunk": chunk}
+    return {"policy": None, "random_weights": note, "stand_in": stand_in, "chunk": chunk}
 
 
 _RAY_NUMBERS = ("num_cpus", "num_gpus", "memory", "object_store_memory")
@@ -336,6 +327,12 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             "say nothing about a trained policy",
             file=sys.stderr,
         )
+    if checked.get("stand_in"):
+        print(
+            f"WARNING: policy {args.policy} is a STAND-IN ({checked['stand_in']}): its success rates say nothing "
+            "about a policy",
+            file=sys.stderr,
+        )
     print(
         f"ivra eval libero: {args.suite}"
         + (f" + {', '.join(perturbations)}" if perturbations else "")
@@ -363,6 +360,7 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             out=args.out,
             executor=args.executor,
             workers=args.workers,
+            torch_threads=args.torch_threads,
             retries=args.retries,
             videos=args.videos,
             ray_address=args.ray_address,
@@ -374,6 +372,7 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             else None,
             policy_instance=checked["policy"],
             random_weights=checked["random_weights"],
+            stand_in=checked.get("stand_in"),
             lockstep=args.lockstep,
             execute_steps=args.execute_steps
             if args.execute_steps is not None or preset.execute_steps is None
@@ -502,6 +501,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reused) (default local)",
     )
     lib.add_argument("--workers", type=positive_int, default=1, help="parallel workers (default 1)")
+    lib.add_argument("--torch-threads", type=nonneg_int, default=None, metavar="N", help=TORCH_THREADS_HELP)
     lib.add_argument(
         "--lockstep",
         type=positive_int,

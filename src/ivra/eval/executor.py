@@ -460,7 +460,7 @@ def _run_ray(
         import ray
     except ImportError as exc:
         raise RuntimeError(
-            "executor='ray' needs ray: .venv/bin/pip install 'ray[default]' (or pip install -e '.[ray]')"
+            "executor='ray' needs ray: bash scripts/setup.sh dev (pins ray[serve]==2.60.0; or IVRA_WITH_RAY=1 bash scripts/setup_libero.sh)"
         ) from exc
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 

@@ -228,7 +228,12 @@ def render_markdown(
     if manifest:
         cfg = manifest.get("config", {})
         lines += [
-            f"- benchmark: **{manifest.get('benchmark', '?')}**, suite `{cfg.get('suite', '?')}`, policy `{cfg.get('policy', '?')}`",
+            f"- benchmark: **{manifest.get('benchmark', '?')}**, suite `{cfg.get('suite', '?')}`, policy `{cfg.get('policy', '?')}`"
+            + (
+                f" (served: `{manifest['policy_server'].get('policy')}`)"
+                if isinstance(manifest.get("policy_server"), dict)
+                else ""
+            ),
             f"- arms: {', '.join(f'`{a}`' + (f' (IVRA {describe_setting(v)})' if v else '') for a, v in (cfg.get('arms') or {}).items())}",
             f"- renderer: `{manifest.get('renderer')}`, executor `{manifest.get('executor')}` x{manifest.get('workers')}, git `{manifest.get('git_revision')}`",
             f"- created: {manifest.get('created')}",

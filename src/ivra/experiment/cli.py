@@ -72,11 +72,18 @@ def _common(p: argparse.ArgumentParser, out: str) -> None:
         help="with --executor ray: connect to this cluster (default: start one)",
     )
     p.add_argument("--chunk", type=positive_int, default=50, help="episodes per work unit (batched together)")
+    p.add_argument("--torch-threads", type=nonneg_int, default=None, metavar="N", help=_torch_threads_help())
     p.add_argument(
         "--rerun-errors",
         action="store_true",
         help="on resume, also rerun the units whose journaled result is an error",
     )
+
+
+def _torch_threads_help() -> str:
+    from ivra.eval.cli import TORCH_THREADS_HELP
+
+    return TORCH_THREADS_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,7 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="paired baseline vs IVRA episodes of the shipped policy on the tabletop test splits"
     )
     _common(p, "runs/demo")
-    p.add_argument("--episodes", type=positive_int, default=200, help="episodes per split (README: 1000)")
+    p.add_argument(
+        "--episodes",
+        type=positive_int,
+        default=200,
+        help="episodes per split (default 200; the README's results use 1000)",
+    )
     p.add_argument(
         "--splits",
         default=list(TEST_SPLITS),
@@ -253,6 +265,32 @@ def _cfg(setting: dict | None) -> tuple[dict, str]:
     return IVRAConfig(**recorded).to_dict(), source
 
 
+#: options that decide how a run computes, not what it computes: not part of a run folder's configuration (a resume
+#: may change them); every other option is (:mod:`ivra.eval.runfolder`)
+NOT_CONFIGURATION = (
+    "out",
+    "executor",
+    "workers",
+    "ray_address",
+    "rerun_errors",
+    "torch_threads",
+    "write_default",
+    "verb",
+    "debug",
+    "version",
+)
+
+
+def claim_out(args, **resolved) -> None:
+    """Record this command's configuration in ``--out`` (``run.json``), or refuse it when the folder holds a run of
+    another one. ``resolved``: options whose value the command resolved (``ivra``: the default setting it read)."""
+    from ivra.eval import runfolder
+
+    config = {k: v for k, v in vars(args).items() if k not in NOT_CONFIGURATION and not callable(v)}
+    config.update(resolved)
+    runfolder.claim(args.out, getattr(args, "verb", None) or "run", config)
+
+
 def _tag(*parts) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -288,22 +326,10 @@ def load_policy(policy: str, executor: str = "inline"):
 
 
 def check_arms(pol, arms: dict[str, dict | None]) -> None:
-    """Attach (then detach) every arm's IVRA setting once on a policy in this process; for a served policy,
-    validate the settings only."""
-    import ivra
-    from ivra.adapters import IVRAError
-    from ivra.config import IVRAConfig, describe_setting
+    """Every arm's IVRA setting set once on the policy: the check of every verb (:mod:`ivra.policies.check`)."""
+    from ivra.policies.check import check_arms as check
 
-    model = getattr(pol, "model", None)
-    for name, cfg in arms.items():
-        if not cfg:
-            continue
-        try:
-            config = IVRAConfig(**cfg)
-            if model is not None:
-                ivra.attach(model, config).detach()
-        except (IVRAError, ValueError) as exc:
-            raise UsageError(f"IVRA setting {describe_setting(cfg)} (arm {name}): {exc}") from None
+    check(pol, arms)
 
 
 def policy_layers(pol, policy: str) -> list[int]:
@@ -320,7 +346,10 @@ def _execute(args, units, journal, desc, policy_obj=None):
     from ivra.eval.executor import execute
     from ivra.experiment.ab import TabletopABJob
 
-    job = TabletopABJob(policy=args.policy, threads=1 if args.executor != "inline" else None)
+    threads = getattr(args, "torch_threads", None)
+    if threads is None:  # one per worker (one worker too); inline: torch's default
+        threads = 1 if args.executor != "inline" else 0
+    job = TabletopABJob(policy=args.policy, threads=threads or None)
     if args.executor == "inline":
         job._policy = policy_obj  # already loaded by the pre-flight
     return execute(
@@ -361,6 +390,8 @@ def demo(args) -> int:
         )
     cfg, source = _cfg(args.ivra)
     pol = preflight(args.policy, {"ivra": cfg}, args.executor)
+    unused = {} if args.sequential else {"round": None, "delta": None}  # options a fixed run ignores
+    claim_out(args, ivra=cfg, **unused)
     out = Path(args.out)
     if args.sequential and (out / "results.json").exists():
         from ivra.eval.sequential import resume_conflict
@@ -570,6 +601,7 @@ def sweep(args) -> int:
                 arms[name] = cfg
                 cells.append((name, cfg))
     check_arms(pol, arms)
+    claim_out(args, layers=layers, **({} if args.adaptive else {"round": None}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     units = make_units([args.split], args.episodes, arms, chunk=args.chunk)

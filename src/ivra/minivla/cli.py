@@ -10,7 +10,7 @@ from ivra.minivla.dense import HEADS
 from ivra.minivla.model import PROMPTS
 from ivra.minivla.train import VISION_SCENES
 
-STOP_HELP = "end after this many steps of the --steps schedule (reproduces a run stopped early)"
+STOP_HELP = "end after this many steps of the --steps schedule (reproduces a run stopped early; default: the whole schedule)"
 
 
 def _schedule(p: argparse.ArgumentParser, steps: int, lr: float) -> None:

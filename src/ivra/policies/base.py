@@ -53,6 +53,13 @@ class Policy(Protocol):
         (``None``), so that one loaded model serves both arms of an A/B."""
 
 
+def policy_notes(policy) -> dict:
+    """What a policy is when it is not a trained one: ``random_weights`` (why it runs random weights) and
+    ``stand_in`` (a stand-in whose actions are no policy's, e.g. ``sim``'s latency model), each a sentence or None.
+    A served policy (:class:`ivra.policies.remote.RemotePolicy`) answers from its server's metadata."""
+    return {k: getattr(policy, k, None) or None for k in ("random_weights", "stand_in")}
+
+
 def ivra_key(cfg: dict | None) -> str | None:
     """A canonical, hashable name of one IVRA setting (None for the baseline)."""
     return None if not cfg else json.dumps(cfg, sort_keys=True)
@@ -154,7 +161,11 @@ class SingleStep:
 
     def predict(self, observations, instructions, seeds=None, ivra=None) -> np.ndarray:
         row_seeds(seeds, len(observations))
-        actions = self.act(observations, instructions) if ivra is None else self.act(observations, instructions, ivra=ivra)
+        actions = (
+            self.act(observations, instructions)
+            if ivra is None
+            else self.act(observations, instructions, ivra=ivra)
+        )
         return np.asarray(actions, dtype=np.float64)[:, None, :]
 
 

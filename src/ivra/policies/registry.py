@@ -44,6 +44,47 @@ EXPECTED = (
 )
 
 
+#: policies that run only in their own environment: environment -> (a module it has and this one may lack, how to
+#: make it); the core environment runs every other name
+ENVIRONMENTS = {
+    "lerobot": ("lerobot", "lerobot 0.6.1, Python 3.12"),
+    "openvla": ("timm", "timm 0.9.16, transformers 4.40.1, Python 3.11"),
+}
+
+
+def environment_of(name: str) -> str | None:
+    """The environment a policy name runs in when it is not the core one (``lerobot``, ``openvla``), else None."""
+    name = str(name)
+    if name.startswith("lerobot:"):
+        return "lerobot"
+    if name in ("openvla", "openvla-oft"):
+        return "openvla"
+    return None
+
+
+def missing_environment(name: str, serving: bool = False) -> str | None:
+    """Why ``name`` cannot run in this Python environment, and how to make the one it runs in (a sentence), or None
+    when it can (or runs anywhere). Checked before anything else about the policy (its options included).
+    ``serving``: for ``ivra serve`` (no advice to serve it)."""
+    import importlib.util
+
+    env = environment_of(name)
+    if env is None:
+        return None
+    module, what = ENVIRONMENTS[env]
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return (
+        f"{name} runs in the {env} environment ({what}), not this one ({module} is not installed here): make it "
+        f"with `.venv/bin/nox -s {env} --install-only` (creates .nox/{env}), then run `.nox/{env}/bin/ivra ...`"
+        + (
+            " there (its clients may run anywhere)"
+            if serving
+            else f" (or serve it from there, `.nox/{env}/bin/ivra serve`, and give this environment ws://HOST:PORT)"
+        )
+    )
+
+
 def split_inline_kwargs(name: str) -> tuple[str, dict]:
     """``sim:fixed_ms=40,per_sample_ms=2`` -> ("sim", {...}); other names pass through."""
     if name.startswith("sim:"):
@@ -68,6 +109,9 @@ def build_policy(name: str, kwargs: dict | None = None) -> Any:
     kwargs = dict(kwargs or {})
     name, inline = split_inline_kwargs(str(name))
     kwargs.update(inline)
+    missing = missing_environment(name)
+    if missing:
+        raise ImportError(missing)
     if name == "zero":
         from ivra.policies.zero import ZeroPolicy
 

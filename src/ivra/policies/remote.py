@@ -117,6 +117,18 @@ class RemotePolicy:
             time.sleep(delay)
             delay = min(2 * delay, self.max_backoff_s)
 
+    @property
+    def random_weights(self) -> str | None:
+        """Why the served policy runs random weights (its server's metadata), or None."""
+        note = self.metadata.get("random_weights")
+        return f"served by {self.url}: {note}" if note else None
+
+    @property
+    def stand_in(self) -> str | None:
+        """What the served stand-in is (its server's metadata: e.g. ``sim``'s latency model), or None."""
+        note = self.metadata.get("stand_in")
+        return f"served by {self.url}: {note}" if note else None
+
     def close(self) -> None:
         ws = self.__dict__.get("_ws")
         if ws is not None:

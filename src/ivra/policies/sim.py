@@ -19,6 +19,11 @@ class SimLatencyPolicy:
 
     name = "sim"
     per_sample_ivra = True
+    #: not a policy (:func:`ivra.policies.base.policy_notes`)
+    stand_in = (
+        "sim: a latency model standing in for a GPU policy; its actions are a fixed function of the image mean and "
+        "the instruction length, not a policy's"
+    )
 
     def __init__(
         self,
@@ -59,7 +64,12 @@ class SimLatencyPolicy:
 
     @classmethod
     def expected_chunk(
-        cls, observation: dict, instruction: str, action_dim: int = 7, ivra: dict | None = None, seed: int = 0,
+        cls,
+        observation: dict,
+        instruction: str,
+        action_dim: int = 7,
+        ivra: dict | None = None,
+        seed: int = 0,
         chunk: int = 1,
     ) -> np.ndarray:
         """The (chunk, action_dim) answer: step t of the chunk is ``expected + 0.01 t + (seed mod 1000) 1e-4``

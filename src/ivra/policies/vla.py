@@ -109,6 +109,8 @@ class TinyVLAPolicy(SingleStep, IVRASwitch):
         import torch
 
         self.model = build_tiny_llava(model_seed, image_size=image_size, patch_size=patch_size).to(device)
+        #: why this policy runs random weights (:func:`ivra.policies.base.policy_notes`)
+        self.random_weights = "tiny-vla: a random-weight test model (a tiny LLaVA with OpenVLA-style action tokens), not trained"
         self.device = device
         self.image_size = image_size
         self.n_image_tokens = (image_size // patch_size) ** 2

@@ -32,9 +32,16 @@ from typing import IO
 
 import numpy as np
 
+from ivra.eval import runfolder
+
 ARMS = ("baseline", "ivra")
 #: where `ivra serve --ab blind` writes and `ivra trials` reads when no folder is given
 DEFAULT_DIR = "runs/blind"
+#: what a blind A/B folder is fixed to (config.json), and the option that sets each
+FIXED = ("seed", "treatment", "policy")
+OPTIONS = {"seed": "--ab-seed", "treatment": "--ivra", "policy": "--policy"}
+#: the stop rule `ivra trials` checks (trials.json): fixed before the first outcome is looked at
+RULE_OPTIONS = {"delta": "--delta", "max_pairs": "--max-pairs"}
 
 
 def arm_of(seed: int, episode: int) -> str:
@@ -82,13 +89,13 @@ class BlindAB:
         config = {"seed": self.seed, "treatment": self.treatment, "policy": policy, "arms": list(ARMS)}
         if cfg_path.exists():
             old = json.loads(cfg_path.read_text())
-            if {k: old.get(k) for k in ("seed", "treatment", "policy")} != {
-                k: config[k] for k in ("seed", "treatment", "policy")
-            }:
-                raise ValueError(
-                    f"{self.folder} holds a blind A/B with another seed, treatment or policy; resume it with the same "
-                    "options or pass another --ab-dir"
-                )
+            runfolder.refuse_changed(  # the check every verb's run folder gets
+                self.folder,
+                {k: old.get(k) for k in FIXED},
+                {k: config[k] for k in FIXED},
+                describe=lambda a, b: runfolder.changes(a, b, OPTIONS),
+                todo="to resume that A/B, rerun with its original options; for a new one, pass another --ab-dir",
+            )
         else:
             cfg_path.write_text(json.dumps({**config, "created": _now()}, indent=2) + "\n")
         self.episodes_path = self.folder / "episodes.jsonl"
@@ -138,6 +145,8 @@ def record_outcomes(
     """Operator loop: success / failure for every started episode without an outcome, in start order. With
     ``delta``, the sequential rule is checked as pairs complete and the operator is told to stop once it decides
     (only *that* it decided: which way stays blind until ``--report``)."""
+    if delta is not None:
+        fix_rule(folder, delta, max_pairs)
     code = _record(folder, stdin, stdout)
     if delta is not None:
         d = sequential_decision(folder, delta, max_pairs)
@@ -150,6 +159,21 @@ def record_outcomes(
         else:
             print(f"sequential rule: not decided after {d.n} complete pairs; run more pairs", file=stdout)
     return code
+
+
+def fix_rule(folder: str | os.PathLike, delta: float, max_pairs: int | None) -> None:
+    """The sequential stop rule of a blind A/B is fixed by the first `ivra trials` in its folder (``trials.json``):
+    a later one with another ``--delta`` or ``--max-pairs`` is refused (a rule changed after outcomes were seen
+    loses its 95 % guarantee)."""
+    _require_ab_folder(Path(folder))
+    runfolder.claim(
+        folder,
+        "trials",
+        {"delta": float(delta), "max_pairs": max_pairs},
+        file="trials.json",
+        options=RULE_OPTIONS,
+        todo="the stop rule is fixed by the first `ivra trials` of an A/B: rerun with its --delta and --max-pairs",
+    )
 
 
 def _record(folder: str | os.PathLike, stdin: IO[str], stdout: IO[str]) -> int:
@@ -277,6 +301,7 @@ def report(folder: str | os.PathLike, delta: float | None = None, max_pairs: int
                 (base if arm_of(seed, i) == "baseline" else ivra_).append(outcomes[i])
         result["paired"] = paired_ab(base, ivra_).as_dict()
     if delta is not None:
+        fix_rule(folder, delta, max_pairs)
         result["sequential"] = sequential_decision(folder, delta, max_pairs).to_dict()
         result["sequential"]["delta"] = delta
     result["markdown"] = _markdown(result)

@@ -21,23 +21,13 @@ def _api_key(args) -> str | None:
     return os.environ.get("IVRA_SERVE_API_KEY") or None
 
 
-def check_arm(policy, cfg: dict, what: str) -> None:
-    """Attach the server's own arm to the loaded policy once (then detach) before any client connects: a setting
-    the model cannot take (a layer it lacks) is a :class:`UsageError`, not an error in every answer."""
-    import ivra
-    from ivra.adapters import IVRAError
-    from ivra.cliargs import UsageError
-    from ivra.config import IVRAConfig, describe_setting
+def check_arm(policy, cfg: dict, what: str, policy_name: str | None = None) -> None:
+    """Set the server's own arm on the loaded policy once before any client connects (the check of every verb,
+    :mod:`ivra.policies.check`): a setting the model cannot take (a layer it lacks) is a :class:`UsageError`, not an
+    error in every answer. ``what`` names the arm (``default arm``, ``treatment arm``)."""
+    from ivra.policies.check import check_arms
 
-    try:
-        model = getattr(policy, "model", None)
-        if model is not None:
-            ivra.attach(model, IVRAConfig(**cfg)).detach()
-        elif hasattr(policy, "set_ivra"):
-            policy.set_ivra(cfg)
-            policy.set_ivra(None)
-    except (IVRAError, ValueError) as exc:
-        raise UsageError(f"--ivra {describe_setting(cfg)} ({what}): {exc}") from None
+    check_arms(policy, {what: cfg}, policy_name, label=lambda arm: f"--ivra {{setting}} ({arm})")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -51,6 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ivra.serve.server import PolicyServer, ServeOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # websockets logs every HTTP answer (each /healthz probe) and connection at INFO: its warnings only
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     default_ivra = args.ivra  # validated by argparse (ivra.cliargs.ivra_setting)
     policy_kwargs = args.policy_kwargs or {}
     try:
@@ -67,6 +59,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    from ivra.policies.registry import missing_environment
+
+    missing = missing_environment(args.policy, serving=True)
+    if missing:  # before anything else about the policy (its --policy-kwargs are that environment's business)
+        raise UsageError(f"--policy {missing}")
     if not args.ray_replicas:  # loaded here, and every arm checked on it, before anything is written
         try:
             policy, spec = load_policy(args.policy, policy_kwargs)
@@ -78,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "policy's own environment (the clients may run anywhere)"
             ) from None
         if default_ivra:
-            check_arm(policy, default_ivra, "treatment arm" if args.ab else "default arm")
+            check_arm(policy, default_ivra, "treatment arm" if args.ab else "default arm", args.policy)
         if args.roboarena_action_space:  # chosen for RoboArena clients: it must fit the policy's actions
             from ivra.serve.roboarena import action_space_for
 
@@ -101,7 +98,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             from ivra.serve.ray_serve import RayServeFront, start_replicas
         except ImportError as exc:
-            raise UsageError(f"--ray-replicas needs ray[serve] (pip install 'ray[serve]'): {exc}") from None
+            raise UsageError(
+                f"--ray-replicas needs ray[serve]: bash scripts/setup.sh dev (pins ray[serve]==2.60.0): {exc}"
+            ) from None
         ray_handle = start_replicas(
             args.policy,
             policy_kwargs,
@@ -236,7 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("blind",),
         default=None,
         help="blind real-robot A/B: the arm (baseline or the --ivra treatment) is assigned per episode, balanced "
-        "in pairs, and never shown; record outcomes with `ivra trials`",
+        "in pairs, and never shown; record outcomes with `ivra trials` (default: none, no A/B)",
     )
     p.add_argument(
         "--ab-dir",
@@ -313,7 +312,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-pairs",
         type=positive_int,
         default=None,
-        help="the most pairs you will run: at that many an undecided A/B is reported as inconclusive",
+        help="the most pairs you will run: at that many an undecided A/B is reported as inconclusive (default: no "
+        "maximum)",
     )
     t.set_defaults(func=cmd_trials)
 

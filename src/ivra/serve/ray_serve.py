@@ -49,9 +49,10 @@ def _deployment_class():
             self.act_batch.set_batch_wait_timeout_s(max_wait_s)
 
         def describe(self) -> dict:
-            from ivra.policies.base import chunk_spec
+            from ivra.policies.base import chunk_spec, policy_notes
 
             return {
+                **policy_notes(self.policy),
                 "name": getattr(self.policy, "name", type(self.policy).__name__),
                 "spec": self.spec.to_dict(),
                 "chunk": list(chunk_spec(self.policy)),
@@ -142,6 +143,8 @@ class RayServeFront(PolicyServer):
             name = described["name"]
             chunk_length, execute_steps = described["chunk"]
             nonfinite_means = described.get("nonfinite_means")
+            random_weights = described.get("random_weights")
+            stand_in = described.get("stand_in")
 
         super().__init__(_Named(), options, spec, blind=blind)
         self.handle = handle

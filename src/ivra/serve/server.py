@@ -220,6 +220,7 @@ class PolicyServer:
 
     def metadata(self) -> dict:
         from ivra import __version__
+        from ivra.policies.base import policy_notes
         from ivra.serve.sessions import KEYS
 
         horizon, execute = self.chunk_spec()
@@ -237,6 +238,7 @@ class PolicyServer:
             "max_wait_ms": self.options.max_wait_ms,
             "max_payload_bytes": self.options.max_payload_bytes,
             "ab": None if self.blind is None else "blind",
+            **policy_notes(self.policy),  # random_weights, stand_in: what a client's report must say
         }
         if self.blind is None:
             meta["default_ivra"] = self.default_ivra
@@ -569,7 +571,8 @@ class PolicyServer:
             compression=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("ivra serve: %s on ws://%s:%d", self.metadata()["policy"], self.options.host, self.port)
+        # the command line prints its own start line (once); this is for library users who turn on debug logs
+        log.debug("ivra serve: %s on ws://%s:%d", self.metadata()["policy"], self.options.host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -161,12 +161,12 @@ def run_checks(smoke: bool = True) -> list[Check]:
         ff = False
     checks.append(
         Check("mp4 videos (imageio-ffmpeg)", ff, "available" if ff else "missing: videos fall back to GIF",
-              ".venv/bin/pip install imageio imageio-ffmpeg", required=False)
+              "bash scripts/setup_libero.sh (requirements/libero.txt pins imageio, imageio-ffmpeg)", required=False)
     )  # fmt: skip
     checks.append(
         Check("ray (optional executor)", importlib.util.find_spec("ray") is not None,
               "installed" if importlib.util.find_spec("ray") else "not installed (--executor local/inline still work)",
-              ".venv/bin/pip install 'ray[default]'", required=False)
+              "bash scripts/setup.sh dev (pins ray[serve]==2.60.0; or IVRA_WITH_RAY=1 bash scripts/setup_libero.sh)", required=False)
     )  # fmt: skip
     if smoke:
         prior_ok = all(c.ok for c in checks if c.required)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ivra.cliargs import UsageError
+from ivra.eval import runfolder
 from ivra.eval.executor import execute
 from ivra.eval.libero import protocol
 from ivra.eval.libero.install import LiberoMissing, ensure_config, versions
@@ -76,23 +77,6 @@ OPTIONS = {
 }
 
 
-def _show(value) -> str:
-    if value is None:
-        return "default"
-    if isinstance(value, list) and len(value) > 6:
-        return "[" + ", ".join(map(str, value[:3])) + f", ..., {value[-1]}] ({len(value)} values)"
-    return json.dumps(value) if isinstance(value, (dict, list, str)) else str(value)
-
-
-def _dict_changes(what: str, old: dict, new: dict) -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new), key=lambda k: (k not in old, k not in new, k)):
-        a, b = old.get(k, "absent"), new.get(k, "absent")
-        if a != b:
-            out.append(f"{what}: {k} {_show(a) if k in old else a} -> {_show(b) if k in new else b}")
-    return out
-
-
 def config_changes(old: dict, new: dict) -> list[str]:
     """What differs between two runs' settings (each ``{"config", "tasks", "init_states", "seed"}`` as the
     manifest stores them), one ``"option: old -> new"`` per difference, e.g. ``"ivra arm: layer 8 -> 2"``."""
@@ -111,30 +95,18 @@ def config_changes(old: dict, new: dict) -> list[str]:
                 changes.append(f"arms: {', '.join(a) or 'none'} -> {', '.join(b) or 'none'} (--ab / --ivra)")
             for arm in (x for x in b if x in a and a[x] != b[x]):
                 if not a[arm] or not b[arm]:
-                    changes.append(f"{arm} arm: IVRA {_show(a[arm])} -> {_show(b[arm])} (--ivra)")
+                    changes.append(
+                        f"{arm} arm: IVRA {runfolder.show(a[arm])} -> {runfolder.show(b[arm])} (--ivra)"
+                    )
                 else:
-                    changes += _dict_changes(f"{arm} arm", a[arm], b[arm])
+                    changes += runfolder.dict_changes(f"{arm} arm", a[arm], b[arm])
         elif key == "policy_kwargs":
-            changes += _dict_changes("--policy-kwargs", a or {}, b or {})
+            changes += runfolder.dict_changes("--policy-kwargs", a or {}, b or {})
         elif key == "effective_max_steps" and old_cfg.get("max_steps") != new_cfg.get("max_steps"):
             continue  # said by --max-steps
         else:
-            changes.append(f"{OPTIONS.get(key, key)}: {_show(a)} -> {_show(b)}")
+            changes.append(f"{OPTIONS.get(key, key)}: {runfolder.show(a)} -> {runfolder.show(b)}")
     return changes
-
-
-def resume_refusal(out: Path, previous: dict, current: dict, fingerprint: str) -> str:
-    """The message refusing to write a different configuration into a run directory: what differs and what to do."""
-    todo = (
-        "to resume that run, rerun with its original options; for the new configuration, pass another --out"
-    )
-    changes = config_changes(previous, current) if previous.get("config") else []
-    if not changes:  # a manifest from before the configuration was stored, or a difference not named above
-        return (
-            f"{out} holds a run with a different configuration (fingerprint {previous.get('fingerprint')} != "
-            f"{fingerprint}); {todo}"
-        )
-    return f"{out} holds a run with a different configuration: {'; '.join(changes)}; {todo}"
 
 
 def run_libero(
@@ -160,6 +132,7 @@ def run_libero(
     policy_instance=None,
     rerun_errors: bool = False,
     random_weights: str | None = None,
+    stand_in: str | None = None,
     sequential: dict | None = None,
     lockstep: int = 1,
     execute_steps: int | None = None,
@@ -173,7 +146,9 @@ def run_libero(
     ``policy_instance``: an already-built policy (e.g. a model loaded in this process) used instead of
     building ``policy`` by name; needs ``executor="inline"``. ``policy`` then only names it in the records.
     ``random_weights``: why the policy runs random weights (default: ``policy_instance.random_weights``), written
-    into the manifest (``random_weights``, and a line of ``deviations``, which the report shows).
+    into the manifest (``random_weights``, and a line of ``deviations``, which the report shows). ``stand_in``: what
+    the policy stands in for when it is no policy (``sim``), likewise (default: the policy's ``stand_in``). A served
+    policy's come from its server's metadata (recorded as ``policy_server``).
     ``sequential``: ``{"round": K, "delta": d, "design": "group" | "anytime"}`` for a paired A/B in rounds of K
     initial states (every task), stopped by the group-sequential test of :mod:`ivra.eval.groupseq` or the
     anytime-valid rule of :mod:`ivra.eval.sequential` (default anytime); the decision goes into the manifest and the
@@ -236,7 +211,7 @@ def run_libero(
     out = Path(out or f"runs/libero/{suite}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', policy)}_{'-'.join(arms)}")
     out.mkdir(parents=True, exist_ok=True)
     if torch_threads is None:
-        torch_threads = 1 if (executor != "inline" and workers > 1) else 0
+        torch_threads = 1 if executor != "inline" else 0  # one worker too: torch's default is slower there
     config = LiberoConfig(
         suite=suite,
         policy=policy,
@@ -262,11 +237,24 @@ def run_libero(
 
     manifest_path = out / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-    if previous and previous.get("fingerprint") != fingerprint:
-        current = {"config": config.to_dict(), "tasks": tasks, "init_states": init_states, "seed": seed}
-        raise UsageError(
-            resume_refusal(out, previous, json.loads(json.dumps(current, default=str)), fingerprint)
-        )
+    current = {"config": config.to_dict(), "tasks": tasks, "init_states": init_states, "seed": seed}
+    runfolder.refuse_changed(  # the check every verb's run folder gets
+        out,
+        previous,
+        current,
+        fingerprints=((previous or {}).get("fingerprint"), fingerprint),
+        describe=lambda old, new: config_changes(old, new) if old.get("config") else [],
+    )
+    served = None
+    if policy.startswith(("ws://", "wss://")):  # served by `ivra serve`: record what answers there
+        if isinstance(getattr(policy_instance, "metadata", None), dict):
+            served = policy_instance.metadata
+        else:
+            from ivra.policies.remote import RemotePolicy
+
+            remote = RemotePolicy(policy, **(policy_kwargs or {}))
+            served = remote.metadata
+            remote.close()
     if sequential and previous:
         from ivra.eval.sequential import resume_conflict
 
@@ -275,6 +263,12 @@ def run_libero(
             raise UsageError(f"{out}: {why}")
     if random_weights is None and policy_instance is not None:
         random_weights = getattr(policy_instance, "random_weights", None)
+    if stand_in is None and policy_instance is not None:
+        stand_in = getattr(policy_instance, "stand_in", None)
+    if served and random_weights is None and served.get("random_weights"):
+        random_weights = f"served by {policy}: {served['random_weights']}"
+    if served and stand_in is None and served.get("stand_in"):
+        stand_in = f"served by {policy}: {served['stand_in']}"
     manifest = {
         "benchmark": "LIBERO",
         "created": (previous or {}).get("created")
@@ -334,20 +328,18 @@ def run_libero(
         "git_revision": git_revision(),
         "command": sys.argv,
         "random_weights": random_weights,
+        "stand_in": stand_in,
     }
     if random_weights:
         manifest["deviations"].insert(
             0, f"RANDOM WEIGHTS: {random_weights}; the success rates say nothing about a trained policy"
         )
-    if policy.startswith(("ws://", "wss://")):  # served by `ivra serve`: record what answers there
-        if isinstance(getattr(policy_instance, "metadata", None), dict):
-            manifest["policy_server"] = policy_instance.metadata
-        else:
-            from ivra.policies.remote import RemotePolicy
-
-            remote = RemotePolicy(policy, **(policy_kwargs or {}))
-            manifest["policy_server"] = remote.metadata
-            remote.close()
+    if stand_in:
+        manifest["deviations"].insert(
+            0, f"STAND-IN: {stand_in}; the success rates say nothing about a policy"
+        )
+    if served is not None:
+        manifest["policy_server"] = served
     if policy == "zero" and any(arms.values()):
         manifest["deviations"].append(
             "note: the zero policy ignores IVRA; its arms are identical by construction"
