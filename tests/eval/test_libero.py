@@ -305,11 +305,11 @@ def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_deci
     assert "**futility** after 1 round(s), 4 pairs" in report.splitlines()[-1]
     assert "anytime-valid 95 % interval" in report and "fixed-design 95 % interval" in report
     assert proc.stdout.strip().splitlines()[-1] == report.splitlines()[-1]
-    other = _ivra([*cmd[:-3], "anytime" if design == "group" else "group", *cmd[-2:]], subprocess_env)
-    assert (
-        other.returncode == 2 and "holds a sequential A/B run with other settings (--design" in other.stderr
-    )
-    if design == "group":
+    if design == "group":  # the CLI-only refusals once (each is a fresh process): another design, one round, no --ab
+        other = _ivra([*cmd[:-3], "anytime", *cmd[-2:]], subprocess_env)
+        assert (
+            other.returncode == 2 and "holds a sequential A/B run with other settings (--design" in other.stderr
+        )
         assert seq["planned_rounds"] == 2 and len(seq["looks"]) == 1
         one = _ivra(
             [c if c != "2" else "4" for c in cmd[:-2]] + ["--out", str(tmp_path / "one")], subprocess_env
@@ -318,13 +318,13 @@ def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_deci
             one.returncode == 2 and "a group-sequential design needs at least 2 planned rounds" in one.stderr
         )
         assert len(one.stderr.strip().splitlines()) == 1
+        no_ab = [c for c in cmd if c not in ("--ab",)]
+        proc = _ivra(no_ab, subprocess_env)
+        assert proc.returncode == 2 and "--sequential stops a paired A/B early: it needs --ab" in proc.stderr
     journal = (out / "journal.jsonl").read_text()
     assert _ivra(cmd, subprocess_env).returncode == 0
     assert json.loads((out / "manifest.json").read_text())["sequential"] == seq
     assert (out / "journal.jsonl").read_text() == journal
-    no_ab = [c for c in cmd if c not in ("--ab",)]
-    proc = _ivra(no_ab, subprocess_env)
-    assert proc.returncode == 2 and "--sequential stops a paired A/B early: it needs --ab" in proc.stderr
 
 
 @pytest.mark.libero

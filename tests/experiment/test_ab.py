@@ -429,7 +429,7 @@ def test_sequential_demo_stops_by_the_rule_and_a_rerun_reaches_the_same_decision
     capsys.readouterr()
     assert main([*argv[:-1], other]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"--design {design} -> {other}" in err[0]
+    assert len(err) == 1 and f'--design: "{design}" -> "{other}"' in err[0]  # the shared run-folder check
 
 
 @pytest.mark.parametrize("verb", [["demo", "--sequential"], ["sweep", "--adaptive"]], ids=["demo", "sweep"])
@@ -487,7 +487,7 @@ def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(
     other = "anytime" if design == "group" else "group"
     capsys.readouterr()
     assert main([*argv[:-1], other]) == 2
-    assert f"--design {design} -> {other}" in capsys.readouterr().err
+    assert f'--design: "{design}" -> "{other}"' in capsys.readouterr().err  # the shared run-folder check
 
 
 def test_group_sweep_stops_worse_and_futile_cells_at_the_planned_looks(monkeypatch):

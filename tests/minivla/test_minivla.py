@@ -95,11 +95,13 @@ def test_short_training_run_writes_safetensors_that_load(tmp_path):
     pre = load_file(str(vision))
     got = model.model.vision_tower.state_dict()
     assert all(torch.equal(got[k], v.half().float()) for k, v in pre.items())
-    actions, ok = predict(
-        model, tok, spec, np.zeros((2, 48, 48, 3), np.uint8), ["put the red star into the blue bowl"] * 2
-    )
-    assert actions.shape == (2, 4) and len(ok) == 2
-    assert all(np.isnan(a).all() for a, good in zip(actions, ok) if not good)
+    images, text = np.zeros((2, 48, 48, 3), np.uint8), ["put the red star into the blue bowl"] * 2
+    free, ok = predict(model, tok, spec, images, text, grammar=False)
+    assert free.shape == (2, 4) and len(ok) == 2
+    assert all(np.isnan(a).all() for a, good in zip(free, ok) if not good)
+    actions, ok_again = predict(model, tok, spec, images, text)  # under the action grammar: always an action
+    assert ok_again == ok and np.isfinite(actions).all()
+    np.testing.assert_array_equal(actions[ok], free[ok])
 
 
 def test_vision_stage_continues_from_a_tower_and_weights_a_head(tmp_path):
