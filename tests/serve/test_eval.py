@@ -205,7 +205,7 @@ def test_demo_and_sweep_against_a_served_stand_in_say_so(tmp_path, capsys):
         sweep_err = capsys.readouterr().err
     finally:
         st.stop()
-    assert demo == 0 and sweep == 0
+    assert demo == 0 and sweep == 0, demo_err + sweep_err
     for verb, err in (("demo", demo_err), ("sweep", sweep_err)):
         assert f"WARNING: policy {st.url} is a STAND-IN (served by {st.url}: sim: a latency model" in err, verb
         assert f"WARNING: policy {st.url} runs RANDOM WEIGHTS (served by {st.url}: a test model" in err, verb
@@ -214,3 +214,20 @@ def test_demo_and_sweep_against_a_served_stand_in_say_so(tmp_path, capsys):
         assert result["random_weights"] == f"served by {st.url}: a test model: random weights", verb
         table = (tmp_path / verb / "table.md").read_text().splitlines()
         assert table[0].startswith("RANDOM WEIGHTS: served by") and table[2].startswith("STAND-IN: served by"), verb
+
+
+def test_ivra_demo_refuses_a_served_policy_of_another_action_space(tmp_path, capsys):
+    from ivra.cli import main
+    from ivra.policies.sim import SimLatencyPolicy
+    from ivra.serve.policies import ObsSpec
+
+    st = start(SimLatencyPolicy(0, 0), ObsSpec(action_dim=7))  # a LIBERO-side policy's 7-D actions
+    try:
+        code = main(["demo", "--policy", st.url, "--episodes", "2", "--out", str(tmp_path)])
+    finally:
+        st.stop()
+    assert code == 2
+    assert f"--policy {st.url}: the served policy (sim) answers 7-D actions; the tabletop takes 4" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "journal.jsonl").exists()

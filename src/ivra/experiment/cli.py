@@ -318,11 +318,18 @@ def load_policy(policy: str, executor: str = "inline"):
             "directory | ws://HOST:PORT | package.module:Class (LIBERO policies run with `ivra eval libero`)"
         )
     try:  # served by `ivra serve`: reachable now (the server checks the settings it gets)
-        return build_policy(policy, {"reconnect_s": 5} if served else {})
+        pol = build_policy(policy, {"reconnect_s": 5} if served else {})
     except ServerUnavailable as exc:
         raise UsageError(f"--policy {policy}: {exc}") from None
     except (ValueError, FileNotFoundError, ImportError, AttributeError) as exc:
         raise UsageError(f"--policy {policy}: {exc}") from None
+    dim = pol.metadata.get("action_dim") if served else None
+    if dim is not None and int(dim) != 4:
+        raise UsageError(
+            f"--policy {policy}: the served policy ({pol.metadata.get('policy', '?')}) answers {dim}-D actions; "
+            "the tabletop takes 4 (pick x, y, place x, y)"
+        )
+    return pol
 
 
 def check_arms(pol, arms: dict[str, dict | None]) -> None:
