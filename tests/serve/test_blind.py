@@ -63,7 +63,9 @@ def test_server_applies_the_hidden_arm_per_episode(tmp_path):
         with pytest.raises(ValueError, match="blind A/B .* each row needs its episode"):
             rp.predict(obs[:1], text[:1], [chunk_seed(999, 0)])
         one = EpisodeRunner(rp).start(seed=999, ivra=CFG)
-        with pytest.raises(ValueError, match="blind A/B: the server assigns the arm per episode, a request cannot"):
+        with pytest.raises(
+            ValueError, match="blind A/B: the server assigns the arm per episode, a request cannot"
+        ):
             rp.predict(obs[:1], text[:1], [one.next_seed()], [CFG], [one.identity])
         with pytest.raises(ServerError, match="blind A/B: the arm is assigned per episode"):
             ws = connect(st.url, legacy=True)

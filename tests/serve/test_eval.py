@@ -186,36 +186,6 @@ def test_ivra_demo_verb_with_no_server_is_a_usage_error(tmp_path, capsys):
     assert f"ws://127.0.0.1:{port} unreachable" in capsys.readouterr().err
 
 
-def test_demo_and_sweep_against_a_served_stand_in_say_so(tmp_path, capsys):
-    """`ivra demo` and `ivra sweep` against a server whose policy is a stand-in (`sim`) with random weights (noted
-    on this instance, as tiny-vla notes its own) warn on stderr and record both notes, from the server's metadata,
-    in results.json and the table, as `ivra eval libero` does."""
-    from ivra.cli import main
-    from ivra.policies.sim import SimLatencyPolicy
-    from ivra.serve.policies import ObsSpec
-
-    policy = SimLatencyPolicy(0, 0, action_dim=4)  # the tabletop's 4-D actions
-    policy.random_weights = "a test model: random weights"
-    st = start(policy, ObsSpec(action_dim=4), max_batch=8)
-    common = ["--policy", st.url, "--episodes", "2", "--chunk", "2"]
-    try:
-        demo = main(["demo", *common, "--splits", "novel_task", "--out", str(tmp_path / "demo")])
-        demo_err = capsys.readouterr().err
-        sweep = main(["sweep", *common, "--layers", "0", "--lams", "0.1", "--out", str(tmp_path / "sweep")])
-        sweep_err = capsys.readouterr().err
-    finally:
-        st.stop()
-    assert demo == 0 and sweep == 0, demo_err + sweep_err
-    for verb, err in (("demo", demo_err), ("sweep", sweep_err)):
-        assert f"WARNING: policy {st.url} is a STAND-IN (served by {st.url}: sim: a latency model" in err, verb
-        assert f"WARNING: policy {st.url} runs RANDOM WEIGHTS (served by {st.url}: a test model" in err, verb
-        result = json.loads((tmp_path / verb / "results.json").read_text())
-        assert result["stand_in"].startswith(f"served by {st.url}: sim: a latency model"), verb
-        assert result["random_weights"] == f"served by {st.url}: a test model: random weights", verb
-        table = (tmp_path / verb / "table.md").read_text().splitlines()
-        assert table[0].startswith("RANDOM WEIGHTS: served by") and table[2].startswith("STAND-IN: served by"), verb
-
-
 def test_ivra_demo_refuses_a_served_policy_of_another_action_space(tmp_path, capsys):
     from ivra.cli import main
     from ivra.policies.sim import SimLatencyPolicy

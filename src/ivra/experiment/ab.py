@@ -93,7 +93,9 @@ class TabletopABJob:
         spec = getattr(self._policy, "spec", None)
         if spec is not None:
             return spec.image_size
-        return int(self._policy.image_size or 96)  # a served policy that takes any size: the tabletop's default
+        return int(
+            self._policy.image_size or 96
+        )  # a served policy that takes any size: the tabletop's default
 
     def __getstate__(self):
         return {**self.__dict__, "_policy": None}

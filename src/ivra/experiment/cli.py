@@ -736,7 +736,11 @@ def sweep(args) -> int:
         for r in rows
     ]
     n_base = adaptive["baseline_episodes"] if adaptive else args.episodes
-    table = notes_header(notes) + f"baseline: {100 * base:.1f} % ({args.split}, n={n_base})\n\n" + "\n".join(lines)
+    table = (
+        notes_header(notes)
+        + f"baseline: {100 * base:.1f} % ({args.split}, n={n_base})\n\n"
+        + "\n".join(lines)
+    )
     if adaptive:
         table += (
             f"\n\nadaptive ({adaptive.get('design', 'anytime')} design): {adaptive['rule']}; {adaptive['rounds']} round(s), {adaptive['cell_episodes_spent']} cell "

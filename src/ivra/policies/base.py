@@ -156,7 +156,9 @@ def predict_with_arms(
         raise ValueError(f"episodes has {len(episodes)} entries for a batch of {n} observations")
     takes = episodes is not None and getattr(policy, "takes_episodes", False)
 
-    def of(rows: list[int] | None = None) -> dict:  # the episodes keyword of a (sub-)batch, for policies taking it
+    def of(
+        rows: list[int] | None = None,
+    ) -> dict:  # the episodes keyword of a (sub-)batch, for policies taking it
         if not takes:
             return {}
         return {"episodes": list(episodes) if rows is None else [episodes[i] for i in rows]}
