@@ -124,3 +124,29 @@ def test_grouped_arms_restore_the_policys_own_setting():
     pol.set_ivra({"layer": 0, "lam": 0.2})
     predict_with_arms(pol, [_obs(0)] * 2, ["a"] * 2, [0, 1], [None, {"layer": 1, "lam": 0.5}])
     assert pol.ivra_config == {"layer": 0, "lam": 0.2}
+
+
+def test_runner_hands_episodes_only_to_policies_that_take_them():
+    """A policy declaring ``takes_episodes`` gets each row's episode (seed and a key unique per episode, even for
+    one seed), on the grouped path too (rows [arm, None, arm]); a policy that does not declare it never sees the
+    keyword (its predict has no such parameter)."""
+    arm = {"layer": 1, "lam": 0.5}
+    seen: list[list] = []
+
+    class Keyed(SimLatencyPolicy):
+        per_sample_ivra = False  # the sub-batch path of predict_with_arms
+        takes_episodes = True
+
+        def predict(self, observations, instructions, seeds=None, ivra=None, episodes=None):
+            seen.append(episodes)
+            return super().predict(observations, instructions, seeds, ivra)
+
+    runner = EpisodeRunner(Keyed(0, 0, chunk=2))
+    eps = [runner.start(seed=3, ivra=arm), runner.start(seed=3), runner.start(seed=4, ivra=arm, key="mine")]
+    runner.step(eps, [_obs(1)] * 3, ["a"] * 3)
+    assert [[e.seed for e in call] for call in seen] == [[3, 4], [3]]  # the arm's rows 0 and 2, then row 1
+    assert [e.key for e in seen[0]] == [eps[0].key, "mine"] and seen[1][0].key == eps[1].key
+    assert len({e.key for e in eps}) == 3  # one seed, two episodes, two keys
+    plain = EpisodeRunner(_Stateless())  # predict(observations, instructions, seeds=None, ivra=None)
+    ep = plain.start(seed=1)
+    assert plain.step([ep], [_obs(0)], ["a"]).shape == (1, 3)

@@ -10,13 +10,16 @@ the LIBERO job::
     actions = runner.step(eps, observations, instructions)   # (len(eps), D): one action per episode
 
 ``step`` makes one batched ``predict`` call for the episodes whose queue is empty (the others pop their queue) and
-returns one action per episode. The noise of an episode's k-th chunk is seeded by ``chunk_seed(seed, k)``, a
+returns one action per episode; a policy that declares ``takes_episodes`` also gets each row's episode
+(:class:`ivra.policies.base.EpisodeIdentity`: its seed and its key, unique per episode), as a blind A/B server's
+client needs. The noise of an episode's k-th chunk is seeded by ``chunk_seed(seed, k)``, a
 function of the episode alone: an episode gives the same actions alone, in any batch and in either arm of a pair,
 and the server's sessions (``ivra serve``) use the same seeds, so a served episode reproduces an in-process one.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ivra.policies.base import chunk_spec, predict_with_arms
+from ivra.policies.base import EpisodeIdentity, chunk_spec, predict_with_arms
 
 
 def chunk_seed(episode_seed: int, index: int) -> int:
@@ -38,7 +41,8 @@ def chunk_seed(episode_seed: int, index: int) -> int:
 
 @dataclass
 class Episode:
-    """One episode's state: its seed, its IVRA arm, the actions left of its last chunk, chunks drawn, steps."""
+    """One episode's state: its seed, its IVRA arm, the actions left of its last chunk, chunks drawn, steps, and
+    its key (unique per episode: :meth:`EpisodeRunner.start` gives one)."""
 
     seed: int
     ivra: dict | None = None
@@ -46,6 +50,12 @@ class Episode:
     queue: deque = field(default_factory=deque)
     chunks: int = 0
     steps: int = 0
+    key: str = ""
+
+    @property
+    def identity(self) -> EpisodeIdentity:
+        """Which episode this is (its seed and key), for policies that take ``episodes=``."""
+        return EpisodeIdentity(self.seed, self.key or f"seed:{self.seed}")
 
     def next_seed(self) -> int:
         return chunk_seed(self.seed, self.chunks)
@@ -87,10 +97,15 @@ class EpisodeRunner:
             )
         self.calls = 0
         self.rows = 0
+        self._uid = uuid.uuid4().hex[:12]
+        self._started = 0
 
-    def start(self, seed: int, ivra: dict | None = None) -> Episode:
-        """A new episode: empty queue, seeded noise, the arm ``ivra`` (None: baseline)."""
-        return Episode(seed=int(seed), ivra=dict(ivra) if ivra else None, execute=self.execute)
+    def start(self, seed: int, ivra: dict | None = None, key: str | None = None) -> Episode:
+        """A new episode: empty queue, seeded noise, the arm ``ivra`` (None: baseline). ``key`` names it (default:
+        ``"<runner>/<n>:<seed>"``, n counting this runner's episodes: unique across runners and processes)."""
+        n, self._started = self._started, self._started + 1
+        key = f"{self._uid}/{n}:{int(seed)}" if key is None else str(key)
+        return Episode(seed=int(seed), ivra=dict(ivra) if ivra else None, execute=self.execute, key=key)
 
     def step(
         self, episodes: Sequence[Episode], observations: list[dict[str, Any]], instructions: list[str]
@@ -109,6 +124,7 @@ class EpisodeRunner:
                 [instructions[i] for i in need],
                 [episodes[i].next_seed() for i in need],
                 [episodes[i].ivra for i in need] if self.arms else None,
+                [episodes[i].identity for i in need],
             )
             self.calls += 1
             self.rows += len(need)

@@ -34,9 +34,9 @@ def test_schedule_is_balanced_seeded_and_varied():
 
 
 def test_server_applies_the_hidden_arm_per_episode(tmp_path):
-    """Chunk episodes stepped in lockstep by an EpisodeRunner over RemotePolicy (reset(seed) announces each) get
-    their own hidden arm and the in-process chunks of their seed; openpi-style clients without episode_id get one
-    episode per connection, and reset: true starts the next."""
+    """Chunk episodes stepped in lockstep by an EpisodeRunner over RemotePolicy (the runner hands it each row's
+    episode) get their own hidden arm and the in-process chunks of their seed; openpi-style clients without
+    episode_id get one episode per connection, and reset: true starts the next."""
     blind = BlindAB(tmp_path / "ab", CFG, seed=3, policy="sim")
     policy = SimLatencyPolicy(0, 0, chunk=4, execute=2)
     st = ServerThread(PolicyServer(policy, ServeOptions(port=0), SPEC, blind=blind)).start()
@@ -49,8 +49,6 @@ def test_server_applies_the_hidden_arm_per_episode(tmp_path):
         for group in ((0, 1, 2), (3, 4, 5)):  # episodes 0-2, then 3-5: three in lockstep at a time
             runner = EpisodeRunner(rp)
             eps = [runner.start(seed=100 + e) for e in group]
-            for e in group:
-                rp.reset(100 + e)
             got = np.stack([runner.step(eps, obs, text) for _ in range(5)])  # 3 chunks per episode
             for j, e in enumerate(group):
                 arm = CFG if arm_of(3, e) == "ivra" else None
@@ -61,10 +59,14 @@ def test_server_applies_the_hidden_arm_per_episode(tmp_path):
                 ][:5]
                 np.testing.assert_array_equal(got[:, j], want)  # its own arm, its own seeded chunks
         assert max(policy.batch_sizes) == 3  # lockstep episodes shared one call
-        runner = EpisodeRunner(rp)
-        stray = runner.start(seed=999)  # never announced with reset(999)
-        with pytest.raises(ValueError, match="noise seed .* belongs to no episode announced with reset"):
-            runner.step([stray], obs[:1], text[:1])
+        # a call that does not say which episode its rows belong to, or that asks for an arm, is refused
+        with pytest.raises(ValueError, match="blind A/B .* each row needs its episode"):
+            rp.predict(obs[:1], text[:1], [chunk_seed(999, 0)])
+        one = EpisodeRunner(rp).start(seed=999, ivra=CFG)
+        with pytest.raises(
+            ValueError, match="blind A/B: the server assigns the arm per episode, a request cannot"
+        ):
+            rp.predict(obs[:1], text[:1], [one.next_seed()], [CFG], [one.identity])
         with pytest.raises(ServerError, match="blind A/B: the arm is assigned per episode"):
             ws = connect(st.url, legacy=True)
             ws.recv(timeout=10)
@@ -91,6 +93,34 @@ def test_server_applies_the_hidden_arm_per_episode(tmp_path):
     assert again.arm_for("new")[0] == arm_of(3, 9)
     with pytest.raises(ValueError, match="different configuration: --ab-seed: 3 -> 4; .* another --ab-dir"):
         BlindAB(tmp_path / "ab", CFG, seed=4, policy="sim")
+
+
+def test_lockstep_episodes_with_one_seed_keep_their_own_blind_episodes(tmp_path):
+    """Two episodes with the same seed stepped together (a paired scene, say) are two blind episodes, each with
+    its own arm: the runner hands the client each row's episode; the rows' noise seeds cannot tell them apart."""
+    blind = BlindAB(tmp_path / "ab", CFG, seed=3, policy="sim")
+    st = ServerThread(
+        PolicyServer(SimLatencyPolicy(0, 0, chunk=3, execute=1), ServeOptions(port=0), SPEC, blind=blind)
+    ).start()
+    try:
+        rp = RemotePolicy(st.url)
+        runner = EpisodeRunner(rp)
+        eps = [runner.start(seed=7), runner.start(seed=7)]
+        obs, text = [{"image": np.full((8, 8, 3), 90, np.uint8)}] * 2, ["open the drawer"] * 2
+        got = np.stack([runner.step(eps, obs, text) for _ in range(3)])  # a chunk per step (execute=1)
+        rp.close()
+    finally:
+        st.stop()
+    assert {arm_of(3, 0), arm_of(3, 1)} == {"baseline", "ivra"}  # a pair: one episode in each arm
+    for j in range(2):
+        arm = CFG if arm_of(3, j) == "ivra" else None
+        want = [
+            SimLatencyPolicy.expected_chunk(obs[j], text[j], 7, arm, chunk_seed(7, k), 3)[0] for k in range(3)
+        ]
+        np.testing.assert_array_equal(got[:, j], want)
+    assert not np.array_equal(got[:, 0], got[:, 1])  # the arms differ, so the actions do
+    lines = [json.loads(s) for s in (tmp_path / "ab" / "episodes.jsonl").read_text().splitlines()]
+    assert [e["episode"] for e in lines] == [0, 1]
 
 
 def test_trials_records_outcomes_and_report_unblinds(tmp_path):

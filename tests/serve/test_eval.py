@@ -184,3 +184,20 @@ def test_ivra_demo_verb_with_no_server_is_a_usage_error(tmp_path, capsys):
         main(["demo", "--policy", f"ws://127.0.0.1:{port}", "--episodes", "2", "--out", str(tmp_path)]) == 2
     )
     assert f"ws://127.0.0.1:{port} unreachable" in capsys.readouterr().err
+
+
+def test_ivra_demo_refuses_a_served_policy_of_another_action_space(tmp_path, capsys):
+    from ivra.cli import main
+    from ivra.policies.sim import SimLatencyPolicy
+    from ivra.serve.policies import ObsSpec
+
+    st = start(SimLatencyPolicy(0, 0), ObsSpec(action_dim=7))  # a LIBERO-side policy's 7-D actions
+    try:
+        code = main(["demo", "--policy", st.url, "--episodes", "2", "--out", str(tmp_path)])
+    finally:
+        st.stop()
+    assert code == 2
+    assert f"--policy {st.url}: the served policy (sim) answers 7-D actions; the tabletop takes 4" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "journal.jsonl").exists()

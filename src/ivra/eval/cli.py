@@ -321,18 +321,10 @@ def cmd_eval_libero(args: argparse.Namespace) -> int:
             f"--execute-steps {args.execute_steps}: expected 1..{chunk_length} (policy {args.policy} predicts "
             f"chunks of {chunk_length} action(s); its default executes {default_execute})"
         )
-    if checked["random_weights"]:
-        print(
-            f"WARNING: policy {args.policy} runs RANDOM WEIGHTS ({checked['random_weights']}): its success rates "
-            "say nothing about a trained policy",
-            file=sys.stderr,
-        )
-    if checked.get("stand_in"):
-        print(
-            f"WARNING: policy {args.policy} is a STAND-IN ({checked['stand_in']}): its success rates say nothing "
-            "about a policy",
-            file=sys.stderr,
-        )
+    from ivra.policies.base import note_warnings
+
+    for line in note_warnings(args.policy, checked):
+        print(line, file=sys.stderr)
     print(
         f"ivra eval libero: {args.suite}"
         + (f" + {', '.join(perturbations)}" if perturbations else "")

@@ -91,7 +91,11 @@ class TabletopABJob:
 
     def resolution(self) -> int:
         spec = getattr(self._policy, "spec", None)
-        return spec.image_size if spec is not None else int(self._policy.image_size)
+        if spec is not None:
+            return spec.image_size
+        return int(
+            self._policy.image_size or 96
+        )  # a served policy that takes any size: the tabletop's default
 
     def __getstate__(self):
         return {**self.__dict__, "_policy": None}

@@ -318,11 +318,18 @@ def load_policy(policy: str, executor: str = "inline"):
             "directory | ws://HOST:PORT | package.module:Class (LIBERO policies run with `ivra eval libero`)"
         )
     try:  # served by `ivra serve`: reachable now (the server checks the settings it gets)
-        return build_policy(policy, {"reconnect_s": 5} if served else {})
+        pol = build_policy(policy, {"reconnect_s": 5} if served else {})
     except ServerUnavailable as exc:
         raise UsageError(f"--policy {policy}: {exc}") from None
     except (ValueError, FileNotFoundError, ImportError, AttributeError) as exc:
         raise UsageError(f"--policy {policy}: {exc}") from None
+    dim = pol.metadata.get("action_dim") if served else None
+    if dim is not None and int(dim) != 4:
+        raise UsageError(
+            f"--policy {policy}: the served policy ({pol.metadata.get('policy', '?')}) answers {dim}-D actions; "
+            "the tabletop takes 4 (pick x, y, place x, y)"
+        )
+    return pol
 
 
 def check_arms(pol, arms: dict[str, dict | None]) -> None:
@@ -330,6 +337,29 @@ def check_arms(pol, arms: dict[str, dict | None]) -> None:
     from ivra.policies.check import check_arms as check
 
     check(pol, arms)
+
+
+def warn_notes(policy: str, pol) -> dict:
+    """What the policy is when it is not a trained one (:func:`ivra.policies.base.policy_notes`: its own, or its
+    server's metadata when served): each a WARNING on stderr now; returned for results.json and the table."""
+    from ivra.policies.base import note_warnings, policy_notes
+
+    notes = policy_notes(pol)
+    for line in note_warnings(policy, notes):
+        print(line, file=sys.stderr)
+    return notes
+
+
+def notes_header(notes: dict) -> str:
+    """The table's first lines for a policy with notes (random weights, a stand-in); empty for a trained one."""
+    lines = []
+    if notes.get("random_weights"):
+        lines.append(
+            f"RANDOM WEIGHTS: {notes['random_weights']}; the success rates say nothing about a trained policy"
+        )
+    if notes.get("stand_in"):
+        lines.append(f"STAND-IN: {notes['stand_in']}; the success rates say nothing about a policy")
+    return "".join(line + "\n\n" for line in lines)
 
 
 def policy_layers(pol, policy: str) -> list[int]:
@@ -392,6 +422,7 @@ def demo(args) -> int:
     pol = preflight(args.policy, {"ivra": cfg}, args.executor)
     unused = {} if args.sequential else {"round": None, "delta": None}  # options a fixed run ignores
     claim_out(args, ivra=cfg, **unused)
+    notes = warn_notes(args.policy, pol)
     out = Path(args.out)
     if args.sequential and (out / "results.json").exists():
         from ivra.eval.sequential import resume_conflict
@@ -415,13 +446,13 @@ def demo(args) -> int:
         sequential = None
     summary = summarize(records, splits)
     by_family = summarize(records, families(records), by="task")
-    table = format_table(summary) + "\n\n" + power_line(summary)
+    table = notes_header(notes) + format_table(summary) + "\n\n" + power_line(summary)
     family_table = format_table(by_family)
     verdict = ""
     if sequential:
         verdict = sequential_lines(sequential, summary)
         table += "\n\n" + FIXED_NOTE + "\n\n" + verdict
-    print(format_table(summary) + "\n\n" + power_line(summary))
+    print(notes_header(notes) + format_table(summary) + "\n\n" + power_line(summary))
     print(f"\nper task family ({', '.join(splits)} pooled):\n{family_table}")
     fig = None
     try:
@@ -430,6 +461,7 @@ def demo(args) -> int:
         print(f"(figure not written: {exc})", file=sys.stderr)
     result = {
         "policy": args.policy,
+        **notes,  # random_weights, stand_in: a sentence each, or None
         "ivra": cfg,
         "ivra_source": source,
         "episodes_per_split": args.episodes,
@@ -602,6 +634,7 @@ def sweep(args) -> int:
                 cells.append((name, cfg))
     check_arms(pol, arms)
     claim_out(args, layers=layers, **({} if args.adaptive else {"round": None}))
+    notes = warn_notes(args.policy, pol)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     units = make_units([args.split], args.episodes, arms, chunk=args.chunk)
@@ -703,7 +736,11 @@ def sweep(args) -> int:
         for r in rows
     ]
     n_base = adaptive["baseline_episodes"] if adaptive else args.episodes
-    table = f"baseline: {100 * base:.1f} % ({args.split}, n={n_base})\n\n" + "\n".join(lines)
+    table = (
+        notes_header(notes)
+        + f"baseline: {100 * base:.1f} % ({args.split}, n={n_base})\n\n"
+        + "\n".join(lines)
+    )
     if adaptive:
         table += (
             f"\n\nadaptive ({adaptive.get('design', 'anytime')} design): {adaptive['rule']}; {adaptive['rounds']} round(s), {adaptive['cell_episodes_spent']} cell "
@@ -732,6 +769,7 @@ def sweep(args) -> int:
                 "split": args.split,
                 "episodes": args.episodes,
                 "policy": args.policy,
+                **notes,  # random_weights, stand_in: a sentence each, or None
                 "adaptive": adaptive,
                 "errors": error_summary(records),
             },
@@ -743,6 +781,12 @@ def sweep(args) -> int:
             print("not recording a default: some units ended in an error", file=sys.stderr)
         elif not winner:
             print("not recording a default: no cell is above the baseline", file=sys.stderr)
+        elif notes["random_weights"] or notes["stand_in"]:
+            print(
+                "not recording a default: the policy "
+                + ("runs random weights" if notes["random_weights"] else "is a stand-in"),
+                file=sys.stderr,
+            )
         else:
             defaults = IVRAConfig().to_dict()
             setting = {k: v for k, v in best_cfg.items() if k in ("layer", "lam") or v != defaults[k]}

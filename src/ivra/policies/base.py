@@ -22,12 +22,19 @@ the tabletop rollouts and the LIBERO job, the server's sessions for ``ivra serve
 ``per_sample_ivra = True`` (one forward pass), otherwise one sub-batch per distinct setting through ``set_ivra`` (the policy's own setting restored after).
 Single-step policies implement ``act(observations, instructions[, ivra]) -> (B, D)`` and get ``predict`` from
 :class:`SingleStep`.
+
+A policy that must know which episode a row belongs to -- the client of a blind A/B server
+(:class:`ivra.policies.remote.RemotePolicy`), where the server assigns the arm per episode -- declares
+``takes_episodes = True`` and then gets ``episodes=``: one :class:`EpisodeIdentity` per row (the episode's seed and
+its key), from :class:`ivra.episodes.EpisodeRunner` through :func:`predict_with_arms`. No other policy's signature
+changes: the keyword is passed only to policies that declare it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -53,11 +60,37 @@ class Policy(Protocol):
         (``None``), so that one loaded model serves both arms of an A/B."""
 
 
+@dataclass(frozen=True)
+class EpisodeIdentity:
+    """Which episode a row belongs to: its seed and its key (one key per episode: a blind A/B server assigns the
+    arm by it). Given to policies that declare ``takes_episodes = True``."""
+
+    seed: int
+    key: str
+
+
 def policy_notes(policy) -> dict:
     """What a policy is when it is not a trained one: ``random_weights`` (why it runs random weights) and
     ``stand_in`` (a stand-in whose actions are no policy's, e.g. ``sim``'s latency model), each a sentence or None.
     A served policy (:class:`ivra.policies.remote.RemotePolicy`) answers from its server's metadata."""
     return {k: getattr(policy, k, None) or None for k in ("random_weights", "stand_in")}
+
+
+def note_warnings(name: str, notes: dict) -> list[str]:
+    """The stderr warnings of :func:`policy_notes` (one line each) for the policy named ``name`` on the command
+    line, as every evaluation verb prints them."""
+    lines = []
+    if notes.get("random_weights"):
+        lines.append(
+            f"WARNING: policy {name} runs RANDOM WEIGHTS ({notes['random_weights']}): its success rates say "
+            "nothing about a trained policy"
+        )
+    if notes.get("stand_in"):
+        lines.append(
+            f"WARNING: policy {name} is a STAND-IN ({notes['stand_in']}): its success rates say nothing about a "
+            "policy"
+        )
+    return lines
 
 
 def ivra_key(cfg: dict | None) -> str | None:
@@ -111,19 +144,32 @@ def predict_with_arms(
     instructions: list[str],
     seeds: Sequence[int] | None = None,
     ivra: Sequence[dict | None] | None = None,
+    episodes: Sequence[EpisodeIdentity] | None = None,
 ) -> np.ndarray:
-    """``policy.predict`` with one IVRA setting per row (see the module docstring); (B, H, D)."""
+    """``policy.predict`` with one IVRA setting per row (see the module docstring); (B, H, D). ``episodes``: the
+    rows' episodes, passed on (``episodes=``) only to a policy that declares ``takes_episodes``."""
     n = len(observations)
     if len(instructions) != n:
         raise ValueError(f"{len(instructions)} instructions for a batch of {n} observations")
     seeds = row_seeds(seeds, n)
+    if episodes is not None and len(episodes) != n:
+        raise ValueError(f"episodes has {len(episodes)} entries for a batch of {n} observations")
+    takes = episodes is not None and getattr(policy, "takes_episodes", False)
+
+    def of(
+        rows: list[int] | None = None,
+    ) -> dict:  # the episodes keyword of a (sub-)batch, for policies taking it
+        if not takes:
+            return {}
+        return {"episodes": list(episodes) if rows is None else [episodes[i] for i in rows]}
+
     if ivra is None:
-        return check_chunks(policy, policy.predict(observations, instructions, seeds), n)
+        return check_chunks(policy, policy.predict(observations, instructions, seeds, **of()), n)
     ivra = list(ivra)
     if len(ivra) != n:
         raise ValueError(f"ivra has {len(ivra)} entries for a batch of {n} observations")
     if getattr(policy, "per_sample_ivra", False):
-        return check_chunks(policy, policy.predict(observations, instructions, seeds, ivra=ivra), n)
+        return check_chunks(policy, policy.predict(observations, instructions, seeds, ivra=ivra, **of()), n)
     out: np.ndarray | None = None
     saved = getattr(policy, "ivra_config", None)  # the setting of the last set_ivra, restored afterwards
     try:
@@ -138,7 +184,10 @@ def predict_with_arms(
             part = check_chunks(
                 policy,
                 policy.predict(
-                    [observations[i] for i in rows], [instructions[i] for i in rows], [seeds[i] for i in rows]
+                    [observations[i] for i in rows],
+                    [instructions[i] for i in rows],
+                    [seeds[i] for i in rows],
+                    **of(rows),
                 ),
                 len(rows),
             )

@@ -10,11 +10,10 @@ arm the following requests carry (None = explicit baseline); before any ``set_iv
 applies. ``act(observations, instructions[, ivra])`` -> (B, D) remains for single-step servers (H = 1).
 
 Blind A/B servers assign the arm per episode, so the server must know which episode a request belongs to, which a
-noise seed does not say. There, ``reset(seed)`` announces an episode seeded ``seed`` (as
-:meth:`ivra.episodes.EpisodeRunner.start` starts it): the requests whose noise seed is one of its chunk seeds
-(:func:`ivra.episodes.chunk_seed` ``(seed, k)``, k = 0, 1, ...) carry ``episode_id`` = ``"<client>/<n>:<seed>"``
-(n counts this client's episodes), so episodes stepped in lockstep keep their own arms; a row whose seed belongs to
-no announced episode is refused, naming it.
+noise seed does not say. The policy declares ``takes_episodes``: :class:`ivra.episodes.EpisodeRunner` hands each
+call its rows' episodes (:class:`ivra.policies.base.EpisodeIdentity`), and against a blind server each request
+carries ``episode_id`` = its episode's key, so episodes stepped in lockstep (even with one seed) keep their own
+arms. There a call without ``episodes`` is refused, and so is a row that asks for an arm (the server assigns it).
 
 Faults: when the connection drops (server restart, network), the client reconnects with exponential backoff
 (0.1 s doubling to 5 s) for up to ``reconnect_s`` seconds and re-sends the requests of the current call that were
@@ -26,7 +25,6 @@ from the server (bad request, policy error) raises :class:`ServerError` at once,
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -67,9 +65,6 @@ class RemotePolicy:
         self._ws = None
         self.metadata: dict = {}
         self._arm: Any = _UNSET
-        self._client_id = uuid.uuid4().hex[:12]
-        self._episode = 0
-        self._blind_rows: dict[int, tuple[str, int, int]] = {}  # next chunk seed -> (episode_id, seed, chunk)
         self.reconnects = 0
         self.last_timing: list[dict] = []
         self._connect(first=True)
@@ -173,29 +168,6 @@ class RemotePolicy:
         """How many actions of a chunk the served policy executes by default (the server's metadata)."""
         return int(self.metadata.get("execute_steps", self.chunk_length))
 
-    def reset(self, seed: int = 0) -> str:
-        """Blind A/B only (other servers need no episode state from the client): announce an episode seeded
-        ``seed``; the rows whose noise seeds are its chunk seeds are sent as that episode. Returns its id."""
-        from ivra.episodes import chunk_seed
-
-        episode_id = f"{self._client_id}/{self._episode}:{int(seed)}"
-        self._episode += 1
-        self._blind_rows[chunk_seed(int(seed), 0)] = (episode_id, int(seed), 0)
-        return episode_id
-
-    def _blind_episode(self, noise_seed: int) -> str:
-        from ivra.episodes import chunk_seed
-
-        try:
-            episode_id, seed, k = self._blind_rows.pop(noise_seed)
-        except KeyError:
-            raise ValueError(
-                f"{self.url} runs a blind A/B: noise seed {noise_seed} belongs to no episode announced with "
-                "reset(seed) (the server assigns arms per episode, so every episode must be announced)"
-            ) from None
-        self._blind_rows[chunk_seed(seed, k + 1)] = (episode_id, seed, k + 1)
-        return episode_id
-
     def set_ivra(self, cfg: dict | None) -> None:
         if cfg and self.metadata.get("ab") == "blind":
             raise ValueError(
@@ -203,9 +175,16 @@ class RemotePolicy:
             )
         self._arm = dict(cfg) if cfg else None
 
-    def request(self, obs: dict[str, Any], instruction: str, ivra: Any = _UNSET, noise_seed: int = 0) -> dict:
-        """The request of one row (an openpi observation map plus ``noise_seed`` and, per mode, the arm or the
-        blind episode)."""
+    def request(
+        self,
+        obs: dict[str, Any],
+        instruction: str,
+        ivra: Any = _UNSET,
+        noise_seed: int = 0,
+        episode: Any = None,
+    ) -> dict:
+        """The request of one row (an openpi observation map plus ``noise_seed`` and, per mode, the arm or, for a
+        blind A/B server, ``episode_id`` = the key of ``episode``, an :class:`ivra.policies.base.EpisodeIdentity`)."""
         msg: dict[str, Any] = {"prompt": instruction, "noise_seed": int(noise_seed)}
         if "image" in obs:
             msg["observation/image"] = np.ascontiguousarray(obs["image"], dtype=np.uint8)
@@ -215,7 +194,17 @@ class RemotePolicy:
             msg["observation/state"] = np.asarray(obs["state"], dtype=np.float32)
         arm = self._arm if ivra is _UNSET else ivra
         if self.metadata.get("ab") == "blind":
-            msg["episode_id"] = self._blind_episode(int(noise_seed))
+            if episode is None:
+                raise ValueError(
+                    f"{self.url} runs a blind A/B (the server assigns the arm per episode): each row needs its "
+                    "episode (predict(..., episodes=...), as ivra.episodes.EpisodeRunner passes them)"
+                )
+            if arm not in (_UNSET, None):
+                raise ValueError(
+                    f"{self.url} runs a blind A/B: the server assigns the arm per episode, a request cannot choose "
+                    f"one (got {arm!r})"
+                )
+            msg["episode_id"] = str(episode.key)
         elif arm is not _UNSET:
             msg["ivra"] = arm
         return msg
@@ -226,9 +215,11 @@ class RemotePolicy:
         instructions: list[str],
         seeds=None,
         ivra: list[dict | None] | None = None,
+        episodes: list | None = None,
     ) -> np.ndarray:
         """(B, H, D): row i's chunk from the server, seeded ``seeds[i]`` (None: 0), with arm ``ivra[i]`` (None
-        for the argument: the arm of :meth:`set_ivra`, else the server's default)."""
+        for the argument: the arm of :meth:`set_ivra`, else the server's default); ``episodes[i]``: row i's episode
+        (:class:`ivra.policies.base.EpisodeIdentity`; a blind A/B server needs it)."""
         from ivra.policies.base import row_seeds
 
         n = len(observations)
@@ -236,10 +227,21 @@ class RemotePolicy:
             raise ValueError(f"{len(instructions)} instructions for a batch of {n} observations")
         if ivra is not None and len(ivra) != n:
             raise ValueError(f"ivra has {len(ivra)} entries for a batch of {n} observations")
+        if episodes is not None and len(episodes) != n:
+            raise ValueError(f"episodes has {len(episodes)} entries for a batch of {n} observations")
         seeds = row_seeds(seeds, n)
         frames = [
             wire.packb(
-                {**self.request(o, s, _UNSET if ivra is None else ivra[i], seeds[i]), "more": n - 1 - i}
+                {
+                    **self.request(
+                        o,
+                        s,
+                        _UNSET if ivra is None else ivra[i],
+                        seeds[i],
+                        None if episodes is None else episodes[i],
+                    ),
+                    "more": n - 1 - i,
+                }
             )
             for i, (o, s) in enumerate(zip(observations, instructions))
         ]
@@ -262,6 +264,7 @@ class RemotePolicy:
         return self.predict(observations, instructions, None, ivra)[:, 0]
 
     per_sample_ivra = True
+    takes_episodes = True  # a blind A/B server needs each row's episode (ivra.policies.base.EpisodeIdentity)
 
     def _exchange(self, frames: list[bytes]) -> list[dict]:
         from websockets.exceptions import ConnectionClosed

@@ -11,7 +11,8 @@ Discipline (after RoboArena, arXiv 2506.18123, for one lab's IVRA-on/off compari
 * **Episodes.** Episodes are the server's sessions (:mod:`ivra.serve.sessions`): a request's ``episode_id`` (any
   string or integer) names its episode, and a new value starts a new episode and takes the next slot of the
   schedule; without ``episode_id``, one websocket connection is one episode until the client sends
-  ``reset: true``. ivra's own client names its episodes itself (:meth:`ivra.policies.remote.RemotePolicy.reset`).
+  ``reset: true``. ivra's own client names each request's episode (:class:`ivra.episodes.EpisodeRunner` hands it
+  the keys).
 * **Outcomes.** A harness that judges success itself (vla-eval's ``episode_end``, :mod:`ivra.serve.vlaeval`) writes
   it to ``outcomes.jsonl`` as the episode ends; otherwise ``ivra trials DIR`` asks the operator, episode by episode in start order, for success / failure
   (``outcomes.jsonl``), showing only index, pair and start time.
