@@ -104,7 +104,9 @@ def test_a_blind_inspect_robots_log_gives_its_arms_by_name(tmp_path, capsys):
 # --- vla-eval ---------------------------------------------------------------------------------------------
 
 
-def export_vla_eval(out_dir: Path, successes: dict[tuple[str, int], bool], seed: int = 7) -> Path:
+def export_vla_eval(
+    out_dir: Path, successes: dict[tuple[str, int], bool], seed: int = 7, server_info: dict | None = None
+) -> Path:
     """An aggregate JSON written by vla-eval 0.8.0's own code: its RecordingStore filled as its orchestrator fills
     it (``orchestrator.py``: metadata, one episode result per work item with the task's scalar fields and
     ``task_idx`` as context), then ``vla_eval.results.export.export_db``."""
@@ -123,7 +125,8 @@ def export_vla_eval(out_dir: Path, successes: dict[tuple[str, int], bool], seed:
             "config": {"params": {"seed": seed}, "episodes_per_task": 2},
             "metric_keys": {"success": "mean"},
             "harness_version": "0.8.0",
-        },
+        }
+        | ({} if server_info is None else {"server_info": server_info}),
     )
     tasks = sorted({t for t, _ in successes})
     for (task, ep), ok in sorted(successes.items()):
@@ -160,6 +163,39 @@ def test_two_vla_eval_runs_built_by_its_export_code_pair_with_a_work_order_warni
     c = export_vla_eval(tmp_path / "c", OUTCOMES_B, seed=8)  # another seed: other episodes
     rc, _out, err = _compare(capsys, a, c)
     assert rc == 2 and "share no episode" in err
+
+
+def _served_hello(default_ivra: dict | None) -> dict:
+    """The server_info vla-eval 0.8.0's own Connection takes from ``ivra serve``'s hello (its orchestrator stores
+    it in the run's metadata, so the aggregate carries it)."""
+    import anyio
+    from vla_eval.connection import Connection
+
+    from ivra.serve.policies import load_policy
+    from ivra.serve.server import PolicyServer, ServeOptions, ServerThread
+
+    policy, spec = load_policy("sim:fixed_ms=0,per_sample_ms=0")
+    with ServerThread(PolicyServer(policy, ServeOptions(port=0, default_ivra=default_ivra), spec)) as st:
+
+        async def hello() -> dict:
+            conn = Connection(st.url + "/vla-eval", timeout=30, max_retries=1)
+            await conn.connect(benchmark="test")
+            await conn.close()
+            return conn.server_info
+
+        return anyio.run(hello)
+
+
+def test_a_vla_eval_run_against_ivra_serve_is_labelled_with_the_served_arm(tmp_path, capsys):
+    pytest.importorskip("vla_eval")
+    a = export_vla_eval(tmp_path / "a", OUTCOMES_A, server_info=_served_hello(None))
+    b = export_vla_eval(tmp_path / "b", OUTCOMES_B, server_info=_served_hello({"layer": 0, "lam": 0.1}))
+    rc, out, _err = _compare(capsys, a, b)
+    assert rc == 0 and "(vla-eval, arm baseline)" in out and "(vla-eval, arm ivra)" in out
+    rc, out, _err = _compare(capsys, a, b, "--arm-a", "base")  # a name given wins
+    assert rc == 0 and "(vla-eval, arm base)" in out
+    rc, out, _err = _compare(capsys, FIXTURES / "vla_eval_a.json", a)  # not served by ivra: the file's name
+    assert rc == 0 and "(vla-eval, arm vla_eval_a)" in out
 
 
 def test_the_recorded_vla_eval_files_pair_on_suite_task_and_episode(capsys):

@@ -188,7 +188,9 @@ def _ivra(p: Path, records: list, arm, default_arm, metric) -> Run:
 
 def _vla_eval(p: Path, data: dict, arm, default_arm, metric) -> Run:
     metric = metric or "success"
-    label = str(arm or (data.get("server_info") or {}).get("ivra_arm") or p.stem)
+    served = (data.get("server_info") or {}).get("ivra") or {}  # ivra serve's hello (vlaeval.py)
+    served_arm = None if "arm" not in served else ("baseline" if served["arm"] is None else "ivra")
+    label = str(arm or served_arm or p.stem)
     seed = data.get("seed", ((data.get("config") or {}).get("params") or {}).get("seed"))
     out, errors = {}, 0
     for task in data["tasks"]:
