@@ -490,6 +490,21 @@ def test_adaptive_sweep_spends_at_most_the_grid_budget_and_names_only_survivors(
     assert f'--design: "{design}" -> "{other}"' in capsys.readouterr().err  # the shared run-folder check
 
 
+def _known_outcomes(outcome: dict, ran: dict):
+    """An ``_execute`` stand-in whose episodes succeed by ``outcome[arm](seed)``, counting episodes per arm in ``ran``."""
+
+    def fake_execute(args, units, journal, desc, pol=None):
+        recs = []
+        for u in units:
+            ran[u["arm"]] = ran.get(u["arm"], 0) + len(u["seeds"])
+            eps = [{"split": u["split"], "seed": s, "success": outcome[u["arm"]](s), "task": "t", "malformed": False}
+                   for s in u["seeds"]]  # fmt: skip
+            recs.append({"key": u["key"], "status": "ok", "unit": u, "result": {"episodes": eps}})
+        return recs, None
+
+    return fake_execute
+
+
 def test_group_sweep_stops_worse_and_futile_cells_at_the_planned_looks(monkeypatch):
     """With episodes of known outcome (baseline succeeds on even seeds; 'good' always, 'bad' never, 'coin' on odd
     seeds: as often as the baseline, every pair discordant), the group design stops 'bad' as worse, 'good' as a gain
@@ -505,17 +520,7 @@ def test_group_sweep_stops_worse_and_futile_cells_at_the_planned_looks(monkeypat
         "coin": lambda s: s % 2 == 1,
     }
     ran: dict[str, int] = {}
-
-    def fake_execute(args, units, journal, desc, pol=None):
-        recs = []
-        for u in units:
-            ran[u["arm"]] = ran.get(u["arm"], 0) + len(u["seeds"])
-            eps = [{"split": u["split"], "seed": s, "success": outcome[u["arm"]](s), "task": "t", "malformed": False}
-                   for s in u["seeds"]]  # fmt: skip
-            recs.append({"key": u["key"], "status": "ok", "unit": u, "result": {"episodes": eps}})
-        return recs, None
-
-    monkeypatch.setattr(ecli, "_execute", fake_execute)
+    monkeypatch.setattr(ecli, "_execute", _known_outcomes(outcome, ran))
     args = SimpleNamespace(episodes=400, round=50, split="val", chunk=50, policy="p", delta=0.2)
     cells = [("good", {}), ("bad", {}), ("coin", {})]
     _, info = ecli._group_rounds(args, cells, None, None)
@@ -542,17 +547,7 @@ def test_adaptive_elimination_stops_clearly_worse_cells_and_then_the_sweep(monke
         "mid": lambda s: s % 2 == 0,
     }
     ran: dict[str, int] = {}
-
-    def fake_execute(args, units, journal, desc, pol=None):
-        recs = []
-        for u in units:
-            ran[u["arm"]] = ran.get(u["arm"], 0) + len(u["seeds"])
-            eps = [{"split": u["split"], "seed": s, "success": outcome[u["arm"]](s), "task": "t", "malformed": False}
-                   for s in u["seeds"]]  # fmt: skip
-            recs.append({"key": u["key"], "status": "ok", "unit": u, "result": {"episodes": eps}})
-        return recs, None
-
-    monkeypatch.setattr(ecli, "_execute", fake_execute)
+    monkeypatch.setattr(ecli, "_execute", _known_outcomes(outcome, ran))
     args = SimpleNamespace(episodes=400, round=50, split="val", chunk=50, policy="p")
     cells = [("good", {}), ("bad", {}), ("mid", {})]
     _, info = ecli._adaptive_rounds(args, cells, None, None)

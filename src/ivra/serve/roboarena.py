@@ -34,7 +34,7 @@ import logging
 import numpy as np
 
 from ivra.serve import wire
-from ivra.serve.server import RequestError
+from ivra.serve.server import RequestError, decode_map
 from ivra.serve.sessions import Session, SessionError, parse_keys
 
 log = logging.getLogger("ivra.serve.roboarena")
@@ -136,14 +136,7 @@ async def serve_connection(server, ws, conn_id: int, session: Session) -> None:
     reset = False  # the next infer starts a new episode
     async for frame in ws:
         try:
-            if isinstance(frame, str):
-                raise RequestError("expected a binary msgpack frame, got a text frame")
-            try:
-                msg = wire.unpackb(frame)
-            except wire.WireError as exc:
-                raise RequestError(str(exc)) from None
-            if not isinstance(msg, dict):
-                raise RequestError(f"a request must be a map with an 'endpoint', got {type(msg).__name__}")
+            msg = decode_map(frame, "a map with an 'endpoint'")
             if "endpoint" not in msg:
                 raise RequestError(
                     f"missing key 'endpoint' (expected 'infer' or 'reset'; got keys {sorted(map(str, msg))})"

@@ -179,6 +179,19 @@ def normalise_ivra(value: Any) -> dict | None:
         raise RequestError(f"ivra: {exc}") from None
 
 
+def decode_map(frame: bytes | str, what: str) -> dict:
+    """A request frame decoded to its map (any wire protocol's); ``what`` says what the map should be."""
+    if isinstance(frame, str):
+        raise RequestError("expected a binary msgpack frame, got a text frame")
+    try:
+        msg = wire.unpackb(frame)
+    except wire.WireError as exc:
+        raise RequestError(str(exc)) from None
+    if not isinstance(msg, dict):
+        raise RequestError(f"a request must be {what}, got {type(msg).__name__}")
+    return msg
+
+
 class PolicyServer:
     """Serve one policy object to many websocket clients (see the module docstring)."""
 
@@ -246,14 +259,7 @@ class PolicyServer:
 
     def parse(self, frame: bytes | str, conn_id: int, session: Session | None = None) -> Request:
         """One request, validated; ``session`` (the connection's) gives its episode and noise seed."""
-        if isinstance(frame, str):
-            raise RequestError("expected a binary msgpack frame, got a text frame")
-        try:
-            msg = wire.unpackb(frame)
-        except wire.WireError as exc:
-            raise RequestError(str(exc)) from None
-        if not isinstance(msg, dict):
-            raise RequestError(f"a request must be a map of observation keys, got {type(msg).__name__}")
+        msg = decode_map(frame, "a map of observation keys")
         obs, prompt = self.observation(msg)
         more = msg.get("more", 0)
         if isinstance(more, bool) or not isinstance(more, (int, np.integer)) or more < 0:
