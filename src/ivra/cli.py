@@ -82,13 +82,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or with ``verb`` (one of :data:`VERBS`) only the module that registers it: a command imports
+    what its own verb needs, not every verb's (torch, scipy), so that even a refused option is answered at once."""
     parser = Parser(prog="ivra", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of expected errors too")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     seen: set[str] = set()
-    for module_name in dict.fromkeys(VERBS.values()):
+    modules = [VERBS[verb]] if verb in VERBS else VERBS.values()
+    for module_name in dict.fromkeys(modules):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:  # a capability not built into this install
@@ -151,8 +154,15 @@ def _describe(exc: BaseException) -> str:
     return " ".join(text.split("\n"))  # one line, whatever the message
 
 
+def _verb(argv: list[str]) -> str | None:
+    """The verb of a command line (its first word that is not a top-level flag), if it is one of :data:`VERBS`."""
+    word = next((a for a in argv if a not in ("--debug", "--version")), None)
+    return word if word in VERBS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_verb(argv))
     args = parser.parse_args(argv)
     if args.version:
         from ivra import __version__
@@ -165,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     prog = " ".join(
         filter(None, ["ivra", args.verb, getattr(args, "benchmark", None), getattr(args, "stage", None)])
     )
-    expected = _expected_errors()
     try:
         with warnings.catch_warnings():
             if not args.debug:
@@ -174,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except tuple(expected) as exc:
+    except Exception as exc:
+        expected = _expected_errors()  # (imported only now: the adapters import torch)
+        if not isinstance(exc, tuple(expected)):
+            raise
         status = next(code for cls, code in expected.items() if isinstance(exc, cls))
         if args.debug:  # the traceback too, and the same exit status
             import traceback

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from ivra.core import AFFINITY_MODES
+AFFINITY_MODES = ("cosine", "relu", "softmax", "cosine_authors")  # ivra.core's (here: no torch at import)
 
 AFFINITY_FEATURES = ("key", "query", "value", "hidden")
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AFFINITY_MODES = ("cosine", "relu", "softmax", "cosine_authors")
+from ivra.config import AFFINITY_MODES  # (defined there so that the config imports no torch)
+
 COSINE_ROW_FLOOR = 1.0
 _EPS = 1e-6
 

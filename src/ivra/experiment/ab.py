@@ -14,14 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivra.eval.stats import paired_ab, wilson
-from ivra.tabletop.tasks import SPLITS, TASKS
+from ivra.tabletop.tasks import EXTRA_SPLITS, SPLITS, TASKS, TEST_SPLITS, TUNING_SPLITS  # noqa: F401 (re-exported)
 
-TUNING_SPLITS = ("train", "val")
-#: every split a setting is *reported* on: all but the ones used for training and tuning
-#: scored only on request (--splits): targets in a region training never shows, 0 % by construction
-EXTRA_SPLITS = ("placement_extrapolation",)
-#: the demo's default: VIMA-style generalisation splits
-TEST_SPLITS = tuple(s for s in SPLITS if s not in TUNING_SPLITS + EXTRA_SPLITS)
 SHIPPED_SETTING_FILE = Path(__file__).resolve().parent.parent / "minivla" / "weights" / "ivra_setting.json"
 SETTING_FILE_NAME = "ivra/minivla/weights/ivra_setting.json"  # how messages name it (no install paths)
 

@@ -87,7 +87,7 @@ def _torch_threads_help() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ivra.experiment.ab import TEST_SPLITS
+    from ivra.tabletop.tasks import TEST_SPLITS  # (not ivra.experiment.ab: no scipy for a --help)
 
     if "demo" in sub.choices:  # the main CLI may call register once per verb
         return
@@ -250,7 +250,7 @@ def _affinity_features() -> tuple[str, ...]:
 
 
 def _affinity_modes() -> tuple[str, ...]:
-    from ivra.core import AFFINITY_MODES
+    from ivra.config import AFFINITY_MODES
 
     return tuple(AFFINITY_MODES)
 

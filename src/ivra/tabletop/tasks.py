@@ -79,6 +79,12 @@ SPLITS: tuple[str, ...] = (
     "placement_extrapolation",
 )
 SPLIT_INDEX: dict[str, int] = {s: i for i, s in enumerate(SPLITS)}
+TUNING_SPLITS = ("train", "val")
+#: every split a setting is *reported* on: all but the ones used for training and tuning
+#: scored only on request (--splits): targets in a region training never shows, 0 % by construction
+EXTRA_SPLITS = ("placement_extrapolation",)
+#: the demo's default: VIMA-style generalisation splits
+TEST_SPLITS = tuple(s for s in SPLITS if s not in TUNING_SPLITS + EXTRA_SPLITS)
 
 #: Colour-shape pairs that never appear outside ``combination`` (whose targets they are).
 HELD_OUT_COMBOS: frozenset[tuple[str, str]] = frozenset(
