@@ -16,7 +16,8 @@ A block may be preceded by a directive, an HTML comment that Markdown renders as
   (fewer episodes, one worker, no GPU). Each ``old`` must occur, so a directive cannot silently stop applying.
   ``{ws}`` in ``new`` is the workspace.
 - ``setenv``: environment variables for a bash block (``{ws}`` as above).
-- ``skip``: the reason a block cannot run in a test (only `bash scripts/test.sh`, which is this test command).
+- ``skip``: the reason a block does not run as a doc test: it cannot (only `bash scripts/test.sh`, which is this test
+  command), or a named test runs the same commands and checks more (so that a slow scenario runs once).
 - ``timeout``: seconds (default 600).
 - ``expect``: strings the output of a bash block (stdout and stderr) must contain.
 """

@@ -204,6 +204,7 @@ LIBERO_ARGS = dict(suite="libero_spatial", tasks=[0], init_states=[0], max_steps
 
 
 def test_libero_ab_smolvla_checkpoint_through_the_cli(smolvla_checkpoint, tmp_path):
+    """docs/systems.md's LIBERO command for SmolVLA, as written there (the doc block is not run twice)."""
     pytest.importorskip("libero", reason="LIBERO is installed into this environment by `nox -s lerobot`")
     from ivra.eval.libero.install import child_env
 
@@ -211,7 +212,7 @@ def test_libero_ab_smolvla_checkpoint_through_the_cli(smolvla_checkpoint, tmp_pa
     cmd = [sys.executable, "-m", "ivra.cli", "eval", "libero", "--suite", "libero_spatial", "--tasks", "0",
            "--init-states", "0", "--max-steps", "8", "--resolution", "128", "--no-progress",
            "--policy", "lerobot:smolvla", "--policy-kwargs", f"path={folder},tokenizer={folder / 'smolvlm'}",
-           "--ab", "--ivra", "layer=1,lam=0.5", "--executor", "inline", "--out", str(out)]  # fmt: skip
+           "--ab", "--ivra", "layer=2,lam=0.3", "--executor", "inline", "--out", str(out)]  # fmt: skip
     env = child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
