@@ -205,6 +205,8 @@ def env_tests(env: str):
 
     @pytest.mark.parametrize("block", chosen, ids=lambda b: b.id)
     def test_doc_block(block):
+        if "skip" in block.directive:  # as in the core suite's tests/test_docs.py
+            pytest.skip(block.directive["skip"])
         run(block)
 
     return workspaces, test_this_environment_has_doc_blocks, test_doc_block
