@@ -156,7 +156,12 @@ def _run_bash(example) -> None:  # Sybil's evaluator signature; our tests call r
 
 
 def run(block: Block) -> None:
-    """Run one block (python in its document's namespace, bash in its document's workspace)."""
+    """Run one block (python in its document's namespace, bash in its document's workspace); a block whose
+    directive says ``skip`` is skipped with its reason."""
+    if "skip" in block.directive:
+        import pytest
+
+        pytest.skip(block.directive["skip"])
     if block.language == "python":
         block.example.evaluate()
         return
@@ -205,8 +210,6 @@ def env_tests(env: str):
 
     @pytest.mark.parametrize("block", chosen, ids=lambda b: b.id)
     def test_doc_block(block):
-        if "skip" in block.directive:  # as in the core suite's tests/test_docs.py
-            pytest.skip(block.directive["skip"])
         run(block)
 
     return workspaces, test_this_environment_has_doc_blocks, test_doc_block

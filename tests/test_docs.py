@@ -32,7 +32,6 @@ def test_every_fenced_block_is_run_by_some_environment():
     )
     assert len(BLOCKS) >= 8
     # a block is skipped outright only if it is the test command itself or a named test runs it (and checks more)
-    root = ROOT
     unrun = []
     for b in BLOCKS:
         reason = b.directive.get("skip")
@@ -40,7 +39,7 @@ def test_every_fenced_block_is_run_by_some_environment():
             continue
         named = re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", reason)
         if not named or not all(
-            (root / path).is_file() and (not name or f"def {name}(" in (root / path).read_text())
+            (ROOT / path).is_file() and (not name or f"def {name}(" in (ROOT / path).read_text())
             for path, name in named
         ):
             unrun.append((b.id, reason))
@@ -97,8 +96,6 @@ def _slug(heading: str) -> str:
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.id)  # a page runs on one xdist worker (conftest.py)
 def test_doc_block(block):
-    if "skip" in block.directive:
-        pytest.skip(block.directive["skip"])
     if block.env != ENV:
         pytest.skip(f"runs in the {block.env} environment (nox -s {block.env})")
     run(block)
