@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -149,6 +150,34 @@ def bash_script(block: Block, ws: Path) -> str:
             )
         text = text.replace(old, new.replace("{ws}", str(ws)))
     return text
+
+
+def ivra_command(doc: str, marker: str) -> list[str]:
+    """The arguments of the one ``ivra`` command containing ``marker`` in a bash block of ``doc`` (e.g.
+    ``"docs/libero.md"``), as that block's test runs it (its directive's replacements applied): for a test that runs
+    a slow doc command itself and checks more, while the block says ``skip`` naming that test (it is not run twice,
+    and the test follows the page's command as written)."""
+    found = []
+    for block in blocks():
+        if block.language != "bash" or not block.id.startswith(f"{doc}:"):
+            continue
+        for line in bash_script(block, Path("{ws}")).replace("\\\n", " ").splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv and argv[0].endswith("/ivra") and marker in argv:
+                found.append(argv[1:])
+    if len(found) != 1:
+        raise AssertionError(f"{doc}: {len(found)} ivra commands with {marker!r}, expected one")
+    return found[0]
+
+
+def with_option(args: list[str], option: str, value: str) -> list[str]:
+    """``args`` with ``option``'s value replaced (or the option appended)."""
+    out = list(args)
+    if option in out:
+        out[out.index(option) + 1] = value
+    else:
+        out += [option, value]
+    return out
 
 
 def _run_bash(example) -> None:  # Sybil's evaluator signature; our tests call run(block) instead

@@ -44,7 +44,7 @@ def test_every_fenced_block_is_run_by_some_environment():
         ):
             unrun.append((b.id, reason))
     assert not unrun, f"blocks skipped without naming an existing test that runs them: {unrun}"
-    assert sum("skip" in b.directive for b in BLOCKS) <= 3, "a fourth block skipped: run it, or raise this bound"
+    assert sum("skip" in b.directive for b in BLOCKS) <= 5, "a sixth block skipped: run it, or raise this bound"
 
 
 def unclosed_fence(text: str) -> int | None:

@@ -125,39 +125,28 @@ def test_lockstep_episodes_equal_one_at_a_time(subprocess_env):
 @pytest.mark.libero
 @pytest.mark.slow
 def test_lockstep_through_the_cli_journals_each_unit_and_resumes_with_any_k(tmp_path, subprocess_env):
-    """`--lockstep 3 --execute-steps 3` with a chunk policy in a spawned worker: one record per unit (batches of 3
-    and 1) and a video per episode, the manifest records both options; a resume at K=1 reruns lost units to the same results; another
-    --execute-steps is another configuration, one beyond the chunk is refused."""
-    pol = ["--policy", "sim:fixed_ms=0,per_sample_ms=0,chunk=4", "--ab", "--ivra", "layer=2,lam=0.5"]
-    units = ["--tasks", "0", "--init-states", "0-1", "--max-steps", "5"]
+    """docs/libero.md's `--lockstep 3 --execute-steps 5` command as written there at the block's test size (the
+    block itself is not run twice): a chunk policy (chunks of 8) in a spawned worker, an A/B of two initial states.
+    One record per unit (batches of 3 and 1) and a video per episode, the manifest records both options; a resume at
+    K=1 reruns lost units to the same results; another --execute-steps is another configuration, one beyond the
+    chunk is refused."""
+    from docs_examples import ivra_command, with_option
+
     out = tmp_path / "k3"
-    cmd = [
-        "eval",
-        "libero",
-        *COMMON,
-        *pol,
-        *units,
-        "--execute-steps",
-        "3",
-        "--executor",
-        "local",
-        "--workers",
-        "1",
-        "--videos",
-        "1",
-    ]
-    proc = _ivra([*cmd, "--lockstep", "3", "--out", str(out)], subprocess_env)
+    cmd = with_option(ivra_command("docs/libero.md", "--execute-steps"), "--out", str(out))
+    assert with_option(cmd, "--lockstep", "3") == cmd and "--videos" in cmd  # the block's K, and a video per lane
+    proc = _ivra(cmd, subprocess_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
-    assert "chunks of 4, 3 executed, 3 episodes in lockstep per worker" in proc.stderr
+    assert "chunks of 8, 5 executed, 3 episodes in lockstep per worker" in proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["lockstep"] == 3 and manifest["config"]["execute_steps"] == 3
-    assert manifest["chunk"] == {"chunk_length": 4, "policy_execute_steps": 4, "execute_steps": 3}
+    assert manifest["lockstep"] == 3 and manifest["config"]["execute_steps"] == 5
+    assert manifest["chunk"] == {"chunk_length": 8, "policy_execute_steps": 8, "execute_steps": 5}
     lines = Journal(out / "journal.jsonl").records()
     assert len(lines) == 4 and len({r["key"] for r in lines}) == 4 and all(r["status"] == "ok" for r in lines)
     assert sorted(r["meta"]["lockstep"]["size"] for r in lines) == [1, 3, 3, 3]
     assert len({r["meta"]["lockstep"]["batch"] for r in lines}) == 2
-    assert all(r["result"]["chunks"] == 2 and r["result"]["steps"] == 5 for r in lines)
+    assert all(r["result"]["chunks"] == 2 and r["result"]["steps"] == 6 for r in lines)
     assert all(
         (out / "episodes" / r["result"]["video"]).stat().st_size > 0 for r in lines
     )  # a video per lane
@@ -167,17 +156,17 @@ def test_lockstep_through_the_cli_journals_each_unit_and_resumes_with_any_k(tmp_
     journal = (out / "journal.jsonl").read_text().splitlines()
     lost = {json.loads(x)["key"]: json.loads(x)["result"] for x in journal[:2]}
     (out / "journal.jsonl").write_text("\n".join(journal[2:]) + "\n")
-    proc = _ivra([*cmd, "--lockstep", "1", "--out", str(out)], subprocess_env)
+    proc = _ivra(with_option(cmd, "--lockstep", "1"), subprocess_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = Journal(out / "journal.jsonl").records()[2:]
     assert {r["key"]: r["result"] for r in again} == lost
     assert all(r["meta"]["lockstep"]["size"] == 1 for r in again)
     assert json.loads((out / "manifest.json").read_text())["lockstep"] == 1
-    other = [*cmd[: cmd.index("--execute-steps")], "--execute-steps", "2", *cmd[cmd.index("--executor") :]]
-    proc = _ivra([*other, "--out", str(out)], subprocess_env)
-    assert proc.returncode == 2 and "different configuration: --execute-steps: 3 -> 2;" in proc.stderr
-    proc = _ivra([*other[:-8], "--execute-steps", "5", "--out", str(tmp_path / "x")], subprocess_env)
-    assert proc.returncode == 2 and "--execute-steps 5: expected 1..4 (policy sim:" in proc.stderr
+    proc = _ivra(with_option(cmd, "--execute-steps", "2"), subprocess_env)
+    assert proc.returncode == 2 and "different configuration: --execute-steps: 5 -> 2;" in proc.stderr
+    beyond = with_option(with_option(cmd, "--execute-steps", "9"), "--out", str(tmp_path / "x"))
+    proc = _ivra(beyond, subprocess_env)
+    assert proc.returncode == 2 and "--execute-steps 9: expected 1..8 (policy sim predicts chunks of 8" in proc.stderr
 
 
 def _ab_pair_in_lockstep(policy: str, retries: int, out: Path, subprocess_env):

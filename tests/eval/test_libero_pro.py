@@ -76,14 +76,19 @@ def test_preset_deviations_name_the_preset():
 
 @pytest.mark.libero
 def test_perturbations_ab_in_lockstep_reports_one_row_per_family(tmp_path, subprocess_env):
+    """docs/libero.md's robustness A/B, its command as written there at the block's test size (the block itself
+    is not run twice): the base suite and two families, tiny-vla, lerobot's protocol, two episodes in lockstep in a
+    worker."""
+    from docs_examples import ivra_command, with_option
+
     out = tmp_path / "pro"
-    cmd = ["eval", "libero", "--suite", "libero_spatial", "--perturbations", "swap,lan", "--policy", "tiny-vla", "--ab", "--tasks", "0", "--init-states", "0", "--max-steps", "3", "--resolution", "64", "--lockstep", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    cmd = with_option(ivra_command("docs/libero.md", "--perturbations"), "--out", str(out))
     proc = _ivra(cmd, subprocess_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     suites = ["libero_spatial", "libero_spatial_swap", "libero_spatial_lan"]
     assert manifest["suites"] == suites and manifest["base_suite"] == "libero_spatial"
-    assert manifest["perturbations"] == ["swap", "lan"] and manifest["preset"]["name"] == "ivra"
+    assert manifest["perturbations"] == ["swap", "lan"] and manifest["preset"]["name"] == "lerobot"
     assert manifest["protocol"]["instruction_source"]["libero_spatial_lan"] == "bddl"
     recs = list(Journal(out / "journal.jsonl").final_records().values())
     assert len(recs) == 3 * 1 * 2 and all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
@@ -92,7 +97,7 @@ def test_perturbations_ab_in_lockstep_reports_one_row_per_family(tmp_path, subpr
     assert registry != bddl
     for (suite, state, arm), r in res.items():
         assert r["perturbation"] == protocol.perturbation(suite)
-        assert r["seed"] == state and r["steps"] == 3
+        assert r["seed"] == 1000 + state and r["steps"] == 3  # lerobot's seeds: 1000 + the episode's index
         assert r["instruction"] == (bddl if suite == "libero_spatial_lan" else registry)
         # the same unit in every suite: same task, initial state, seed and arm
         assert r["seed"] == res[("libero_spatial", state, arm)]["seed"]
@@ -104,7 +109,7 @@ def test_perturbations_ab_in_lockstep_reports_one_row_per_family(tmp_path, subpr
         ("lan", "libero_spatial_lan", 1),
     ]
     report = (out / "report.md").read_text()
-    assert "## Robustness (LIBERO-PRO)" in report and "protocol: ivra (" in report
+    assert "## Robustness (LIBERO-PRO)" in report and "protocol: lerobot (" in report
     for r in rows:
         assert f"| {r['perturbation']} | {r['suite']} | baseline | ivra | 1 |" in report
 
