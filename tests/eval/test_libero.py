@@ -217,6 +217,38 @@ def test_units_and_job_pickling():
         pickle.dumps(LiberoJob(cfg, policy=ZeroPolicy()))
 
 
+@pytest.mark.libero
+def test_a_job_keeps_the_garbage_collector_off_what_existed_only_until_teardown():
+    """LiberoJob freezes the objects that exist at set-up (robosuite's collection at every reset then skips them) and
+    unfreezes them at teardown, also when another job took its simulators over; a simulator it closes while frozen
+    is collected at once."""
+    import gc
+    import weakref
+
+    from ivra.eval.libero.job import LiberoConfig, LiberoJob
+
+    cfg = LiberoConfig(policy="zero", arms={"baseline": None}, max_steps=1, wait_steps=0, resolution=32)
+    before = gc.get_freeze_count()
+    job = LiberoJob(cfg)
+    job.setup()
+    assert gc.get_freeze_count() > before
+
+    class Cycle:  # garbage only the cyclic collector frees, made while frozen (like a closed MjSim)
+        pass
+
+    c = Cycle()
+    c.me = c
+    gone = weakref.ref(c)
+    del c
+    gc.collect()
+    assert gone() is None
+    later = LiberoJob(cfg, simulators_from=job)
+    job.teardown()
+    assert gc.get_freeze_count() > before  # the job that took the simulators over unfreezes
+    later.teardown()
+    assert gc.get_freeze_count() == 0
+
+
 def test_both_cameras_reach_the_policy_rotated_180_degrees():
     """LIBERO renders upside down; the policy gets each camera's image rotated by 180 degrees (rows and columns
     reversed, OpenVLA's ``img[::-1, ::-1]``): not flipped on one axis only, not left as rendered."""
