@@ -327,15 +327,17 @@ def test_sequential_ab_stops_by_the_rule_records_it_and_resumes_to_the_same_deci
     than the fixed design; manifest and report say so, the decision last (after the throughput), with both
     intervals labelled; a rerun changes nothing. The group design's one-round plan is refused in one line."""
     out = tmp_path / "seq"
-    cmd = ["eval", "libero", "--suite", "libero_spatial", "--tasks", "0-1", "--init-states", "0-3", "--max-steps", "2", "--wait-steps", "0", "--resolution", "64", "--no-progress", "--policy", "zero", "--ab", "--ivra", "layer=2,lam=0.3", "--executor", "inline", "--sequential", "--round", "2", "--delta", "0.9", "--design", design, "--out", str(out)]  # fmt: skip
+    # the group design stops after its first round on one task's pairs; the anytime interval needs two tasks' pairs
+    tasks = {"group": 1, "anytime": 2}[design]
+    cmd = ["eval", "libero", "--suite", "libero_spatial", "--tasks", f"0-{tasks - 1}", "--init-states", "0-3", "--max-steps", "2", "--wait-steps", "0", "--resolution", "64", "--no-progress", "--policy", "zero", "--ab", "--ivra", "layer=2,lam=0.3", "--executor", "inline", "--sequential", "--round", "2", "--delta", "0.9", "--design", design, "--out", str(out)]  # fmt: skip
     proc = _ivra(cmd, subprocess_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     seq = json.loads((out / "manifest.json").read_text())["sequential"]
     assert seq["design"] == design
-    assert seq["decision"]["outcome"] == "futility" and seq["rounds"] == 1 and seq["decision"]["n"] == 4
-    assert seq["episodes_spent"] == 8 and seq["fixed_design_episodes"] == 16
+    assert seq["decision"]["outcome"] == "futility" and seq["rounds"] == 1 and seq["decision"]["n"] == 2 * tasks
+    assert seq["episodes_spent"] == 4 * tasks and seq["fixed_design_episodes"] == 8 * tasks
     report = (out / "report.md").read_text().strip()
-    assert "**futility** after 1 round(s), 4 pairs" in report.splitlines()[-1]
+    assert f"**futility** after 1 round(s), {2 * tasks} pairs" in report.splitlines()[-1]
     assert "anytime-valid 95 % interval" in report and "fixed-design 95 % interval" in report
     assert proc.stdout.strip().splitlines()[-1] == report.splitlines()[-1]
     if design == "group":  # the CLI-only refusals once (each is a fresh process): another design, one round, no --ab

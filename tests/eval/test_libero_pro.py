@@ -77,8 +77,8 @@ def test_preset_deviations_name_the_preset():
 @pytest.mark.libero
 def test_perturbations_ab_in_lockstep_reports_one_row_per_family(tmp_path, subprocess_env):
     """docs/libero.md's robustness A/B, its command as written there at the block's test size (the block itself
-    is not run twice): the base suite and two families, tiny-vla, lerobot's protocol, two episodes in lockstep in a
-    worker."""
+    is not run twice): the base suite and two families, tiny-vla, lerobot's protocol, two episodes at a time in lockstep
+    (inline)."""
     from docs_examples import ivra_command, with_option
 
     out = tmp_path / "pro"

@@ -34,7 +34,7 @@ cases = [  # name, policy, kwargs, execute, lockstep, units, config overrides
     ("openvla preset: task seeding", SIM, {"chunk": 4}, 4, 1, make_units("libero_spatial", [0], [1], ["ivra"], seed=7),
      {"protocol": "openvla", "env_seeding": "task", "env_seed": 7}),
     ("openpi preset: task seeding, execute 5", SIM, {"chunk": 8}, 5, 1,
-     make_units("libero_spatial", [1], [2], ["baseline"], seed=7), {"protocol": "openpi", "env_seeding": "task", "env_seed": 7}),
+     make_units("libero_spatial", [1], [1], ["baseline"], seed=7), {"protocol": "openpi", "env_seeding": "task", "env_seed": 7}),
     ("lerobot preset, LIBERO-PRO swap suite", SIM, {"chunk": 4}, 2, 1, make_units("libero_spatial_swap", [0], [0], ["ivra"]),
      {"protocol": "lerobot", "suite": "libero_spatial_swap", "wait_steps": 1}),
 ]
