@@ -13,7 +13,7 @@ stop at the first index that has a package at all), ``UV_CACHE_DIR=<checkout>/.c
 unpacked copy of each wheel for every environment of a run; ``IVRA_PRUNE_ENVS=1`` deletes it with them) and
 ``UV_PYTHON_DOWNLOADS=never`` (interpreters come from pyenv or PATH) and ``UV_COMPILE_BYTECODE=1`` (pip's default:
 each installed module compiled once, at install; uv's own default leaves that to the first import, and where
-``PYTHONDONTWRITEBYTECODE`` is set, as on this project's CI machine, every process then compiles torch's, LIBERO's
+``PYTHONDONTWRITEBYTECODE`` is set, as on this project's 2-core machine, every process then compiles torch's, LIBERO's
 and robosuite's sources again: about 3 s of a 25-s ``ivra eval libero`` run). A variable already set wins.
 
     eval "$(python3 scripts/uv_env.py)"      # shell: export lines

@@ -131,8 +131,10 @@ def _expected_errors() -> dict[type, int]:
         PermissionError: 2,
         JournalError: 1,
     }
-    adapters = sys.modules.get("ivra.adapters.base")  # (an IVRAError exists only where the adapters were imported;
-    if adapters is not None:  # importing them here would import torch for every refusal)
+    # an IVRAError exists only where the adapters were imported; importing them here would import torch for every
+    # refusal
+    adapters = sys.modules.get("ivra.adapters.base")
+    if adapters is not None:
         errors[adapters.IVRAError] = 1
     try:
         from ivra.eval.libero.install import LiberoMissing

@@ -300,7 +300,7 @@ class LiberoJob:
         simulator, so that a simulator it closes is collected at once as before; the frozen objects are only
         examined again after teardown (:func:`gc.unfreeze`), never freed while the job runs, and nothing that lives on
         after the job is kept from the collector."""
-        if not self._frozen and not self._envs:
+        if not self._envs:
             gc.collect()
             gc.freeze()
             self._frozen = True
@@ -359,8 +359,7 @@ class LiberoJob:
     def _get_policy(self):
         if self._policy is None:
             self._policy = build_policy(self.config.policy, self.config.policy_kwargs)
-            if self._frozen and not self._envs:  # the model and the modules it imported: frozen too
-                self._frozen = False
+            if self._frozen:  # the model and the modules it imported: frozen too
                 self._freeze()
         return self._policy
 
